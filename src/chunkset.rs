@@ -1,0 +1,437 @@
+//! [`ChunkSet`]: which chunks of a file a peer holds, as a bitmap.
+//!
+//! On the wire a set travels as inclusive ranges (`1-68`), which is short for
+//! the usual cases (everything, or a run of chunks) and readable in grpcurl.
+
+use std::ops::RangeInclusive;
+
+use crate::chunk::{ChunkError, ChunkIndex};
+
+/// A set of chunk numbers of one file with `universe` chunks.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct ChunkSet {
+    words: Vec<u64>,
+    universe: u32,
+    len: u32,
+}
+
+impl ChunkSet {
+    /// No chunks of a file with `universe` chunks.
+    pub fn empty(universe: u32) -> Self {
+        Self {
+            words: vec![0; (universe as usize).div_ceil(64)],
+            universe,
+            len: 0,
+        }
+    }
+
+    /// Every chunk of a file with `universe` chunks.
+    pub fn full(universe: u32) -> Self {
+        let mut set = Self::empty(universe);
+        set.words.fill(u64::MAX);
+        set.clear_tail();
+        set.len = universe;
+        set
+    }
+
+    /// The set of the given inclusive ranges; each must lie within
+    /// `1..=universe`. Ranges may overlap, but a set never needs more than
+    /// `universe / 2 + 1` of them, so more are refused: the work done for a
+    /// request stays proportional to the file, not to the request.
+    pub fn from_ranges(
+        universe: u32,
+        ranges: impl IntoIterator<Item = RangeInclusive<u32>>,
+    ) -> Result<Self, ChunkError> {
+        let mut set = Self::empty(universe);
+        let mut seen = 0u32;
+        for range in ranges {
+            let (first, last) = (*range.start(), *range.end());
+            seen += 1;
+            if first == 0 || first > last || seen > universe / 2 + 1 {
+                return Err(ChunkError::BadRange { first, last });
+            }
+            if last > universe {
+                return Err(ChunkError::OutOfRange {
+                    number: u64::from(last),
+                    count: universe,
+                });
+            }
+            set.fill_positions(first as usize - 1, last as usize - 1);
+        }
+        set.recount();
+        Ok(set)
+    }
+
+    /// The bitmap as bytes (little-endian 64-bit words), for storage.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.words.iter().flat_map(|w| w.to_le_bytes()).collect()
+    }
+
+    /// A bitmap stored by [`ChunkSet::to_bytes`]; `None` if it does not fit
+    /// a file of `universe` chunks.
+    pub fn from_bytes(universe: u32, bytes: &[u8]) -> Option<Self> {
+        let words = (universe as usize).div_ceil(64);
+        if bytes.len() != words * 8 {
+            return None;
+        }
+        let mut set = Self {
+            words: bytes
+                .chunks_exact(8)
+                .map(|w| u64::from_le_bytes(w.try_into().unwrap_or_default()))
+                .collect(),
+            universe,
+            len: 0,
+        };
+        let before = set.words.last().copied();
+        set.clear_tail();
+        if set.words.last().copied() != before {
+            return None;
+        }
+        set.recount();
+        Some(set)
+    }
+
+    /// How many chunks the file has.
+    pub fn universe(&self) -> u32 {
+        self.universe
+    }
+
+    /// How many chunks are in the set.
+    pub fn len(&self) -> u32 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether the set holds every chunk of the file.
+    pub fn is_full(&self) -> bool {
+        self.len == self.universe
+    }
+
+    pub fn contains(&self, chunk: ChunkIndex) -> bool {
+        let pos = chunk.position();
+        chunk.get() <= self.universe && self.words[pos / 64] & (1 << (pos % 64)) != 0
+    }
+
+    /// Adds `chunk`; false if it was there already or is not in the file.
+    pub fn insert(&mut self, chunk: ChunkIndex) -> bool {
+        chunk.get() <= self.universe && self.insert_position(chunk.position())
+    }
+
+    /// Removes `chunk`; false if it was not there.
+    pub fn remove(&mut self, chunk: ChunkIndex) -> bool {
+        if chunk.get() > self.universe {
+            return false;
+        }
+        let pos = chunk.position();
+        let (word, bit) = (pos / 64, 1 << (pos % 64));
+        let had = self.words[word] & bit != 0;
+        self.words[word] &= !bit;
+        self.len -= u32::from(had);
+        had
+    }
+
+    /// Adds every chunk of `other` (a set over the same file).
+    pub fn union_with(&mut self, other: &ChunkSet) {
+        debug_assert_eq!(self.universe, other.universe);
+        for (a, b) in self.words.iter_mut().zip(&other.words) {
+            *a |= b;
+        }
+        self.recount();
+    }
+
+    /// Removes every chunk of `other` (a set over the same file).
+    pub fn subtract(&mut self, other: &ChunkSet) {
+        debug_assert_eq!(self.universe, other.universe);
+        for (a, b) in self.words.iter_mut().zip(&other.words) {
+            *a &= !b;
+        }
+        self.recount();
+    }
+
+    /// The chunks in the set, in order.
+    pub fn iter(&self) -> impl Iterator<Item = ChunkIndex> + '_ {
+        self.words.iter().enumerate().flat_map(|(w, &word)| {
+            BitIter(word).filter_map(move |bit| ChunkIndex::from_position(w * 64 + bit))
+        })
+    }
+
+    /// The chunks not in the set, in order.
+    pub fn missing(&self) -> impl Iterator<Item = ChunkIndex> + '_ {
+        let universe = self.universe as usize;
+        self.words.iter().enumerate().flat_map(move |(w, &word)| {
+            BitIter(!word)
+                .map(move |bit| w * 64 + bit)
+                .take_while(move |&pos| pos < universe)
+                .filter_map(ChunkIndex::from_position)
+        })
+    }
+
+    /// The set as sorted, disjoint, non-adjacent inclusive ranges. Walks
+    /// whole words: a full set (a seeder's) is one step.
+    pub fn ranges(&self) -> Vec<RangeInclusive<u32>> {
+        let mut out = Vec::new();
+        let mut pos = 0;
+        while let Some(start) = self.next_with(pos, true) {
+            let end = self
+                .next_with(start, false)
+                .unwrap_or(self.universe as usize);
+            // Positions are below the universe, a u32.
+            out.push(start as u32 + 1..=end as u32);
+            pos = end;
+        }
+        out
+    }
+
+    /// The first position at or after `from` whose bit is `set`.
+    fn next_with(&self, from: usize, set: bool) -> Option<usize> {
+        let universe = self.universe as usize;
+        let mut w = from / 64;
+        let mut word = self.words.get(w)?;
+        let mut bits = (if set { *word } else { !*word }) & (u64::MAX << (from % 64));
+        loop {
+            if bits != 0 {
+                let pos = w * 64 + bits.trailing_zeros() as usize;
+                return (pos < universe).then_some(pos);
+            }
+            w += 1;
+            word = self.words.get(w)?;
+            bits = if set { *word } else { !*word };
+        }
+    }
+
+    /// Adds one to `counts[i]` for every chunk at position `i` in the set.
+    pub fn add_to_counts(&self, counts: &mut [u32]) {
+        if self.is_full() {
+            // The common case (a seeder), kept cheap for large swarms.
+            counts.iter_mut().for_each(|c| *c += 1);
+            return;
+        }
+        for chunk in self.iter() {
+            counts[chunk.position()] += 1;
+        }
+    }
+
+    /// Subtracts one from `counts[i]` for every chunk at position `i` in the set.
+    pub fn sub_from_counts(&self, counts: &mut [u32]) {
+        for chunk in self.iter() {
+            let c = &mut counts[chunk.position()];
+            *c = c.saturating_sub(1);
+        }
+    }
+
+    fn insert_position(&mut self, pos: usize) -> bool {
+        let (word, bit) = (pos / 64, 1 << (pos % 64));
+        let new = self.words[word] & bit == 0;
+        self.words[word] |= bit;
+        self.len += u32::from(new);
+        new
+    }
+
+    /// Sets positions `first..=last` a word at a time; the caller recounts.
+    fn fill_positions(&mut self, first: usize, last: usize) {
+        let (fw, lw) = (first / 64, last / 64);
+        let low = u64::MAX << (first % 64);
+        let high = u64::MAX >> (63 - last % 64);
+        if fw == lw {
+            self.words[fw] |= low & high;
+            return;
+        }
+        self.words[fw] |= low;
+        self.words[fw + 1..lw].fill(u64::MAX);
+        self.words[lw] |= high;
+    }
+
+    fn clear_tail(&mut self) {
+        let tail = self.universe as usize % 64;
+        if tail != 0
+            && let Some(last) = self.words.last_mut()
+        {
+            *last &= (1u64 << tail) - 1;
+        }
+    }
+
+    fn recount(&mut self) {
+        self.len = self.words.iter().map(|w| w.count_ones()).sum();
+    }
+}
+
+/// Shows the set the way users read it: `1-3,7,9-12`.
+impl std::fmt::Display for ChunkSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_empty() {
+            return f.write_str("-");
+        }
+        for (i, r) in self.ranges().into_iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            if r.start() == r.end() {
+                write!(f, "{}", r.start())?;
+            } else {
+                write!(f, "{}-{}", r.start(), r.end())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for ChunkSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ChunkSet({}/{}: {self})", self.len, self.universe)
+    }
+}
+
+/// The positions of the set bits of a word, lowest first.
+struct BitIter(u64);
+
+impl Iterator for BitIter {
+    type Item = usize;
+    fn next(&mut self) -> Option<usize> {
+        if self.0 == 0 {
+            return None;
+        }
+        let bit = self.0.trailing_zeros() as usize;
+        self.0 &= self.0 - 1;
+        Some(bit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(n: u32) -> ChunkIndex {
+        ChunkIndex::new(n).unwrap()
+    }
+
+    #[test]
+    fn full_and_empty() {
+        for universe in [0, 1, 63, 64, 65, 68, 1024] {
+            let full = ChunkSet::full(universe);
+            assert_eq!(full.len(), universe);
+            assert!(full.is_full());
+            assert_eq!(full.iter().count(), universe as usize);
+            assert_eq!(full.missing().count(), 0);
+            let empty = ChunkSet::empty(universe);
+            assert_eq!(empty.missing().count(), universe as usize);
+            if universe > 0 {
+                assert_eq!(full.ranges(), vec![1..=universe]);
+            }
+        }
+    }
+
+    #[test]
+    fn insert_remove_and_ranges() {
+        let mut set = ChunkSet::empty(68);
+        for n in [1, 2, 3, 7, 9, 10, 11, 12, 68] {
+            assert!(set.insert(chunk(n)));
+        }
+        assert!(!set.insert(chunk(3)), "already there");
+        assert!(!set.insert(chunk(69)), "outside the file");
+        assert_eq!(set.len(), 9);
+        assert_eq!(set.to_string(), "1-3,7,9-12,68");
+        assert!(set.remove(chunk(10)));
+        assert!(!set.remove(chunk(10)));
+        assert!(!set.contains(chunk(10)));
+        assert!(!set.contains(chunk(69)));
+        assert_eq!(set.to_string(), "1-3,7,9,11-12,68");
+        let back = ChunkSet::from_ranges(68, set.ranges()).unwrap();
+        assert_eq!(back, set);
+    }
+
+    #[test]
+    fn bad_ranges_are_refused() {
+        assert!(ChunkSet::from_ranges(68, [0..=1]).is_err());
+        assert!(ChunkSet::from_ranges(68, [RangeInclusive::new(5, 4)]).is_err());
+        assert!(ChunkSet::from_ranges(68, [60..=69]).is_err());
+        assert!(ChunkSet::from_ranges(0, [1..=1]).is_err());
+        let overlapping = ChunkSet::from_ranges(10, [1..=5, 3..=7]).unwrap();
+        assert_eq!(overlapping.len(), 7);
+        let too_many = (1..=7).map(|n| n..=n);
+        assert!(ChunkSet::from_ranges(10, too_many).is_err());
+    }
+
+    #[test]
+    fn word_wise_fill_matches_bit_by_bit() {
+        for (first, last) in [
+            (1, 1),
+            (1, 64),
+            (64, 65),
+            (63, 129),
+            (1, 200),
+            (200, 200),
+            (65, 128),
+        ] {
+            let set = ChunkSet::from_ranges(200, [first..=last]).unwrap();
+            let mut slow = ChunkSet::empty(200);
+            for n in first..=last {
+                slow.insert(chunk(n));
+            }
+            assert_eq!(set, slow, "{first}-{last}");
+            assert_eq!(set.len(), last - first + 1);
+        }
+    }
+
+    #[test]
+    fn ranges_match_a_bit_by_bit_walk() {
+        let mut rng_state = 7u64;
+        for universe in [1u32, 63, 64, 65, 130, 1000] {
+            for density in [0u64, 1, 2, 4, 7, 8] {
+                let mut set = ChunkSet::empty(universe);
+                for n in 1..=universe {
+                    rng_state = rng_state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    if (rng_state >> 61) < density {
+                        set.insert(chunk(n));
+                    }
+                }
+                let mut slow: Vec<RangeInclusive<u32>> = Vec::new();
+                for c in set.iter() {
+                    let n = c.get();
+                    match slow.last_mut() {
+                        Some(r) if *r.end() + 1 == n => *r = *r.start()..=n,
+                        _ => slow.push(n..=n),
+                    }
+                }
+                assert_eq!(set.ranges(), slow, "universe {universe} density {density}");
+            }
+        }
+    }
+
+    #[test]
+    fn bytes_round_trip() {
+        for universe in [0, 1, 64, 68, 1024] {
+            let set =
+                ChunkSet::from_ranges(universe, (universe > 0).then_some(1..=universe.div_ceil(2)))
+                    .unwrap();
+            assert_eq!(ChunkSet::from_bytes(universe, &set.to_bytes()), Some(set));
+        }
+        assert_eq!(ChunkSet::from_bytes(68, &[0; 8]), None, "too short");
+        assert_eq!(
+            ChunkSet::from_bytes(68, &[0xff; 16]),
+            None,
+            "bits past the end"
+        );
+    }
+
+    #[test]
+    fn union_subtract_and_counts() {
+        let mut a = ChunkSet::from_ranges(100, [1..=50]).unwrap();
+        let b = ChunkSet::from_ranges(100, [40..=100]).unwrap();
+        a.union_with(&b);
+        assert!(a.is_full());
+        a.subtract(&b);
+        assert_eq!(a.ranges(), vec![1..=39]);
+        let mut counts = vec![0; 100];
+        a.add_to_counts(&mut counts);
+        b.add_to_counts(&mut counts);
+        assert_eq!((counts[0], counts[45], counts[99]), (1, 1, 1));
+        assert_eq!(counts.iter().sum::<u32>(), 39 + 61);
+        b.sub_from_counts(&mut counts);
+        assert_eq!(counts[99], 0);
+    }
+}

@@ -1,0 +1,157 @@
+//! What every hive gRPC port and client has in common: the introspection
+//! services (reflection v1 and v1alpha, grpc.health.v1), HTTP/2 settings
+//! measured to matter for bulk streams (PERF.md), and metadata names.
+
+use std::time::Duration;
+
+use tonic::{
+    service::Routes,
+    transport::{Endpoint, Server, server::TcpIncoming},
+};
+use tonic_health::server::HealthReporter;
+pub use tonic_reflection::server::Error as ReflectionError;
+
+use crate::pb;
+
+mod conn;
+
+pub use conn::{Conn, HANDSHAKE_TIMEOUT, Incoming, abort_connection, abort_connections_on};
+
+/// The standard health service's name.
+pub const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
+
+/// Request metadata carrying a peer's session token.
+pub const TOKEN_METADATA: &str = "x-peer-token";
+
+/// Chunks stream in messages of this many bytes (the last one shorter).
+pub const STREAM_MESSAGE_BYTES: usize = 256 * 1024;
+/// A client refuses any chunk stream message larger than this: one full
+/// message plus room for protobuf framing.
+pub const MAX_STREAM_MESSAGE: usize = STREAM_MESSAGE_BYTES + 1024;
+
+/// The largest HTTP/2 frame; a receiver that allows it moves bulk data with
+/// far fewer frames (1.3-2.3x on loopback, PERF.md).
+pub const MAX_FRAME_SIZE: u32 = 16_777_215;
+/// HTTP/2 flow-control windows for receiving bulk streams. A window is also
+/// how much a holder may push before the receiver reads it, per stream and
+/// per connection: these keep a download from three holders of a 4 GiB
+/// file under 100 MiB, and measured as fast at 1 GiB as windows twice the
+/// size.
+pub const STREAM_WINDOW: u32 = 4 << 20;
+pub const CONNECTION_WINDOW: u32 = 16 << 20;
+
+/// HTTP/2 keepalive: ping an idle connection this often...
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// ...and drop it if the ping is not answered within this.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// TCP keepalive, for connections that go silent below HTTP/2.
+pub const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+/// Streams a client may make the server reset (by sending frames that are
+/// errors on them, "MadeYouReset") before the connection gets GOAWAY; h2's
+/// default.
+pub const MAX_LOCAL_ERROR_RESETS: usize = 1024;
+/// Streams a client may reset before the server has accepted them (rapid
+/// reset) before the connection gets GOAWAY; h2's default.
+pub const MAX_PENDING_ACCEPT_RESETS: usize = 20;
+
+/// A server builder with hive's HTTP/2 settings. Callers add their own
+/// limits (timeouts, concurrency) on top, and serve it on [`incoming`].
+///
+/// The reset-stream limits are set explicitly because tonic otherwise
+/// hands hyper `None`, which hyper reads as "no limit" for the local
+/// error resets: a client could then make the server start and reset
+/// streams without end, each one's handler running without counting
+/// against `max_concurrent_streams`.
+pub fn server() -> Server {
+    Server::builder()
+        .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
+        .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_ACCEPT_RESETS))
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .max_frame_size(MAX_FRAME_SIZE)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+}
+
+/// The connections accepted on a bound listener, with TCP_NODELAY and TCP
+/// keepalive set, each closed if it sends no HTTP/2 preface within
+/// [`HANDSHAKE_TIMEOUT`], and closable by its handlers through
+/// [`abort_connection`]. (`Server::tcp_nodelay` does not apply to a
+/// listener the caller bound; without NODELAY, small responses wait out
+/// delayed ACKs.)
+pub fn incoming(listener: tokio::net::TcpListener) -> Incoming {
+    Incoming::new(
+        TcpIncoming::from(listener)
+            .with_nodelay(Some(true))
+            .with_keepalive(Some(TCP_KEEPALIVE)),
+    )
+}
+
+/// A client endpoint for `uri` (`http://host:port`) with hive's transport
+/// settings: large frames and windows for bulk streams, keepalives to notice
+/// a peer that vanished.
+pub fn endpoint(uri: &str) -> Result<Endpoint, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(uri.to_owned())?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .tcp_keepalive(Some(TCP_KEEPALIVE))
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .max_frame_size(MAX_FRAME_SIZE)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW))
+}
+
+/// A status code as gRPC tooling names it (`NOT_FOUND`).
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// `host:port` or a full URI, as an `http://` URI.
+pub fn uri_of(addr: &str) -> String {
+    if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+/// The routes every hive gRPC port serves besides its own service (named
+/// `service`, e.g. `hive.tracker.v1.Tracker`): server reflection (v1, and
+/// v1alpha for grpcurl 1.8) listing that service and health, and describing
+/// every hive type; and the health service, with the reporter that sets it.
+pub fn introspection(service: &str) -> Result<(Routes, HealthReporter), ReflectionError> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    // Each reflection service lists itself beside the port's own services.
+    let reflection = |itself: &str| {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name(service)
+            .with_service_name(HEALTH_SERVICE)
+            .with_service_name(itself)
+    };
+    let routes = Routes::new(health)
+        .add_service(reflection("grpc.reflection.v1.ServerReflection").build_v1()?)
+        .add_service(reflection("grpc.reflection.v1alpha.ServerReflection").build_v1alpha()?);
+    Ok((routes, reporter))
+}
