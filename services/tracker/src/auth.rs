@@ -1,0 +1,128 @@
+//! Peer identity: tracker-issued peer ids and secret session tokens.
+//!
+//! A token is 128 bits from the OS CSPRNG, shown to its peer once (hex) and
+//! kept by the tracker only as its BLAKE3 hash. Lookups go by that hash and
+//! the final comparison is constant-time (`blake3::Hash`'s equality), so
+//! neither the table nor timing gives a token away. Tokens are never logged:
+//! [`Token`]'s `Debug` is redacted.
+
+use std::fmt;
+
+/// A peer's tracker-issued id: 64 random bits, shown as 16 hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerId(u64);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    #[error("peer_id must be 16 hex digits")]
+    BadPeerId,
+    #[error("missing session token (x-peer-token metadata)")]
+    MissingToken,
+    #[error("malformed session token")]
+    BadToken,
+    #[error("the operating system's random source failed: {0}")]
+    Random(String),
+}
+
+impl PeerId {
+    pub fn parse(s: &str) -> Result<Self, IdentityError> {
+        if s.len() != 16 {
+            return Err(IdentityError::BadPeerId);
+        }
+        u64::from_str_radix(s, 16)
+            .map(Self)
+            .map_err(|_| IdentityError::BadPeerId)
+    }
+
+    pub fn from_u64(raw: u64) -> Self {
+        Self(raw)
+    }
+
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for PeerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl fmt::Debug for PeerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PeerId({self})")
+    }
+}
+
+/// A session token, as the peer holds it. Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+/// What the tracker keeps of a token.
+pub type TokenHash = blake3::Hash;
+
+impl Token {
+    const HEX_LEN: usize = 32;
+
+    /// Parses a token from request metadata.
+    pub fn parse(s: &str) -> Result<Self, IdentityError> {
+        if s.len() == Self::HEX_LEN && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(Self(s.to_ascii_lowercase()))
+        } else {
+            Err(IdentityError::BadToken)
+        }
+    }
+
+    pub fn hash(&self) -> TokenHash {
+        blake3::hash(self.0.as_bytes())
+    }
+
+    /// The token's text, to hand to its peer once.
+    pub fn reveal(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+/// A fresh peer id and session token from the OS CSPRNG.
+pub fn mint() -> Result<(PeerId, Token), IdentityError> {
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes).map_err(|e| IdentityError::Random(e.to_string()))?;
+    let (id, secret) = bytes.split_at(8);
+    let id = u64::from_le_bytes(id.try_into().unwrap_or_default());
+    let token = secret.iter().map(|b| format!("{b:02x}")).collect();
+    Ok((PeerId(id), Token(token)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minted_tokens_are_unique_and_parse_back() {
+        let (id1, t1) = mint().unwrap();
+        let (id2, t2) = mint().unwrap();
+        assert_ne!(id1, id2);
+        assert_ne!(t1, t2);
+        assert_eq!(Token::parse(t1.reveal()), Ok(t1.clone()));
+        assert_eq!(PeerId::parse(&id1.to_string()), Ok(id1));
+        assert_eq!(format!("{t1:?}"), "Token(<redacted>)");
+        assert_ne!(t1.hash(), t2.hash());
+    }
+
+    #[test]
+    fn malformed_credentials_are_refused() {
+        for bad in ["", "abc", &"g".repeat(32), &"a".repeat(31), &"a".repeat(33)] {
+            assert_eq!(Token::parse(bad), Err(IdentityError::BadToken), "{bad}");
+        }
+        for bad in ["", "123", "zzzzzzzzzzzzzzzz", "00000000000000000"] {
+            assert_eq!(PeerId::parse(bad), Err(IdentityError::BadPeerId), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! The tracker's settings: clap flags, each with an `HIVE_*` environment twin.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::Parser;
+
+use crate::registry::Limits;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Directory for the tracker's catalog (created if missing).
+    #[arg(long, env = "HIVE_DATA_DIR", default_value = "hive-tracker")]
+    pub data_dir: PathBuf,
+
+    /// Keep the catalog in memory only: everything is lost when the tracker stops.
+    #[arg(long, env = "HIVE_IN_MEMORY")]
+    pub in_memory: bool,
+
+    /// How often peers are told to heartbeat.
+    #[arg(long, env = "HIVE_HEARTBEAT_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub heartbeat_interval: Duration,
+
+    /// A peer silent for this long is dropped with all it holds (3x the
+    /// heartbeat interval is a good choice).
+    #[arg(long, env = "HIVE_TTL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+
+    /// A file nobody has held for this long is forgotten, freeing its name.
+    #[arg(long, env = "HIVE_FORGET_AFTER", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub forget_after: Duration,
+
+    /// Tell other peers to dial the host a peer advertises, instead of the
+    /// address its request came from. Needed behind NAT or proxies; it lets
+    /// any caller point downloaders at any host, so only use it on networks
+    /// you trust.
+    #[arg(long, env = "HIVE_TRUST_ADVERTISE")]
+    pub trust_advertise: bool,
+
+    /// Most files one peer may hold.
+    #[arg(long, env = "HIVE_MAX_FILES_PER_PEER", default_value_t = 10_000)]
+    pub max_files_per_peer: usize,
+
+    /// Most holders one Locate answer lists (chunk counts cover them all).
+    #[arg(long, env = "HIVE_LOCATE_HOLDERS", default_value_t = 50)]
+    pub locate_holders: usize,
+
+    /// Requests per second from one source address (0: no limit). Beyond
+    /// it, and the burst, requests get RESOURCE_EXHAUSTED.
+    #[arg(long, env = "HIVE_IP_RATE", default_value_t = 1000.0)]
+    pub ip_rate: f64,
+
+    /// Requests one source address may send in a burst.
+    #[arg(long, env = "HIVE_IP_BURST", default_value_t = 2000.0)]
+    pub ip_burst: f64,
+
+    /// Requests per second from one peer session (0: no limit).
+    #[arg(long, env = "HIVE_PEER_RATE", default_value_t = 50.0)]
+    pub peer_rate: f64,
+
+    /// Requests one peer session may send in a burst.
+    #[arg(long, env = "HIVE_PEER_BURST", default_value_t = 100.0)]
+    pub peer_burst: f64,
+
+    /// Most files the tracker keeps in all; new names beyond it are refused.
+    #[arg(long, env = "HIVE_MAX_FILES", default_value_t = 1_000_000)]
+    pub max_files: usize,
+
+    /// Largest request the tracker decodes, in bytes.
+    #[arg(long, env = "HIVE_MAX_MESSAGE", default_value_t = 1 << 20)]
+    pub max_message_bytes: usize,
+}
+
+/// Holders listed per file in ListFiles.
+const LIST_HOLDERS: usize = 10;
+
+impl Config {
+    pub fn rate_limiter(&self) -> crate::limits::RateLimiter {
+        use crate::limits::{Rate, RateLimiter};
+        RateLimiter::new(
+            Rate {
+                per_sec: self.ip_rate,
+                burst: self.ip_burst.max(1.0),
+            },
+            Rate {
+                per_sec: self.peer_rate,
+                burst: self.peer_burst.max(1.0),
+            },
+        )
+    }
+
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_files_per_peer: self.max_files_per_peer,
+            max_files: self.max_files,
+            locate_holders: self.locate_holders,
+            list_holders: LIST_HOLDERS.min(self.locate_holders),
+            ttl: self.ttl,
+            forget_after: self.forget_after,
+        }
+    }
+
+    /// Refuses settings that cannot work.
+    pub fn check(&self) -> Result<(), String> {
+        if self.ttl < self.heartbeat_interval {
+            return Err(format!(
+                "--ttl ({:?}) must be at least --heartbeat-interval ({:?})",
+                self.ttl, self.heartbeat_interval
+            ));
+        }
+        for (flag, v) in [
+            ("--ip-rate", self.ip_rate),
+            ("--ip-burst", self.ip_burst),
+            ("--peer-rate", self.peer_rate),
+            ("--peer-burst", self.peer_burst),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(format!("{flag} must be a number of at least 0"));
+            }
+        }
+        if self.heartbeat_interval.is_zero() {
+            return Err("--heartbeat-interval must be above zero".into());
+        }
+        Ok(())
+    }
+}
+
+/// The defaults are exactly what the command line gives with no flags.
+impl Default for Config {
+    fn default() -> Self {
+        #[derive(Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            config: Config,
+        }
+        Defaults::parse_from(["tracker"]).config
+    }
+}

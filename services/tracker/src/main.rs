@@ -1,0 +1,52 @@
+//! `tracker`: hive's tracker daemon.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use clap::Parser;
+use hive::telemetry::{LogFormat, init_logging};
+use hive_tracker::Config;
+use tokio::net::TcpListener;
+
+/// hive's tracker: keeps which peer holds which chunk of which file.
+#[derive(Parser, Debug)]
+#[command(name = "tracker", version)]
+struct Args {
+    /// Address to serve on; port 0 picks a free port. The bound address is
+    /// printed on stdout as `listening on ADDR`.
+    #[arg(long, env = "HIVE_LISTEN", default_value = "0.0.0.0:65001")]
+    listen: SocketAddr,
+
+    /// Serve Prometheus metrics over HTTP at ADDR/metrics (printed on stdout
+    /// as `metrics on ADDR`).
+    #[arg(long, env = "HIVE_METRICS", value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+
+    /// Log format on stderr; the level comes from RUST_LOG (default info).
+    #[arg(long, env = "HIVE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
+    #[command(flatten)]
+    config: Config,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_logging(args.log_format);
+    let tracker = hive_tracker::open(&args.config).context("cannot open the catalog")?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    println!("listening on {}", listener.local_addr()?);
+    let metrics = hive::metrics::bind(args.metrics).await?;
+    hive_tracker::serve(
+        listener,
+        tracker,
+        &args.config,
+        metrics,
+        hive::shutdown::signal(),
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,165 @@
+//! [`RedbStore`]: the catalog in an embedded redb database, `catalog.redb`
+//! in the data directory. Each commit is one fsynced write transaction, so a
+//! crash (even `kill -9`) loses nothing that was acknowledged.
+//!
+//! Tables (keys first):
+//! - `manifests`: name -> size u64 | chunk size u32 | file digest | chunk digests
+//! - `peers`: peer id -> (address, token hash)
+//! - `holdings`: (peer id, name) -> chunk bitmap ([`hive::ChunkSet::to_bytes`])
+
+use std::{ops::Bound, path::Path};
+
+use hive::{ChunkSet, ChunkSize, Digest, FileName, Layout, Manifest};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::{
+    auth::PeerId,
+    registry::{Catalog, Change},
+    store::{Store, StoreError},
+};
+
+const MANIFESTS: TableDefinition<&str, &[u8]> = TableDefinition::new("manifests");
+const PEERS: TableDefinition<u64, (&str, [u8; 32])> = TableDefinition::new("peers");
+const HOLDINGS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("holdings");
+
+pub struct RedbStore {
+    db: Database,
+}
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError(e.to_string())
+}
+
+impl RedbStore {
+    /// Opens (or creates) `catalog.redb` in `dir`, creating `dir` if needed.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
+        let db = Database::create(dir.join("catalog.redb")).map_err(err)?;
+        let tx = db.begin_write().map_err(err)?;
+        tx.open_table(MANIFESTS).map_err(err)?;
+        tx.open_table(PEERS).map_err(err)?;
+        tx.open_table(HOLDINGS).map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(Self { db })
+    }
+}
+
+impl Store for RedbStore {
+    fn load(&self) -> Result<Catalog, StoreError> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let mut catalog = Catalog::default();
+        let mut layouts = std::collections::HashMap::new();
+        for row in tx.open_table(MANIFESTS).map_err(err)?.iter().map_err(err)? {
+            let (name, bytes) = row.map_err(err)?;
+            let manifest = decode_manifest(name.value(), bytes.value())
+                .ok_or_else(|| err(format!("stored manifest {:?} is damaged", name.value())))?;
+            layouts.insert(manifest.name().clone(), manifest.chunk_count());
+            catalog.manifests.push(manifest);
+        }
+        for row in tx.open_table(PEERS).map_err(err)?.iter().map_err(err)? {
+            let (id, value) = row.map_err(err)?;
+            let (addr, token) = value.value();
+            catalog.peers.push((
+                PeerId::from_u64(id.value()),
+                addr.to_owned(),
+                blake3::Hash::from_bytes(token),
+            ));
+        }
+        for row in tx.open_table(HOLDINGS).map_err(err)?.iter().map_err(err)? {
+            let (key, bits) = row.map_err(err)?;
+            let (peer, name) = key.value();
+            let Ok(name) = FileName::new(name) else {
+                continue;
+            };
+            let Some(chunks) = layouts
+                .get(&name)
+                .and_then(|&universe| ChunkSet::from_bytes(universe, bits.value()))
+            else {
+                continue;
+            };
+            catalog
+                .holdings
+                .push((PeerId::from_u64(peer), name, chunks));
+        }
+        Ok(catalog)
+    }
+
+    fn commit(&self, changes: &[Change]) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(err)?;
+        {
+            let mut manifests = tx.open_table(MANIFESTS).map_err(err)?;
+            let mut peers = tx.open_table(PEERS).map_err(err)?;
+            let mut holdings = tx.open_table(HOLDINGS).map_err(err)?;
+            for change in changes {
+                match change {
+                    Change::PutManifest(m) => {
+                        manifests
+                            .insert(m.name().as_str(), encode_manifest(m).as_slice())
+                            .map_err(err)?;
+                    }
+                    Change::RemoveManifest(name) => {
+                        manifests.remove(name.as_str()).map_err(err)?;
+                    }
+                    Change::PutPeer { peer, addr, token } => {
+                        peers
+                            .insert(peer.as_u64(), (addr.as_str(), *token.as_bytes()))
+                            .map_err(err)?;
+                    }
+                    Change::RemovePeer(peer) => {
+                        peers.remove(peer.as_u64()).map_err(err)?;
+                        let id = peer.as_u64();
+                        let upper = id
+                            .checked_add(1)
+                            .map_or(Bound::Unbounded, |next| Bound::Excluded((next, "")));
+                        holdings
+                            .retain_in((Bound::Included((id, "")), upper), |_, _| false)
+                            .map_err(err)?;
+                    }
+                    Change::PutHolding { peer, name, chunks } => {
+                        holdings
+                            .insert((peer.as_u64(), name.as_str()), chunks.to_bytes().as_slice())
+                            .map_err(err)?;
+                    }
+                    Change::RemoveHolding { peer, name } => {
+                        holdings
+                            .remove((peer.as_u64(), name.as_str()))
+                            .map_err(err)?;
+                    }
+                }
+            }
+        }
+        tx.commit().map_err(err)
+    }
+}
+
+fn encode_manifest(m: &Manifest) -> Vec<u8> {
+    let mut out = Vec::with_capacity(12 + 32 * (1 + m.chunk_digests().len()));
+    out.extend_from_slice(&m.size().to_le_bytes());
+    out.extend_from_slice(&m.layout().chunk_size().get().to_le_bytes());
+    out.extend_from_slice(m.digest().as_bytes());
+    for d in m.chunk_digests() {
+        out.extend_from_slice(d.as_bytes());
+    }
+    out
+}
+
+/// A stored manifest, re-validated: the store is not trusted blindly.
+fn decode_manifest(name: &str, bytes: &[u8]) -> Option<Manifest> {
+    let (size, rest) = bytes.split_first_chunk::<8>()?;
+    let (chunk_size, rest) = rest.split_first_chunk::<4>()?;
+    let (digest, rest) = rest.split_first_chunk::<32>()?;
+    let chunk_size = ChunkSize::new(u64::from(u32::from_le_bytes(*chunk_size))).ok()?;
+    let layout = Layout::new(u64::from_le_bytes(*size), chunk_size).ok()?;
+    let digests = rest
+        .chunks(32)
+        .map(Digest::from_bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?;
+    Manifest::new(
+        FileName::new(name).ok()?,
+        layout,
+        digests,
+        Digest::from_bytes(digest).ok()?,
+    )
+    .ok()
+}

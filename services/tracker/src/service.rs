@@ -1,0 +1,282 @@
+//! The gRPC layer: each handler converts the request into domain types
+//! (bad input is INVALID_ARGUMENT), calls the [`Tracker`], and maps the
+//! answer back. Status codes are decided in [`crate::error`].
+
+use std::{net::SocketAddr, time::Duration};
+
+use hive::{
+    Manifest,
+    grpc::TOKEN_METADATA,
+    pb::{tracker as pb, types},
+    wire::{self, WireError},
+};
+use tonic::{Request, Response, Status, metadata::MetadataMap};
+use tracing::{info, instrument};
+
+use crate::{
+    auth::{IdentityError, PeerId, Token},
+    error::ServiceError,
+    limits::RateLimiter,
+    registry::{Caller, Credentials, HolderView, Offer},
+    state::Tracker,
+};
+
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
+
+pub struct TrackerService {
+    tracker: Tracker,
+    limiter: RateLimiter,
+    trust_advertise: bool,
+    heartbeat_interval: Duration,
+    ttl: Duration,
+}
+
+impl TrackerService {
+    pub fn new(tracker: Tracker, config: &crate::Config) -> Self {
+        Self {
+            tracker,
+            limiter: config.rate_limiter(),
+            trust_advertise: config.trust_advertise,
+            heartbeat_interval: config.heartbeat_interval,
+            ttl: config.ttl,
+        }
+    }
+
+    /// Where other peers should dial the caller: the address its request
+    /// came from, with the port it serves on; its own word for the host only
+    /// if the operator trusts advertised hosts.
+    fn holder_addr(
+        &self,
+        remote: Option<SocketAddr>,
+        host: &str,
+        port: u32,
+    ) -> Result<String, ServiceError> {
+        let port = u16::try_from(port)
+            .ok()
+            .filter(|&p| p != 0)
+            .ok_or_else(|| WireError::new("port", "must be 1-65535"))?;
+        if self.trust_advertise && !host.is_empty() {
+            return advertised(host, port);
+        }
+        let ip = remote
+            .map(|r| r.ip().to_canonical())
+            .ok_or_else(|| ServiceError::Invalid("the caller's address is unknown".into()))?;
+        Ok(SocketAddr::new(ip, port).to_string())
+    }
+}
+
+#[tonic::async_trait]
+impl pb::tracker_server::Tracker for TrackerService {
+    #[instrument(skip_all, fields(files = request.get_ref().files.len()))]
+    async fn register(
+        &self,
+        request: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
+        self.limiter.check(&request)?;
+        let remote = request.remote_addr();
+        let token = token(request.metadata())?;
+        let req = request.into_inner();
+        let offers = offers(req.files)?;
+        let caller = match token {
+            Some(token) => Caller::Session(credentials(&req.peer_id, token)?),
+            None if !req.peer_id.is_empty() => {
+                return Err(ServiceError::from(IdentityError::MissingToken).into());
+            }
+            None => Caller::New {
+                addr: self.holder_addr(remote, &req.advertise_host, req.port)?,
+            },
+        };
+        let out = self.tracker.register(caller, offers).await?;
+        info!(peer = %out.peer, addr = %out.addr, "registered");
+        Ok(Response::new(pb::RegisterResponse {
+            peer_id: out.peer.to_string(),
+            token: out.token.map(|t| t.reveal().to_owned()).unwrap_or_default(),
+            addr: out.addr,
+            heartbeat_interval_ms: millis(self.heartbeat_interval),
+            ttl_ms: millis(self.ttl),
+        }))
+    }
+
+    #[instrument(skip_all)]
+    async fn list_files(
+        &self,
+        request: Request<pb::ListFilesRequest>,
+    ) -> Result<Response<pb::ListFilesResponse>, Status> {
+        self.limiter.check(&request)?;
+        let req = request.into_inner();
+        let after = match req.page_token.as_str() {
+            "" => None,
+            token => {
+                Some(wire::file_name("page_token", token.to_owned()).map_err(ServiceError::from)?)
+            }
+        };
+        let limit = match req.page_size as usize {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        let page = self.tracker.list(after.as_ref(), limit);
+        Ok(Response::new(pb::ListFilesResponse {
+            files: page
+                .files
+                .into_iter()
+                .map(|f| pb::FileSummary {
+                    name: f.manifest.name().to_string(),
+                    size: f.manifest.size(),
+                    chunk_size: f.manifest.layout().chunk_size().get(),
+                    chunk_count: f.manifest.chunk_count(),
+                    digest: f.manifest.digest().as_bytes().to_vec().into(),
+                    holder_count: f.holder_count,
+                    holders: f.holders.into_iter().map(holder).collect(),
+                })
+                .collect(),
+            next_page_token: page.next.map(String::from).unwrap_or_default(),
+        }))
+    }
+
+    #[instrument(skip_all, fields(name = %request.get_ref().name))]
+    async fn locate(
+        &self,
+        request: Request<pb::LocateRequest>,
+    ) -> Result<Response<pb::LocateResponse>, Status> {
+        self.limiter.check(&request)?;
+        let req = request.into_inner();
+        let name = wire::file_name("name", req.name).map_err(ServiceError::from)?;
+        let known = match req.known_digest.is_empty() {
+            true => None,
+            false => {
+                Some(wire::digest("known_digest", &req.known_digest).map_err(ServiceError::from)?)
+            }
+        };
+        let found = self.tracker.locate(&name)?;
+        // A caller that has this very manifest is spared it.
+        let manifest = (known != Some(found.manifest.digest()))
+            .then(|| types::Manifest::from(&*found.manifest));
+        Ok(Response::new(pb::LocateResponse {
+            manifest,
+            holders: found.holders.into_iter().map(holder).collect(),
+            chunk_holders: found.chunk_holders,
+            holder_count: found.holder_count,
+        }))
+    }
+
+    #[instrument(skip_all, fields(peer = %request.get_ref().peer_id, name = %request.get_ref().name))]
+    async fn register_chunk(
+        &self,
+        request: Request<pb::RegisterChunkRequest>,
+    ) -> Result<Response<pb::RegisterChunkResponse>, Status> {
+        self.limiter.check(&request)?;
+        let token = required_token(request.metadata())?;
+        let req = request.into_inner();
+        let cred = credentials(&req.peer_id, token)?;
+        let name = wire::file_name("name", req.name).map_err(ServiceError::from)?;
+        let (add, remove) = (ranges(&req.chunks), ranges(&req.withdrawn));
+        let held = self
+            .tracker
+            .register_chunks(cred, &name, &add, &remove)
+            .await?;
+        Ok(Response::new(pb::RegisterChunkResponse {
+            chunks_held: held,
+        }))
+    }
+
+    #[instrument(skip_all, fields(peer = %request.get_ref().peer_id))]
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        self.limiter.check(&request)?;
+        let token = required_token(request.metadata())?;
+        let cred = credentials(&request.get_ref().peer_id, token)?;
+        self.tracker.heartbeat(cred)?;
+        Ok(Response::new(pb::HeartbeatResponse {
+            heartbeat_interval_ms: millis(self.heartbeat_interval),
+            ttl_ms: millis(self.ttl),
+        }))
+    }
+
+    #[instrument(skip_all, fields(peer = %request.get_ref().peer_id))]
+    async fn leave(
+        &self,
+        request: Request<pb::LeaveRequest>,
+    ) -> Result<Response<pb::LeaveResponse>, Status> {
+        self.limiter.check(&request)?;
+        let token = required_token(request.metadata())?;
+        let cred = credentials(&request.get_ref().peer_id, token)?;
+        self.tracker.leave(cred).await?;
+        info!(peer = %cred.peer, "left");
+        Ok(Response::new(pb::LeaveResponse {}))
+    }
+}
+
+/// The session token from the request metadata, if any.
+fn token(metadata: &MetadataMap) -> Result<Option<Token>, ServiceError> {
+    let Some(value) = metadata.get(TOKEN_METADATA) else {
+        return Ok(None);
+    };
+    let text = value.to_str().map_err(|_| IdentityError::BadToken)?;
+    Ok(Some(Token::parse(text)?))
+}
+
+fn required_token(metadata: &MetadataMap) -> Result<Token, ServiceError> {
+    token(metadata)?.ok_or_else(|| IdentityError::MissingToken.into())
+}
+
+fn credentials(peer_id: &str, token: Token) -> Result<Credentials, ServiceError> {
+    Ok(Credentials {
+        peer: PeerId::parse(peer_id)?,
+        token: token.hash(),
+    })
+}
+
+fn offers(files: Vec<pb::SharedFile>) -> Result<Vec<Offer>, ServiceError> {
+    files
+        .into_iter()
+        .map(|f| {
+            let manifest = Manifest::try_from(
+                f.manifest
+                    .ok_or_else(|| WireError::new("files.manifest", "missing"))?,
+            )?;
+            let chunks = wire::chunk_set("files.chunks", manifest.chunk_count(), &f.chunks)?;
+            Ok(Offer { manifest, chunks })
+        })
+        .collect()
+}
+
+fn ranges(ranges: &[types::ChunkRange]) -> Vec<std::ops::RangeInclusive<u32>> {
+    ranges.iter().map(|r| r.first..=r.last).collect()
+}
+
+fn holder(h: HolderView) -> pb::Holder {
+    pb::Holder {
+        peer_id: h.peer.to_string(),
+        addr: h.addr,
+        chunk_count: h.chunks.len(),
+        chunks: wire::ranges(&h.chunks),
+        confirmed: h.confirmed,
+    }
+}
+
+/// `host:port` for an advertised host: a DNS name or an IP literal.
+fn advertised(host: &str, port: u16) -> Result<String, ServiceError> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, port).to_string());
+    }
+    let dns_ok = host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if !dns_ok {
+        return Err(WireError::new("advertise_host", "not a host name or IP address").into());
+    }
+    Ok(format!("{host}:{port}"))
+}
+
+fn millis(d: Duration) -> u64 {
+    d.as_millis().try_into().unwrap_or(u64::MAX)
+}

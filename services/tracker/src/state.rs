@@ -1,0 +1,137 @@
+//! [`Tracker`]: the shared handle every request goes through. It pairs the
+//! registry (in memory, behind a lock) with the journal that makes changes
+//! durable, and answers only once they are.
+
+use std::{
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::Instant,
+};
+
+use hive::FileName;
+
+use crate::{
+    error::ServiceError,
+    registry::{
+        Caller, Change, Credentials, Located, Offer, Page, Registered, Registry, RegistryError,
+    },
+    store::{Journal, Pending, StoreError},
+};
+
+#[derive(Clone)]
+pub struct Tracker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// A std mutex: every critical section is short, in-memory work, and the
+    /// lock is never held across an `.await`.
+    registry: Mutex<Registry>,
+    journal: Journal,
+}
+
+/// Sizes of the catalog, for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub peers: usize,
+    pub files: usize,
+    pub holdings: usize,
+}
+
+impl Tracker {
+    pub fn new(registry: Registry, journal: Journal) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                registry: Mutex::new(registry),
+                journal,
+            }),
+        }
+    }
+
+    pub async fn register(
+        &self,
+        caller: Caller,
+        offers: Vec<Offer>,
+    ) -> Result<Registered, ServiceError> {
+        let (out, pending) = self.write(|r, now, c| r.register(caller, offers, now, c))?;
+        pending.durable().await?;
+        Ok(out)
+    }
+
+    pub async fn register_chunks(
+        &self,
+        cred: Credentials,
+        name: &FileName,
+        add: &[std::ops::RangeInclusive<u32>],
+        remove: &[std::ops::RangeInclusive<u32>],
+    ) -> Result<u32, ServiceError> {
+        let (held, pending) =
+            self.write(|r, now, c| r.register_chunks(&cred, name, add, remove, now, c))?;
+        pending.durable().await?;
+        Ok(held)
+    }
+
+    pub fn heartbeat(&self, cred: Credentials) -> Result<(), ServiceError> {
+        Ok(self.lock().heartbeat(&cred, Instant::now())?)
+    }
+
+    pub async fn leave(&self, cred: Credentials) -> Result<(), ServiceError> {
+        let ((), pending) = self.write(|r, now, c| r.leave(&cred, now, c))?;
+        pending.durable().await?;
+        Ok(())
+    }
+
+    pub fn locate(&self, name: &FileName) -> Result<Located, ServiceError> {
+        Ok(self.lock().locate(name, Instant::now())?)
+    }
+
+    pub fn list(&self, after: Option<&FileName>, limit: usize) -> Page {
+        self.lock().list(after, limit, Instant::now())
+    }
+
+    /// Drops silent peers and long-orphaned files; returns how many peers went.
+    pub async fn sweep(&self) -> Result<usize, StoreError> {
+        let mut changes = Vec::new();
+        let (gone, pending) = {
+            let mut reg = self.lock();
+            let gone = reg.expire(Instant::now(), &mut changes);
+            (gone, self.inner.journal.submit(changes))
+        };
+        pending.durable().await?;
+        Ok(gone)
+    }
+
+    /// Cancelled once the catalog could not be made durable: memory is then
+    /// ahead of the store, and the tracker must stop.
+    pub fn broken(&self) -> tokio_util::sync::CancellationToken {
+        self.inner.journal.broken().clone()
+    }
+
+    pub fn stats(&self) -> Stats {
+        let reg = self.lock();
+        Stats {
+            peers: reg.peer_count(),
+            files: reg.file_count(),
+            holdings: reg.holding_count(),
+        }
+    }
+
+    /// Runs a mutation under the lock and queues its changes in order.
+    fn write<T>(
+        &self,
+        op: impl FnOnce(&mut Registry, Instant, &mut Vec<Change>) -> Result<T, RegistryError>,
+    ) -> Result<(T, Pending), RegistryError> {
+        let mut changes = Vec::new();
+        let mut reg = self.lock();
+        let out = op(&mut reg, Instant::now(), &mut changes)?;
+        Ok((out, self.inner.journal.submit(changes)))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Registry> {
+        // Registry calls check before they change anything, so even a panic
+        // mid-call cannot leave it half-changed: keep serving.
+        self.inner
+            .registry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
