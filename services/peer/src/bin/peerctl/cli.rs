@@ -1,0 +1,90 @@
+//! peerctl's command line.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Drive a hive peer and query the tracker.
+///
+/// Exit status: 0 on success, 2 for a usage error, 1 for a local failure,
+/// and 64 + the gRPC status code when a daemon refuses (as grpcurl does):
+/// 69 NOT_FOUND, 70 ALREADY_EXISTS, 72 RESOURCE_EXHAUSTED, 78 UNAVAILABLE,
+/// 79 DATA_LOSS, 67 INVALID_ARGUMENT, 65 CANCELLED.
+#[derive(Parser, Debug)]
+#[command(name = "peerctl", version)]
+pub struct Cli {
+    /// The tracker's URL (for files and locate).
+    #[arg(
+        long,
+        global = true,
+        env = "HIVE_TRACKER",
+        default_value = "http://127.0.0.1:65001"
+    )]
+    pub tracker: String,
+
+    /// The local peer daemon's control URL.
+    #[arg(
+        long,
+        global = true,
+        env = "HIVE_PEER",
+        default_value = "http://127.0.0.1:65049"
+    )]
+    pub peer: String,
+
+    /// Print JSON on stdout instead of tables (fetch: one event per line).
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// List the files the tracker knows, with their holders (seed message 2).
+    Files,
+    /// Show where a file's chunks are (seed message 3).
+    Locate {
+        /// The file's name.
+        file: String,
+    },
+    /// Download a whole file from the swarm, or one chunk (seed message 5).
+    ///
+    /// Every chunk is verified before it is stored, served or registered.
+    /// A whole file lands in the daemon's directory complete and verified;
+    /// Ctrl-C stops it and keeps what was verified for the next fetch.
+    Fetch {
+        /// The file's name.
+        file: String,
+        /// Fetch only this chunk (numbered from 1); the peer then serves it.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        chunk: Option<u32>,
+        /// Ask only this holder (HOST:PORT).
+        #[arg(long, value_name = "HOST:PORT")]
+        from: Option<String>,
+        /// Replace an existing file of that name in the daemon's directory.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Share files on the daemon's disk (seed message 1).
+    Share {
+        /// Files to share; each is shared under its file name.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Chunk size (power of two, 1 KiB-16 MiB; K/M suffixes), instead of
+        /// the adaptive one.
+        #[arg(long, value_parser = hive_peer::config::parse_size)]
+        chunk_size: Option<u64>,
+    },
+    /// Show what the daemon shares and downloads.
+    Status,
+    /// Leave the tracker and stop the daemon (seed message 6).
+    Leave,
+    /// Check a daemon's grpc.health.v1 status (default: the local peer).
+    Health {
+        /// host:port or URL to check; defaults to --peer.
+        addr: Option<String>,
+    },
+    /// Print a shell completion script.
+    Completions { shell: clap_complete::Shell },
+}

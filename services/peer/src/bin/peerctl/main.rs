@@ -1,0 +1,393 @@
+//! `peerctl`: drives a local hive peer and queries the tracker.
+
+mod cli;
+mod fetch;
+mod output;
+
+use std::{process::ExitCode, time::Duration};
+
+use clap::{CommandFactory, Parser};
+use hive::pb::{
+    control::{self as ctl, control_client::ControlClient},
+    tracker::{self as trk, tracker_client::TrackerClient},
+};
+use serde_json::json;
+use tonic::{Code, Status, transport::Channel};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+use crate::{
+    cli::{Cli, Command},
+    output::{bytes, hex, ranges, ranges_json, short, table},
+};
+
+/// A failure, and the exit status it gives.
+pub enum Failure {
+    Status(Status),
+    Local(String),
+}
+
+impl From<Status> for Failure {
+    fn from(s: Status) -> Self {
+        Self::Status(s)
+    }
+}
+
+pub type Outcome = Result<(), Failure>;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = cli.json;
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Local(msg)) => {
+            report(json, "LOCAL", &msg);
+            ExitCode::from(1)
+        }
+        Err(Failure::Status(s)) => {
+            report(json, hive::grpc::code_name(s.code()), s.message());
+            ExitCode::from(64 + s.code() as u8)
+        }
+    }
+}
+
+/// One clear line on stderr; with --json, a JSON object on stdout too.
+fn report(json: bool, code: &str, message: &str) {
+    if json {
+        println!(
+            "{}",
+            json!({ "error": { "code": code, "message": message } })
+        );
+    }
+    eprintln!("peerctl: {message} ({code})");
+}
+
+async fn run(cli: Cli) -> Outcome {
+    match cli.command {
+        Command::Files => files(&cli.tracker, cli.json).await,
+        Command::Locate { ref file } => locate(&cli.tracker, file, cli.json).await,
+        Command::Fetch {
+            ref file,
+            chunk,
+            ref from,
+            force,
+        } => {
+            let client = control(&cli.peer).await?;
+            fetch::run(client, file, chunk, from.clone(), force, cli.json).await
+        }
+        Command::Share {
+            ref paths,
+            chunk_size,
+        } => share(&cli.peer, paths, chunk_size, cli.json).await,
+        Command::Status => status(&cli.peer, cli.json).await,
+        Command::Leave => {
+            control(&cli.peer)
+                .await?
+                .leave(ctl::LeaveRequest {})
+                .await?;
+            if cli.json {
+                println!("{}", json!({ "left": true }));
+            } else {
+                println!("left the tracker; the peer is stopping");
+            }
+            Ok(())
+        }
+        Command::Health { ref addr } => {
+            health(addr.as_deref().unwrap_or(&cli.peer), cli.json).await
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "peerctl",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn connect(url: &str, what: &str) -> Result<Channel, Failure> {
+    let uri = hive::grpc::uri_of(url);
+    hive::grpc::endpoint(&uri)
+        .map_err(|e| Failure::Local(format!("bad {what} URL {url:?}: {e}")))?
+        .connect_timeout(Duration::from_secs(3))
+        .connect()
+        .await
+        .map_err(|e| {
+            Failure::Status(Status::unavailable(format!(
+                "cannot reach the {what} at {uri}: {e}"
+            )))
+        })
+}
+
+async fn control(url: &str) -> Result<ControlClient<Channel>, Failure> {
+    Ok(ControlClient::new(connect(url, "peer daemon").await?))
+}
+
+async fn tracker(url: &str) -> Result<TrackerClient<Channel>, Failure> {
+    Ok(TrackerClient::new(connect(url, "tracker").await?))
+}
+
+/// Seed message 2: every file, every page.
+async fn files(url: &str, json: bool) -> Outcome {
+    let mut client = tracker(url).await?;
+    let mut all = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_files(trk::ListFilesRequest {
+                page_size: 1000,
+                page_token,
+            })
+            .await?
+            .into_inner();
+        all.extend(page.files);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    if json {
+        let files: Vec<_> = all
+            .iter()
+            .map(|f| {
+                json!({
+                    "name": f.name, "size": f.size, "chunk_size": f.chunk_size,
+                    "chunk_count": f.chunk_count, "digest": hex(&f.digest),
+                    "holder_count": f.holder_count,
+                    "holders": f.holders.iter().map(holder_json).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        println!("{}", json!({ "files": files }));
+        return Ok(());
+    }
+    if all.is_empty() {
+        println!("no files");
+        return Ok(());
+    }
+    let mut rows = Vec::new();
+    for f in &all {
+        rows.push(vec![
+            f.name.clone(),
+            bytes(f.size),
+            f.chunk_count.to_string(),
+            f.holder_count.to_string(),
+            short(&hex(&f.digest)).to_owned(),
+        ]);
+        for h in &f.holders {
+            rows.push(vec![
+                format!("  {}", h.addr),
+                String::new(),
+                ranges(&h.chunks),
+                String::new(),
+                String::new(),
+            ]);
+        }
+    }
+    table(&["NAME", "SIZE", "CHUNKS", "HOLDERS", "DIGEST"], &rows);
+    Ok(())
+}
+
+fn holder_json(h: &trk::Holder) -> serde_json::Value {
+    json!({
+        "peer_id": h.peer_id, "addr": h.addr, "chunk_count": h.chunk_count,
+        "chunks": ranges_json(&h.chunks), "confirmed": h.confirmed,
+    })
+}
+
+/// Seed message 3.
+async fn locate(url: &str, file: &str, json: bool) -> Outcome {
+    let found = tracker(url)
+        .await?
+        .locate(trk::LocateRequest {
+            name: file.to_owned(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let m = found.manifest.unwrap_or_default();
+    if json {
+        println!(
+            "{}",
+            json!({
+                "name": m.name, "size": m.size, "chunk_size": m.chunk_size,
+                "chunk_count": m.chunk_digests.len() / 32, "digest": hex(&m.digest),
+                "holder_count": found.holder_count,
+                "holders": found.holders.iter().map(holder_json).collect::<Vec<_>>(),
+                "chunk_holders": found.chunk_holders,
+            })
+        );
+        return Ok(());
+    }
+    println!(
+        "{}  {}  {} chunks of {}  blake3 {}",
+        m.name,
+        bytes(m.size),
+        m.chunk_digests.len() / 32,
+        bytes(u64::from(m.chunk_size)),
+        hex(&m.digest)
+    );
+    println!(
+        "{} live holders; {}",
+        found.holder_count,
+        output::availability(&found.chunk_holders)
+    );
+    let rows: Vec<Vec<String>> = found
+        .holders
+        .iter()
+        .map(|h| {
+            vec![
+                h.addr.clone(),
+                h.peer_id.clone(),
+                format!("{}/{}", h.chunk_count, m.chunk_digests.len() / 32),
+                ranges(&h.chunks),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        table(&["HOLDER", "PEER", "HELD", "CHUNKS"], &rows);
+    }
+    Ok(())
+}
+
+async fn share(
+    url: &str,
+    paths: &[std::path::PathBuf],
+    chunk_size: Option<u64>,
+    json: bool,
+) -> Outcome {
+    let paths = paths
+        .iter()
+        .map(|p| {
+            std::path::absolute(p)
+                .map(|p| p.display().to_string())
+                .map_err(|e| Failure::Local(format!("{}: {e}", p.display())))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let chunk_size = match chunk_size {
+        None => 0,
+        Some(n) => {
+            u32::try_from(n).map_err(|_| Failure::Local(format!("chunk size {n} is too large")))?
+        }
+    };
+    let shared = control(url)
+        .await?
+        .share(ctl::ShareRequest { paths, chunk_size })
+        .await?
+        .into_inner();
+    print_local(&shared.files, json, "shared");
+    Ok(())
+}
+
+async fn status(url: &str, json: bool) -> Outcome {
+    let s = control(url)
+        .await?
+        .status(ctl::StatusRequest {})
+        .await?
+        .into_inner();
+    if json {
+        println!(
+            "{}",
+            json!({
+                "peer_id": s.peer_id, "tracker": s.tracker, "addr": s.addr, "listen": s.listen,
+                "files": s.files.iter().map(local_json).collect::<Vec<_>>(),
+                "bytes_served": s.bytes_served, "bytes_fetched": s.bytes_fetched,
+                "uploads_active": s.uploads_active, "downloads_active": s.downloads_active,
+            })
+        );
+        return Ok(());
+    }
+    let id = if s.peer_id.is_empty() {
+        "not registered".to_owned()
+    } else {
+        format!("peer {}", s.peer_id)
+    };
+    println!(
+        "{id} at {} (listening on {}), tracker {}",
+        s.addr, s.listen, s.tracker
+    );
+    println!(
+        "served {}, fetched {}, {} uploads and {} downloads running",
+        bytes(s.bytes_served),
+        bytes(s.bytes_fetched),
+        s.uploads_active,
+        s.downloads_active
+    );
+    print_local(&s.files, false, "files");
+    Ok(())
+}
+
+fn state_name(state: i32) -> &'static str {
+    match ctl::FileState::try_from(state) {
+        Ok(ctl::FileState::Seeding) => "seeding",
+        Ok(ctl::FileState::Partial) => "partial",
+        Ok(ctl::FileState::Downloading) => "downloading",
+        _ => "unknown",
+    }
+}
+
+fn local_json(f: &ctl::LocalFile) -> serde_json::Value {
+    json!({
+        "name": f.name, "size": f.size, "chunk_count": f.chunk_count,
+        "chunks_held": f.chunks_held, "digest": hex(&f.digest), "path": f.path,
+        "state": state_name(f.state),
+    })
+}
+
+fn print_local(files: &[ctl::LocalFile], json: bool, key: &str) {
+    if json {
+        println!(
+            "{}",
+            json!({ key: files.iter().map(local_json).collect::<Vec<_>>() })
+        );
+        return;
+    }
+    if files.is_empty() {
+        println!("no files");
+        return;
+    }
+    let rows: Vec<Vec<String>> = files
+        .iter()
+        .map(|f| {
+            vec![
+                f.name.clone(),
+                state_name(f.state).to_owned(),
+                format!("{}/{}", f.chunks_held, f.chunk_count),
+                bytes(f.size),
+                short(&hex(&f.digest)).to_owned(),
+                f.path.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &["NAME", "STATE", "CHUNKS", "SIZE", "DIGEST", "PATH"],
+        &rows,
+    );
+}
+
+async fn health(addr: &str, json: bool) -> Outcome {
+    let channel = connect(addr, "daemon").await?;
+    let resp = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await?
+        .into_inner();
+    let status = ServingStatus::try_from(resp.status).unwrap_or(ServingStatus::Unknown);
+    if json {
+        println!("{}", json!({ "status": status.as_str_name() }));
+    } else {
+        println!("{}", status.as_str_name());
+    }
+    match status {
+        ServingStatus::Serving => Ok(()),
+        _ => Err(Failure::Status(Status::new(
+            Code::Unavailable,
+            format!("{addr} is {}", status.as_str_name()),
+        ))),
+    }
+}

@@ -1,0 +1,100 @@
+//! What the daemon has moved: counters shared by uploads and downloads,
+//! readable by `Status` and exported to Prometheus with `--metrics`.
+
+use std::sync::Arc;
+
+use prometheus_client::{
+    metrics::{counter::Counter, gauge::Gauge},
+    registry::Registry,
+};
+
+#[derive(Debug, Default)]
+pub struct Counters {
+    bytes_served: Counter,
+    bytes_fetched: Counter,
+    uploads_active: Gauge,
+    downloads_active: Gauge,
+    strikes: Counter,
+}
+
+/// A moment's reading of the counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub bytes_served: u64,
+    pub bytes_fetched: u64,
+    pub uploads_active: u64,
+    pub strikes: u64,
+}
+
+impl Counters {
+    /// Exposes the counters in `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "hive_peer_served_bytes",
+            "Chunk bytes sent to other peers",
+            self.bytes_served.clone(),
+        );
+        registry.register(
+            "hive_peer_fetched_bytes",
+            "Chunk bytes received from other peers, rejected data included",
+            self.bytes_fetched.clone(),
+        );
+        registry.register(
+            "hive_peer_uploads_active",
+            "GetChunk streams being served",
+            self.uploads_active.clone(),
+        );
+        registry.register(
+            "hive_peer_downloads_active",
+            "Whole-file downloads running",
+            self.downloads_active.clone(),
+        );
+        registry.register(
+            "hive_peer_strikes",
+            "Bad chunks or false claims received from holders",
+            self.strikes.clone(),
+        );
+    }
+
+    pub fn add_served(&self, n: u64) {
+        self.bytes_served.inc_by(n);
+    }
+
+    pub fn add_fetched(&self, n: u64) {
+        self.bytes_fetched.inc_by(n);
+    }
+
+    pub fn add_strike(&self) {
+        self.strikes.inc();
+    }
+
+    /// Counts an upload as active until the guard drops.
+    pub fn upload(self: &Arc<Self>) -> ActiveGuard {
+        self.uploads_active.inc();
+        ActiveGuard(self.uploads_active.clone())
+    }
+
+    /// Counts a download as running until the guard drops.
+    pub fn download(&self) -> ActiveGuard {
+        self.downloads_active.inc();
+        ActiveGuard(self.downloads_active.clone())
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            bytes_served: self.bytes_served.get(),
+            bytes_fetched: self.bytes_fetched.get(),
+            uploads_active: self.uploads_active.get().max(0) as u64,
+            strikes: self.strikes.get(),
+        }
+    }
+}
+
+/// Decrements a gauge when dropped.
+pub struct ActiveGuard(Gauge);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
