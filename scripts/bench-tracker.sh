@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# hive's tracker benchmarks (docs/PERFORMANCE.md), on loopback:
+#  1. tracker-load: 64 concurrent callers, a Locate / RegisterChunk /
+#     Heartbeat mix against a release tracker, interleaved round by round
+#     with a raw tonic unary ping server; req/s, p50/p99 and their ratio.
+#     Against a durable tracker (redb, every change fsynced before it is
+#     acknowledged), then an --in-memory one, which shows what the store costs.
+#  2. swarm-state: 10,000 peers and 1,000 files of 1,024 chunks with 100
+#     holders each in a durable tracker; its RSS, Locate latency, and how long
+#     it takes to answer again after kill -9 with that state.
+#
+#   scripts/bench-tracker.sh
+#   ROUNDS=7 DURATION=5s scripts/bench-tracker.sh
+#   SKIP_LOAD=1 scripts/bench-tracker.sh     # only the swarm state
+#
+# Every peer here calls from 127.0.0.1, so the tracker's per-address and
+# per-session rate limits (which a real swarm spreads over many addresses)
+# are lifted when this tracker has them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-3s}
+CALLERS=${CALLERS:-64}
+CONNECTIONS=${CONNECTIONS:-4}
+RESTARTS=${RESTARTS:-5}
+
+echo "==> building release binaries (tracker, benchmarks)"
+cargo build --release --quiet -p hive-tracker -p hive-bench
+BIN=$PWD/target/release
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/hive-bench-tracker.XXXXXX")
+source scripts/lib.sh
+trap 'hive_cleanup; rm -rf "$WORK"' EXIT
+
+# Flags that lift rate limits, for trackers that have them.
+unlimited=()
+help=$("$BIN/tracker" --help)
+for flag in --ip-rate --peer-rate; do
+  if grep -q -- "$flag " <<<"$help"; then unlimited+=("$flag" 0); fi
+done
+
+echo "==> $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), CPU pressure $(sed -n 's/^some avg10=\([0-9.]*\) avg60=\([0-9.]*\).*/\2% (60 s)/p' /proc/pressure/cpu 2>/dev/null || echo ?), hive $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+echo "    tracker flags: ${unlimited[*]:-(none)}"
+
+# stop_pid PID: stops one daemon this script started, and forgets it.
+stop_pid() {
+  kill "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+  local kept=() pid
+  for pid in "${HIVE_PIDS[@]}"; do [[ $pid == "$1" ]] || kept+=("$pid"); done
+  HIVE_PIDS=("${kept[@]}")
+}
+
+# start_tracker leaves its PID last in HIVE_PIDS.
+load() {
+  local label=$1; shift
+  start_tracker "tracker-$label" --ttl 1h --heartbeat-interval 1m "${unlimited[@]}" "$@"
+  local tracker_pid=${HIVE_PIDS[-1]}
+  echo
+  echo "==> tracker-load: $CALLERS callers, $ROUNDS rounds of $DURATION, $label tracker vs raw tonic ping"
+  "$BIN/tracker-load" --tracker "$TRACKER" --ping "$PING" --callers "$CALLERS" \
+    --connections "$CONNECTIONS" --rounds "$ROUNDS" --duration "$DURATION" \
+    --tracker-pid "$tracker_pid" --ping-pid "$PING_PID"
+  stop_pid "$tracker_pid"
+}
+
+if [[ -z ${SKIP_LOAD:-} ]]; then
+  "$BIN/raw-server" --listen 127.0.0.1:0 >"$WORK/ping.out" 2>"$WORK/ping.log" &
+  PING_PID=$!
+  HIVE_PIDS+=("$PING_PID")
+  PING=$(wait_line "$WORK/ping.out" "listening on")
+  load durable
+  load in-memory --in-memory
+fi
+
+echo
+echo "==> swarm-state: 10,000 peers, 1,000 files x 1,024 chunks, 100 holders each; $RESTARTS restarts"
+"$BIN/swarm-state" --tracker-bin "$BIN/tracker" --data-dir "$WORK/swarm-data" \
+  --restarts "$RESTARTS" -- "${unlimited[@]}"
