@@ -1,39 +1,74 @@
 //! The daemons' one shutdown path: the first Ctrl-C or SIGTERM starts a
 //! graceful stop; a second one ends the process at once.
+//!
+//! The handlers are installed when [`signal`] or [`Signals::install`] is
+//! called, not when the returned future is first polled: a daemon calls it
+//! before it announces `listening on`, so a SIGTERM sent the moment a
+//! supervisor sees that line is never met by the default action (death
+//! without a Leave).
+
+use std::future::Future;
 
 use tracing::{info, warn};
 
-/// Resolves on the first Ctrl-C or SIGTERM, and arms the forced exit.
-pub async fn signal() {
-    wait().await;
-    info!("shutting down gracefully; signal again to stop at once");
-    tokio::spawn(async {
-        wait().await;
-        warn!("second signal: stopping now");
-        std::process::exit(130);
-    });
+/// Installs the handlers now and returns a future that resolves on the
+/// first Ctrl-C or SIGTERM, then arms the forced exit on the second.
+///
+/// Must be called inside a Tokio runtime.
+pub fn signal() -> impl Future<Output = ()> + Send + 'static {
+    let mut signals = Signals::install();
+    async move {
+        signals.recv().await;
+        info!("shutting down gracefully; signal again to stop at once");
+        tokio::spawn(async move {
+            signals.recv().await;
+            warn!("second signal: stopping now");
+            std::process::exit(130);
+        });
+    }
 }
 
-async fn wait() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Ctrl-C and SIGTERM, caught from the moment of [`Signals::install`].
+pub struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
+    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    /// Takes over SIGINT and SIGTERM for the rest of the process's life.
+    /// Must be called inside a Tokio runtime.
+    pub fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let streams = signal(SignalKind::interrupt())
+                .and_then(|int| Ok((int, signal(SignalKind::terminate())?)));
+            match streams {
+                Ok(streams) => Self {
+                    streams: Some(streams),
+                },
+                Err(e) => {
+                    warn!(error = %e, "cannot watch signals; only Ctrl-C stops gracefully");
+                    Self { streams: None }
                 }
             }
-            Err(e) => {
-                warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops gracefully");
-                let _ = ctrl_c.await;
-            }
+        }
+        #[cfg(not(unix))]
+        {
+            Self {}
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
+
+    /// Resolves on the next Ctrl-C or SIGTERM delivered since `install`.
+    pub async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some((int, term)) = &mut self.streams {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

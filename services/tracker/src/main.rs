@@ -34,19 +34,14 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     init_logging(args.log_format);
+    // Before the first `listening on`: a stop signal from then on is graceful.
+    let shutdown = hive::shutdown::signal();
     let tracker = hive_tracker::open(&args.config).context("cannot open the catalog")?;
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     println!("listening on {}", listener.local_addr()?);
     let metrics = hive::metrics::bind(args.metrics).await?;
-    hive_tracker::serve(
-        listener,
-        tracker,
-        &args.config,
-        metrics,
-        hive::shutdown::signal(),
-    )
-    .await?;
+    hive_tracker::serve(listener, tracker, &args.config, metrics, shutdown).await?;
     Ok(())
 }

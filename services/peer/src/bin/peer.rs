@@ -59,6 +59,8 @@ fn keep_buffers() {
 async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     init_logging(args.log_format);
+    // Before the first `listening on`: a stop signal from then on is graceful.
+    let shutdown = hive::shutdown::signal();
     if !args.control.ip().is_loopback() {
         bail!(
             "--control {} must be a loopback address: the control API is local only",
@@ -79,6 +81,6 @@ async fn run() -> anyhow::Result<()> {
         control,
         metrics,
     };
-    hive_peer::serve(listeners, args.config, hive::shutdown::signal()).await?;
+    hive_peer::serve(listeners, args.config, shutdown).await?;
     Ok(())
 }

@@ -30,12 +30,13 @@ pub async fn run(
         from: from.unwrap_or_default(),
         force,
     };
+    let mut signals = hive::shutdown::Signals::install();
     let mut stream = client.fetch(request).await?.into_inner();
     let mut view = View::new(json);
     loop {
         let msg = tokio::select! {
             msg = stream.message() => msg,
-            _ = tokio::signal::ctrl_c() => {
+            _ = signals.recv() => {
                 view.clear();
                 // Dropping the stream tells the daemon to stop this download.
                 return Err(Failure::Status(Status::cancelled("fetch cancelled; verified chunks are kept for the next fetch")));
