@@ -163,6 +163,13 @@ pub async fn serve(
         hive::grpc::introspection(PEER_SERVICE).map_err(internal)?;
     let (control_routes, control_health) =
         hive::grpc::introspection(CONTROL_SERVICE).map_err(internal)?;
+    // A new reporter says SERVING; this peer is not, until the tracker has
+    // accepted it. Set before either port answers, so no caller sees it.
+    for reporter in [&public_health, &control_health] {
+        reporter
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+    }
     hive::task::spawn(
         "health",
         report_health(link.clone(), vec![public_health, control_health]),
