@@ -41,6 +41,16 @@ impl PeerId {
     pub fn as_u64(self) -> u64 {
         self.0
     }
+
+    /// The 16 hex digits, without the formatting machinery: every holder in
+    /// every Locate answer is written this way.
+    pub fn to_hex(self) -> String {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let digits = (0..16)
+            .rev()
+            .map(|i| char::from(DIGITS[(self.0 >> (i * 4)) as usize & 0xf]));
+        digits.collect()
+    }
 }
 
 impl fmt::Display for PeerId {
@@ -103,6 +113,15 @@ pub fn mint() -> Result<(PeerId, Token), IdentityError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_ids_match_their_display() {
+        for raw in [0, 1, 0xabc, u64::MAX, 0x0123_4567_89ab_cdef] {
+            let id = PeerId::from_u64(raw);
+            assert_eq!(id.to_hex(), id.to_string());
+            assert_eq!(PeerId::parse(&id.to_hex()), Ok(id));
+        }
+    }
 
     #[test]
     fn minted_tokens_are_unique_and_parse_back() {

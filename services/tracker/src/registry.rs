@@ -10,6 +10,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet, btree_map},
+    hash::{BuildHasherDefault, Hasher},
     ops::{Bound, RangeInclusive},
     sync::Arc,
     time::{Duration, Instant},
@@ -18,6 +19,31 @@ use std::{
 use hive::{ChunkSet, Digest, FileName, Manifest, chunk::ChunkError};
 
 use crate::auth::{self, IdentityError, PeerId, Token, TokenHash};
+
+/// Hashes a [`PeerId`] with one multiply. Peer ids are minted by the tracker
+/// from a CSPRNG, so maps keyed by them need no keyed, flood-resistant hash
+/// (callers cannot choose the keys that go in), and a Locate looks up every
+/// holder of the file.
+#[derive(Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(self.0.rotate_left(8) ^ u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type ById<V> = HashMap<PeerId, V, BuildHasherDefault<IdHasher>>;
 
 /// The registry's limits and clocks.
 #[derive(Debug, Clone)]
@@ -153,7 +179,7 @@ pub struct Page {
 
 struct FileEntry {
     manifest: Arc<Manifest>,
-    holders: HashMap<PeerId, ChunkSet>,
+    holders: ById<ChunkSet>,
     /// Holders of each chunk over all entries in `holders`, live or not yet
     /// swept; kept in step with every change to `holders`.
     counts: Vec<u32>,
@@ -170,10 +196,17 @@ struct PeerEntry {
     files: HashSet<FileName>,
 }
 
+/// A holder of a file whose session is live, as Locate sees it.
+struct LiveHolder<'a> {
+    id: PeerId,
+    entry: &'a PeerEntry,
+    chunks: &'a ChunkSet,
+}
+
 pub struct Registry {
     limits: Limits,
     files: BTreeMap<FileName, FileEntry>,
-    peers: HashMap<PeerId, PeerEntry>,
+    peers: ById<PeerEntry>,
     tokens: HashMap<TokenHash, PeerId>,
     addrs: HashMap<String, PeerId>,
 }
@@ -183,7 +216,7 @@ impl Registry {
         Self {
             limits,
             files: BTreeMap::new(),
-            peers: HashMap::new(),
+            peers: ById::default(),
             tokens: HashMap::new(),
             addrs: HashMap::new(),
         }
@@ -472,8 +505,8 @@ impl Registry {
         } else {
             // Some holders expired but are not swept yet: count the live ones.
             let mut counts = vec![0; file.counts.len()];
-            for (_, chunks) in &live {
-                chunks.add_to_counts(&mut counts);
+            for h in &live {
+                h.chunks.add_to_counts(&mut counts);
             }
             counts
         };
@@ -572,39 +605,32 @@ impl Registry {
         }
     }
 
-    fn live_holders<'a>(
-        &'a self,
-        file: &'a FileEntry,
-        now: Instant,
-    ) -> Vec<(PeerId, &'a ChunkSet)> {
+    fn live_holders<'a>(&'a self, file: &'a FileEntry, now: Instant) -> Vec<LiveHolder<'a>> {
         file.holders
             .iter()
-            .filter(|(id, _)| {
-                self.peers
-                    .get(id)
-                    .is_some_and(|p| p.is_live(now, self.limits.ttl))
+            .filter_map(|(&id, chunks)| {
+                let entry = self.peers.get(&id)?;
+                entry
+                    .is_live(now, self.limits.ttl)
+                    .then_some(LiveHolder { id, entry, chunks })
             })
-            .map(|(id, chunks)| (*id, chunks))
             .collect()
     }
 
     /// Up to `cap` of `live`, a random choice, confirmed holders first. Only
     /// the chosen holders' chunk sets are copied.
-    fn pick_holders(&self, mut live: Vec<(PeerId, &ChunkSet)>, cap: usize) -> Vec<HolderView> {
+    fn pick_holders(&self, mut live: Vec<LiveHolder<'_>>, cap: usize) -> Vec<HolderView> {
         if live.len() > cap {
             fastrand::shuffle(&mut live);
-            live.sort_by_key(|(peer, _)| !self.peers[peer].confirmed);
+            live.sort_by_key(|h| !h.entry.confirmed);
             live.truncate(cap);
         }
         live.into_iter()
-            .map(|(peer, chunks)| {
-                let p = &self.peers[&peer];
-                HolderView {
-                    peer,
-                    addr: p.addr.clone(),
-                    chunks: chunks.clone(),
-                    confirmed: p.confirmed,
-                }
+            .map(|h| HolderView {
+                peer: h.id,
+                addr: h.entry.addr.clone(),
+                chunks: h.chunks.clone(),
+                confirmed: h.entry.confirmed,
             })
             .collect()
     }
@@ -615,7 +641,7 @@ impl FileEntry {
         Self {
             counts: vec![0; manifest.chunk_count() as usize],
             manifest,
-            holders: HashMap::new(),
+            holders: ById::default(),
             orphaned_since: Some(now),
         }
     }

@@ -66,6 +66,9 @@ impl TrackerService {
     }
 }
 
+/// The frequent calls (Locate, RegisterChunk, Heartbeat, ListFiles) get
+/// their spans at debug level: at the default `info` filter a span costs
+/// nothing, and these calls log nothing of their own there.
 #[tonic::async_trait]
 impl pb::tracker_server::Tracker for TrackerService {
     #[instrument(skip_all, fields(files = request.get_ref().files.len()))]
@@ -98,7 +101,7 @@ impl pb::tracker_server::Tracker for TrackerService {
         }))
     }
 
-    #[instrument(skip_all)]
+    #[instrument(level = "debug", skip_all)]
     async fn list_files(
         &self,
         request: Request<pb::ListFilesRequest>,
@@ -134,7 +137,7 @@ impl pb::tracker_server::Tracker for TrackerService {
         }))
     }
 
-    #[instrument(skip_all, fields(name = %request.get_ref().name))]
+    #[instrument(level = "debug", skip_all, fields(name = %request.get_ref().name))]
     async fn locate(
         &self,
         request: Request<pb::LocateRequest>,
@@ -160,7 +163,7 @@ impl pb::tracker_server::Tracker for TrackerService {
         }))
     }
 
-    #[instrument(skip_all, fields(peer = %request.get_ref().peer_id, name = %request.get_ref().name))]
+    #[instrument(level = "debug", skip_all, fields(peer = %request.get_ref().peer_id, name = %request.get_ref().name))]
     async fn register_chunk(
         &self,
         request: Request<pb::RegisterChunkRequest>,
@@ -180,7 +183,7 @@ impl pb::tracker_server::Tracker for TrackerService {
         }))
     }
 
-    #[instrument(skip_all, fields(peer = %request.get_ref().peer_id))]
+    #[instrument(level = "debug", skip_all, fields(peer = %request.get_ref().peer_id))]
     async fn heartbeat(
         &self,
         request: Request<pb::HeartbeatRequest>,
@@ -249,7 +252,7 @@ fn ranges(ranges: &[types::ChunkRange]) -> Vec<std::ops::RangeInclusive<u32>> {
 
 fn holder(h: HolderView) -> pb::Holder {
     pb::Holder {
-        peer_id: h.peer.to_string(),
+        peer_id: h.peer.to_hex(),
         addr: h.addr,
         chunk_count: h.chunks.len(),
         chunks: wire::ranges(&h.chunks),
