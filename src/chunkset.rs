@@ -1,7 +1,9 @@
 //! [`ChunkSet`]: which chunks of a file a peer holds, as a bitmap.
 //!
 //! On the wire a set travels as inclusive ranges (`1-68`), which is short for
-//! the usual cases (everything, or a run of chunks) and readable in grpcurl.
+//! the usual cases (everything, or a run of chunks) and readable in grpcurl;
+//! a fragmented set (a download in progress) travels as a bitmap instead,
+//! whichever is shorter ([`crate::wire::holder_chunks`]).
 
 use std::ops::RangeInclusive;
 
@@ -91,6 +93,42 @@ impl ChunkSet {
         Some(set)
     }
 
+    /// The set as a bitmap of `universe.div_ceil(8)` bytes: chunk `n` is bit
+    /// `(n - 1) % 8` (least significant first) of byte `(n - 1) / 8`. The
+    /// wire form for fragmented sets, where ranges would be longer.
+    pub fn to_bitmap(&self) -> Vec<u8> {
+        let len = (self.universe as usize).div_ceil(8);
+        let mut bytes = Vec::with_capacity(len + 8);
+        for word in &self.words {
+            bytes.extend_from_slice(&word.to_le_bytes());
+        }
+        bytes.truncate(len);
+        bytes
+    }
+
+    /// A bitmap made by [`ChunkSet::to_bitmap`]; `None` if its length is not
+    /// the file's or it names chunks past the last.
+    pub fn from_bitmap(universe: u32, bitmap: &[u8]) -> Option<Self> {
+        if bitmap.len() != (universe as usize).div_ceil(8) {
+            return None;
+        }
+        let mut padded = bitmap.to_vec();
+        padded.resize((universe as usize).div_ceil(64) * 8, 0);
+        Self::from_bytes(universe, &padded)
+    }
+
+    /// How many ranges [`ChunkSet::ranges`] would return, without building
+    /// them: the number of set bits whose lower neighbour is clear.
+    pub fn run_count(&self) -> u32 {
+        let mut carry = 0;
+        let mut runs = 0;
+        for &word in &self.words {
+            runs += (word & !((word << 1) | carry)).count_ones();
+            carry = word >> 63;
+        }
+        runs
+    }
+
     /// How many chunks the file has.
     pub fn universe(&self) -> u32 {
         self.universe
@@ -172,17 +210,21 @@ impl ChunkSet {
     /// The set as sorted, disjoint, non-adjacent inclusive ranges. Walks
     /// whole words: a full set (a seeder's) is one step.
     pub fn ranges(&self) -> Vec<RangeInclusive<u32>> {
-        let mut out = Vec::new();
+        self.range_iter().collect()
+    }
+
+    /// [`ChunkSet::ranges`], one at a time.
+    pub fn range_iter(&self) -> impl Iterator<Item = RangeInclusive<u32>> + '_ {
         let mut pos = 0;
-        while let Some(start) = self.next_with(pos, true) {
+        std::iter::from_fn(move || {
+            let start = self.next_with(pos, true)?;
             let end = self
                 .next_with(start, false)
                 .unwrap_or(self.universe as usize);
-            // Positions are below the universe, a u32.
-            out.push(start as u32 + 1..=end as u32);
             pos = end;
-        }
-        out
+            // Positions are below the universe, a u32.
+            Some(start as u32 + 1..=end as u32)
+        })
     }
 
     /// The first position at or after `from` whose bit is `set`.
@@ -398,6 +440,8 @@ mod tests {
                     }
                 }
                 assert_eq!(set.ranges(), slow, "universe {universe} density {density}");
+                assert_eq!(set.run_count() as usize, slow.len());
+                assert_eq!(ChunkSet::from_bitmap(universe, &set.to_bitmap()), Some(set));
             }
         }
     }
@@ -416,6 +460,20 @@ mod tests {
             None,
             "bits past the end"
         );
+    }
+
+    #[test]
+    fn bitmaps_are_bit_n_minus_1_least_significant_first() {
+        let set = ChunkSet::from_ranges(68, [1..=1, 10..=10, 68..=68]).unwrap();
+        let bitmap = set.to_bitmap();
+        assert_eq!(bitmap.len(), 9);
+        assert_eq!((bitmap[0], bitmap[1], bitmap[8]), (0b1, 0b10, 0b1000));
+        assert_eq!(bitmap.iter().map(|b| b.count_ones()).sum::<u32>(), 3);
+        assert_eq!(ChunkSet::from_bitmap(68, &bitmap), Some(set));
+        assert_eq!(ChunkSet::from_bitmap(68, &[0; 8]), None, "too short");
+        assert_eq!(ChunkSet::from_bitmap(68, &[0; 16]), None, "too long");
+        assert_eq!(ChunkSet::from_bitmap(68, &[0xff; 9]), None, "chunk 69");
+        assert_eq!(ChunkSet::from_bitmap(0, &[]), Some(ChunkSet::empty(0)));
     }
 
     #[test]

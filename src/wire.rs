@@ -57,15 +57,46 @@ pub fn chunk_set(
         .map_err(|e| WireError::new(field, e))
 }
 
+/// A holder's chunks from the wire (`chunks` and `chunk_bitmap` of a
+/// Holder): the bitmap when there is one, otherwise the ranges.
+pub fn holder_chunks(
+    universe: u32,
+    ranges: &[pb::ChunkRange],
+    bitmap: &[u8],
+) -> Result<ChunkSet, WireError> {
+    if bitmap.is_empty() {
+        return chunk_set("chunks", universe, ranges);
+    }
+    if !ranges.is_empty() {
+        return Err(WireError::new("chunk_bitmap", "sent beside chunks"));
+    }
+    ChunkSet::from_bitmap(universe, bitmap)
+        .ok_or_else(|| WireError::new("chunk_bitmap", format!("not a bitmap of {universe} chunks")))
+}
+
+/// A holder's chunks for the wire, as `(chunks, chunk_bitmap)`: ranges when
+/// they are few (a seeder's is one range), else the bitmap. Ranges cost far
+/// more to encode and decode than a bitmap of the same size, so the bitmap
+/// is chosen once the ranges would take half its bytes.
+pub fn holder_chunk_fields(set: &ChunkSet) -> (Vec<pb::ChunkRange>, bytes::Bytes) {
+    // An encoded range of chunks past 127 takes 8 bytes.
+    let bitmap_len = (set.universe() as usize).div_ceil(8);
+    let runs = set.run_count() as usize;
+    if runs <= 2 || runs * 8 <= bitmap_len / 2 {
+        (ranges(set), bytes::Bytes::new())
+    } else {
+        (Vec::new(), set.to_bitmap().into())
+    }
+}
+
 /// A chunk set as ranges, for the wire.
 pub fn ranges(set: &ChunkSet) -> Vec<pb::ChunkRange> {
-    set.ranges()
-        .into_iter()
-        .map(|r| pb::ChunkRange {
-            first: *r.start(),
-            last: *r.end(),
-        })
-        .collect()
+    let mut out = Vec::with_capacity(set.run_count() as usize);
+    out.extend(set.range_iter().map(|r| pb::ChunkRange {
+        first: *r.start(),
+        last: *r.end(),
+    }));
+    out
 }
 
 impl TryFrom<pb::Manifest> for Manifest {
@@ -188,5 +219,26 @@ mod tests {
         let set = chunk_set("chunks", 68, &[r(1, 68)]).unwrap();
         assert!(set.is_full());
         assert_eq!(ranges(&set), vec![r(1, 68)]);
+    }
+
+    #[test]
+    fn holder_chunks_travel_as_the_shorter_form() {
+        let seeder = ChunkSet::full(1024);
+        let (ranges, bitmap) = holder_chunk_fields(&seeder);
+        assert_eq!((ranges.len(), bitmap.len()), (1, 0));
+        assert_eq!(holder_chunks(1024, &ranges, &bitmap), Ok(seeder));
+
+        let odd = ChunkSet::from_ranges(1024, (1..=1024).step_by(2).map(|n| n..=n)).unwrap();
+        let (ranges, bitmap) = holder_chunk_fields(&odd);
+        assert_eq!((ranges.len(), bitmap.len()), (0, 128));
+        assert_eq!(holder_chunks(1024, &ranges, &bitmap), Ok(odd));
+
+        let r = |first, last| pb::ChunkRange { first, last };
+        assert!(
+            holder_chunks(68, &[r(1, 1)], &[0; 9]).is_err(),
+            "both forms"
+        );
+        assert!(holder_chunks(68, &[], &[0; 8]).is_err(), "short bitmap");
+        assert!(holder_chunks(68, &[], &[0xff; 9]).is_err(), "chunk 69");
     }
 }

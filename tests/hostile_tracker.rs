@@ -93,6 +93,7 @@ fn holder(addr: &str) -> pb::Holder {
         chunks: vec![ChunkRange { first: 1, last: 2 }],
         chunk_count: 2,
         confirmed: true,
+        chunk_bitmap: Default::default(),
     }
 }
 

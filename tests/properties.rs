@@ -318,6 +318,10 @@ proptest! {
         let on_wire = wire::ranges(&set);
         prop_assert_eq!(wire::chunk_set("chunks", universe, &on_wire), Ok(set.clone()));
         prop_assert_eq!(ChunkSet::from_bytes(universe, &set.to_bytes()), Some(set.clone()));
+        prop_assert_eq!(set.run_count() as usize, ranges.len());
+        let (holder_ranges, bitmap) = wire::holder_chunk_fields(&set);
+        prop_assert!(holder_ranges.is_empty() || bitmap.is_empty());
+        prop_assert_eq!(wire::holder_chunks(universe, &holder_ranges, &bitmap), Ok(set.clone()));
         let missing: BTreeSet<u32> = set.missing().map(ChunkIndex::get).collect();
         prop_assert_eq!(missing.len() + members.len(), universe as usize);
         prop_assert!(missing.is_disjoint(&members));
@@ -361,6 +365,34 @@ proptest! {
         if let Some(set) = ChunkSet::from_bytes(universe, &bytes) {
             prop_assert_eq!(set.to_bytes(), bytes);
             prop_assert!(set.iter().all(|c| c.get() <= universe));
+        }
+        progress();
+    }
+
+    /// A holder's bitmap from the wire is accepted exactly when it has the
+    /// file's length and names no chunk past the last; then it reads back.
+    #[test]
+    fn wire_bitmaps_are_checked(
+        (universe, bitmap) in universe().prop_flat_map(|u| {
+            let len = (u as usize).div_ceil(8);
+            (Just(u), prop_oneof![
+                4 => prop::collection::vec(any::<u8>(), len..=len),
+                1 => prop::collection::vec(any::<u8>(), 0..300),
+            ])
+        })
+    ) {
+        let got = wire::holder_chunks(universe, &[], &bitmap);
+        let past_end = bitmap.iter().enumerate().any(|(i, byte)| {
+            (0..8).any(|b| byte & (1 << b) != 0 && i * 8 + b >= universe as usize)
+        });
+        let valid = !bitmap.is_empty() && bitmap.len() == (universe as usize).div_ceil(8) && !past_end;
+        if bitmap.is_empty() {
+            prop_assert_eq!(got, Ok(ChunkSet::empty(universe)));
+        } else {
+            prop_assert_eq!(got.is_ok(), valid, "{:?} of {}", bitmap, universe);
+        }
+        if let Ok(set) = wire::holder_chunks(universe, &[], &bitmap) && !bitmap.is_empty() {
+            prop_assert_eq!(set.to_bitmap(), bitmap);
         }
         progress();
     }

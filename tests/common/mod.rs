@@ -481,7 +481,12 @@ pub async fn snapshot_via(client: &mut TrackerClient<Channel>) -> String {
         let mut holders: Vec<String> = found
             .holders
             .iter()
-            .map(|h| format!("{}@{}:{:?}", h.peer_id, h.addr, h.chunks))
+            .map(|h| {
+                format!(
+                    "{}@{}:{:?}{:?}",
+                    h.peer_id, h.addr, h.chunks, h.chunk_bitmap
+                )
+            })
             .collect();
         holders.sort();
         out += &format!(

@@ -270,7 +270,7 @@ async fn locate(
         .holders
         .into_iter()
         .filter_map(|h| {
-            let chunks = wire::chunk_set("chunks", universe, &h.chunks).ok()?;
+            let chunks = wire::holder_chunks(universe, &h.chunks, &h.chunk_bitmap).ok()?;
             valid_addr(&h.addr).then_some(Holder {
                 peer_id: h.peer_id,
                 addr: h.addr,

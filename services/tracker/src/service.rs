@@ -251,12 +251,14 @@ fn ranges(ranges: &[types::ChunkRange]) -> Vec<std::ops::RangeInclusive<u32>> {
 }
 
 fn holder(h: HolderView) -> pb::Holder {
+    let (chunks, chunk_bitmap) = wire::holder_chunk_fields(&h.chunks);
     pb::Holder {
         peer_id: h.peer.to_hex(),
         addr: h.addr,
         chunk_count: h.chunks.len(),
-        chunks: wire::ranges(&h.chunks),
+        chunks,
         confirmed: h.confirmed,
+        chunk_bitmap,
     }
 }
 

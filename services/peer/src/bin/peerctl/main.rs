@@ -19,7 +19,7 @@ use tonic_health::pb::{
 
 use crate::{
     cli::{Cli, Command},
-    output::{bytes, hex, ranges, ranges_json, short, table},
+    output::{bytes, hex, holder_ranges, ranges, ranges_json, short, table},
 };
 
 /// A failure, and the exit status it gives.
@@ -182,7 +182,7 @@ async fn files(url: &str, json: bool) -> Outcome {
             rows.push(vec![
                 format!("  {}", h.addr),
                 String::new(),
-                ranges(&h.chunks),
+                ranges(&holder_ranges(h)),
                 String::new(),
                 String::new(),
             ]);
@@ -195,7 +195,7 @@ async fn files(url: &str, json: bool) -> Outcome {
 fn holder_json(h: &trk::Holder) -> serde_json::Value {
     json!({
         "peer_id": h.peer_id, "addr": h.addr, "chunk_count": h.chunk_count,
-        "chunks": ranges_json(&h.chunks), "confirmed": h.confirmed,
+        "chunks": ranges_json(&holder_ranges(h)), "confirmed": h.confirmed,
     })
 }
 
@@ -244,7 +244,7 @@ async fn locate(url: &str, file: &str, json: bool) -> Outcome {
                 h.addr.clone(),
                 h.peer_id.clone(),
                 format!("{}/{}", h.chunk_count, m.chunk_digests.len() / 32),
-                ranges(&h.chunks),
+                ranges(&holder_ranges(h)),
             ]
         })
         .collect();

@@ -42,6 +42,26 @@ pub fn bytes(n: u64) -> String {
     HumanBytes(n).to_string()
 }
 
+/// A holder's chunks as ranges, whichever form the tracker sent them in.
+pub fn holder_ranges(h: &hive::pb::tracker::Holder) -> Vec<ChunkRange> {
+    if h.chunk_bitmap.is_empty() {
+        return h.chunks.clone();
+    }
+    let mut out: Vec<ChunkRange> = Vec::new();
+    let bits = h.chunk_bitmap.iter().enumerate().flat_map(|(i, byte)| {
+        (0..8u32)
+            .filter(move |b| byte & (1 << b) != 0)
+            .map(move |b| i as u32 * 8 + b + 1)
+    });
+    for n in bits {
+        match out.last_mut() {
+            Some(r) if r.last + 1 == n => r.last = n,
+            _ => out.push(ChunkRange { first: n, last: n }),
+        }
+    }
+    out
+}
+
 /// Wire ranges as users read them: `1-3,7`.
 pub fn ranges(r: &[ChunkRange]) -> String {
     if r.is_empty() {
