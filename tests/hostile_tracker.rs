@@ -45,7 +45,7 @@ impl Tracker for Liar {
         _: Request<pb::LocateRequest>,
     ) -> Result<Response<pb::LocateResponse>, Status> {
         Ok(Response::new(pb::LocateResponse {
-            chunk_holders: vec![1; digest_count(&self.manifest)],
+            chunk_holders: vec![1; digest_count(&self.manifest)].into(),
             holder_count: self.holders.len() as u32,
             holders: self.holders.clone(),
             manifest: Some(self.manifest.clone()),

@@ -494,7 +494,7 @@ pub async fn snapshot_via(client: &mut TrackerClient<Channel>) -> String {
             f.name,
             hex(&f.digest),
             holders,
-            found.chunk_holders
+            found.chunk_holders.to_vec()
         );
     }
     out

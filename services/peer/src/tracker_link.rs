@@ -72,7 +72,8 @@ pub struct SessionInfo {
 pub struct Located {
     pub manifest: Manifest,
     pub holders: Vec<Holder>,
-    /// Live holders of each chunk; position 0 is chunk 1.
+    /// Live holders of each chunk (the tracker caps them at 255); position 0
+    /// is chunk 1.
     pub chunk_holders: Vec<u32>,
 }
 
@@ -278,7 +279,7 @@ async fn locate(
             })
         })
         .collect();
-    let mut chunk_holders = found.chunk_holders;
+    let mut chunk_holders: Vec<u32> = found.chunk_holders.iter().map(|&c| c.into()).collect();
     chunk_holders.resize(universe as usize, 0);
     Ok(Located {
         manifest,

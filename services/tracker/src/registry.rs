@@ -96,7 +96,7 @@ pub enum Change {
     PutHolding {
         peer: PeerId,
         name: FileName,
-        chunks: ChunkSet,
+        chunks: Arc<ChunkSet>,
     },
     RemoveHolding {
         peer: PeerId,
@@ -149,7 +149,8 @@ pub struct Registered {
 pub struct HolderView {
     pub peer: PeerId,
     pub addr: String,
-    pub chunks: ChunkSet,
+    /// Shared with the registry: answers copy no chunk sets.
+    pub chunks: Arc<ChunkSet>,
     pub confirmed: bool,
 }
 
@@ -158,8 +159,9 @@ pub struct Located {
     pub manifest: Arc<Manifest>,
     /// At most [`Limits::locate_holders`], a random choice, confirmed first.
     pub holders: Vec<HolderView>,
-    /// Live holders of each chunk (position 0 is chunk 1), over all holders.
-    pub chunk_holders: Vec<u32>,
+    /// Live holders of each chunk (position 0 is chunk 1), over all
+    /// holders, capped at 255.
+    pub chunk_holders: Vec<u8>,
     pub holder_count: u32,
 }
 
@@ -179,7 +181,9 @@ pub struct Page {
 
 struct FileEntry {
     manifest: Arc<Manifest>,
-    holders: ById<ChunkSet>,
+    /// Each holder's chunks, replaced (never changed in place) on an update,
+    /// so answers can share them.
+    holders: ById<Arc<ChunkSet>>,
     /// Holders of each chunk over all entries in `holders`, live or not yet
     /// swept; kept in step with every change to `holders`.
     counts: Vec<u32>,
@@ -200,7 +204,7 @@ struct PeerEntry {
 struct LiveHolder<'a> {
     id: PeerId,
     entry: &'a PeerEntry,
-    chunks: &'a ChunkSet,
+    chunks: &'a Arc<ChunkSet>,
 }
 
 pub struct Registry {
@@ -240,7 +244,7 @@ impl Registry {
             };
             if chunks.universe() == f.manifest.chunk_count() {
                 p.files.insert(name);
-                f.set_holding(peer, chunks);
+                f.set_holding(peer, Arc::new(chunks));
             }
         }
         reg
@@ -377,6 +381,7 @@ impl Registry {
                 continue;
             }
             p.files.insert(name.clone());
+            let chunks = Arc::new(chunks);
             file.set_holding(peer, chunks.clone());
             changes.push(Change::PutHolding { peer, name, chunks });
         }
@@ -418,8 +423,7 @@ impl Registry {
         let mut chunks = file
             .holders
             .get(&peer)
-            .cloned()
-            .unwrap_or_else(|| ChunkSet::empty(universe));
+            .map_or_else(|| ChunkSet::empty(universe), |c| ChunkSet::clone(c));
         chunks.union_with(&add);
         chunks.subtract(&remove);
         let held = chunks.len();
@@ -434,6 +438,7 @@ impl Registry {
             p.files.remove(name);
         } else {
             p.files.insert(name.clone());
+            let chunks = Arc::new(chunks);
             file.set_holding(peer, chunks.clone());
             changes.push(Change::PutHolding {
                 peer,
@@ -501,14 +506,14 @@ impl Registry {
             .ok_or_else(|| RegistryError::UnknownFile(name.clone()))?;
         let live = self.live_holders(file, now);
         let chunk_holders = if live.len() == file.holders.len() {
-            file.counts.clone()
+            capped(&file.counts)
         } else {
             // Some holders expired but are not swept yet: count the live ones.
             let mut counts = vec![0; file.counts.len()];
             for h in &live {
                 h.chunks.add_to_counts(&mut counts);
             }
-            counts
+            capped(&counts)
         };
         let holder_count = live.len() as u32;
         Ok(Located {
@@ -617,8 +622,7 @@ impl Registry {
             .collect()
     }
 
-    /// Up to `cap` of `live`, a random choice, confirmed holders first. Only
-    /// the chosen holders' chunk sets are copied.
+    /// Up to `cap` of `live`, a random choice, confirmed holders first.
     fn pick_holders(&self, mut live: Vec<LiveHolder<'_>>, cap: usize) -> Vec<HolderView> {
         if live.len() > cap {
             fastrand::shuffle(&mut live);
@@ -636,6 +640,11 @@ impl Registry {
     }
 }
 
+/// Holder counts as Locate sends them: a byte each, capped at 255.
+fn capped(counts: &[u32]) -> Vec<u8> {
+    counts.iter().map(|&c| c.min(255) as u8).collect()
+}
+
 impl FileEntry {
     fn new(manifest: Arc<Manifest>, now: Instant) -> Self {
         Self {
@@ -646,7 +655,7 @@ impl FileEntry {
         }
     }
 
-    fn set_holding(&mut self, peer: PeerId, chunks: ChunkSet) {
+    fn set_holding(&mut self, peer: PeerId, chunks: Arc<ChunkSet>) {
         chunks.add_to_counts(&mut self.counts);
         if let Some(old) = self.holders.insert(peer, chunks) {
             old.sub_from_counts(&mut self.counts);

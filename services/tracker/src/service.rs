@@ -158,7 +158,7 @@ impl pb::tracker_server::Tracker for TrackerService {
         Ok(Response::new(pb::LocateResponse {
             manifest,
             holders: found.holders.into_iter().map(holder).collect(),
-            chunk_holders: found.chunk_holders,
+            chunk_holders: found.chunk_holders.into(),
             holder_count: found.holder_count,
         }))
     }

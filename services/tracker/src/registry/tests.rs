@@ -466,7 +466,7 @@ fn restore_brings_back_unconfirmed_holders() {
             Change::PutManifest(m) => catalog.manifests.push((*m).clone()),
             Change::PutPeer { peer, addr, token } => catalog.peers.push((peer, addr, token)),
             Change::PutHolding { peer, name, chunks } => {
-                catalog.holdings.push((peer, name, chunks))
+                catalog.holdings.push((peer, name, (*chunks).clone()))
             }
             other => panic!("unexpected {other:?}"),
         }
@@ -478,4 +478,23 @@ fn restore_brings_back_unconfirmed_holders() {
     assert!(!located.holders[0].confirmed);
     back.heartbeat(&cred, later).unwrap();
     assert!(back.locate(&name("x"), later).unwrap().holders[0].confirmed);
+}
+
+#[test]
+fn counts_past_255_holders_are_capped_but_the_holder_count_is_not() {
+    let mut reg = Registry::new(limits());
+    let now = Instant::now();
+    let m = manifest("x", 1822, 1);
+    for i in 0..300 {
+        join(
+            &mut reg,
+            &format!("10.0.{}.{}:1", i / 250, i % 250),
+            vec![seeding(&m)],
+            now,
+        );
+    }
+    let located = reg.locate(&name("x"), now).unwrap();
+    assert_eq!(located.holder_count, 300);
+    assert_eq!(located.chunk_holders, vec![255; 2]);
+    assert_eq!(located.holders.len(), 2, "still at most the cap");
 }

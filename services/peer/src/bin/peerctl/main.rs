@@ -218,7 +218,7 @@ async fn locate(url: &str, file: &str, json: bool) -> Outcome {
                 "chunk_count": m.chunk_digests.len() / 32, "digest": hex(&m.digest),
                 "holder_count": found.holder_count,
                 "holders": found.holders.iter().map(holder_json).collect::<Vec<_>>(),
-                "chunk_holders": found.chunk_holders,
+                "chunk_holders": found.chunk_holders.to_vec(),
             })
         );
         return Ok(());

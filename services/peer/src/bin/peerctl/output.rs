@@ -96,15 +96,24 @@ pub fn short(hex: &str) -> &str {
 }
 
 /// Per-chunk holder counts as a one-line summary: how rare the rarest is.
-pub fn availability(counts: &[u32]) -> String {
-    let Some(min) = counts.iter().min() else {
+/// `counts` as Locate sends them: a byte per chunk, capped at 255.
+pub fn availability(counts: &[u8]) -> String {
+    let Some(&min) = counts.iter().min() else {
         return "no chunks".into();
     };
     let missing = counts.iter().filter(|&&c| c == 0).count();
-    let max = counts.iter().max().unwrap_or(min);
+    let max = counts.iter().max().copied().unwrap_or(min);
+    let count = |c: u8| match c {
+        u8::MAX => "255 or more".to_owned(),
+        c => c.to_string(),
+    };
     if missing > 0 {
         format!("{missing} of {} chunks have no live holder", counts.len())
     } else {
-        format!("every chunk has {min} to {max} live holders")
+        format!(
+            "every chunk has {} to {} live holders",
+            count(min),
+            count(max)
+        )
     }
 }
