@@ -23,6 +23,10 @@ use crate::{
 
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
+/// A ListFiles page ends early once its files take this many bytes: a page
+/// of large files with fragmented holders (up to 2 KiB of chunk bitmap a
+/// holder) could otherwise pass the 4 MiB clients accept by default.
+const MAX_PAGE_BYTES: usize = 1 << 20;
 
 pub struct TrackerService {
     tracker: Tracker,
@@ -119,22 +123,17 @@ impl pb::tracker_server::Tracker for TrackerService {
             n => n.min(MAX_PAGE),
         };
         let page = self.tracker.list(after.as_ref(), limit);
-        Ok(Response::new(pb::ListFilesResponse {
-            files: page
-                .files
-                .into_iter()
-                .map(|f| pb::FileSummary {
-                    name: f.manifest.name().to_string(),
-                    size: f.manifest.size(),
-                    chunk_size: f.manifest.layout().chunk_size().get(),
-                    chunk_count: f.manifest.chunk_count(),
-                    digest: f.manifest.digest().as_bytes().to_vec().into(),
-                    holder_count: f.holder_count,
-                    holders: f.holders.into_iter().map(holder).collect(),
-                })
-                .collect(),
-            next_page_token: page.next.map(String::from).unwrap_or_default(),
-        }))
+        let summaries = page.files.into_iter().map(|f| pb::FileSummary {
+            name: f.manifest.name().to_string(),
+            size: f.manifest.size(),
+            chunk_size: f.manifest.layout().chunk_size().get(),
+            chunk_count: f.manifest.chunk_count(),
+            digest: f.manifest.digest().as_bytes().to_vec().into(),
+            holder_count: f.holder_count,
+            holders: f.holders.into_iter().map(holder).collect(),
+        });
+        let next = page.next.map(String::from).unwrap_or_default();
+        Ok(Response::new(fit_page(summaries, next, MAX_PAGE_BYTES)))
     }
 
     #[instrument(level = "debug", skip_all, fields(name = %request.get_ref().name))]
@@ -250,6 +249,33 @@ fn ranges(ranges: &[types::ChunkRange]) -> Vec<std::ops::RangeInclusive<u32>> {
     ranges.iter().map(|r| r.first..=r.last).collect()
 }
 
+/// A ListFiles answer of `files` that takes at most `budget` bytes (always
+/// at least one file); when files are left out, the page token points
+/// past the last one kept, so the next page starts with them.
+fn fit_page(
+    files: impl Iterator<Item = pb::FileSummary>,
+    next_page_token: String,
+    budget: usize,
+) -> pb::ListFilesResponse {
+    let mut page = pb::ListFilesResponse {
+        files: Vec::new(),
+        next_page_token,
+    };
+    let mut used = 0;
+    for file in files {
+        let len = prost::Message::encoded_len(&file);
+        if let Some(last) = page.files.last()
+            && used + len > budget
+        {
+            page.next_page_token = last.name.clone();
+            break;
+        }
+        used += len;
+        page.files.push(file);
+    }
+    page
+}
+
 fn holder(h: HolderView) -> pb::Holder {
     let (chunks, chunk_bitmap) = wire::holder_chunk_fields(&h.chunks);
     pb::Holder {
@@ -284,4 +310,52 @@ fn advertised(host: &str, port: u16) -> Result<String, ServiceError> {
 
 fn millis(d: Duration) -> u64 {
     d.as_millis().try_into().unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(name: &str, holders: usize) -> pb::FileSummary {
+        pb::FileSummary {
+            name: name.into(),
+            holder_count: holders as u32,
+            holders: (0..holders)
+                .map(|i| pb::Holder {
+                    peer_id: format!("{i:016x}"),
+                    addr: format!("10.0.0.{i}:65050"),
+                    chunk_count: 8_192,
+                    chunk_bitmap: vec![0x55; 2_048].into(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn pages_end_early_when_their_files_pass_the_byte_budget() {
+        let files = || ["a", "b", "c", "d"].into_iter().map(|n| summary(n, 10));
+        let one = prost::Message::encoded_len(&summary("a", 10));
+
+        // Room for two and a half files: two, and the next page starts at c.
+        let page = fit_page(files(), "d".into(), one * 5 / 2);
+        let names: Vec<_> = page.files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(
+            (names, page.next_page_token.as_str()),
+            (vec!["a", "b"], "b")
+        );
+        assert!(prost::Message::encoded_len(&page) <= one * 5 / 2 + 16);
+
+        // Within the budget: the page and its token are the registry's.
+        let page = fit_page(files(), "d".into(), one * 4);
+        assert_eq!((page.files.len(), page.next_page_token.as_str()), (4, "d"));
+        let page = fit_page(files(), String::new(), one * 4);
+        assert_eq!(page.next_page_token, "", "the last page stays the last");
+
+        // One file larger than the budget still comes, alone.
+        let page = fit_page(files(), String::new(), 10);
+        let names: Vec<_> = page.files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!((names, page.next_page_token.as_str()), (vec!["a"], "a"));
+    }
 }
