@@ -231,8 +231,9 @@ async fn locate(url: &str, file: &str, json: bool) -> Outcome {
         bytes(u64::from(m.chunk_size)),
         hex(&m.digest)
     );
+    let plural = if found.holder_count == 1 { "" } else { "s" };
     println!(
-        "{} live holders; {}",
+        "{} live holder{plural}; {}",
         found.holder_count,
         output::availability(&found.chunk_holders)
     );

@@ -107,13 +107,41 @@ pub fn availability(counts: &[u8]) -> String {
         u8::MAX => "255 or more".to_owned(),
         c => c.to_string(),
     };
-    if missing > 0 {
-        format!("{missing} of {} chunks have no live holder", counts.len())
-    } else {
-        format!(
-            "every chunk has {} to {} live holders",
+    match (missing, min == max) {
+        (0, true) => format!("every chunk has {}", holders(count(min), min)),
+        (0, false) => format!(
+            "every chunk has {} to {}",
             count(min),
-            count(max)
-        )
+            holders(count(max), max)
+        ),
+        _ => format!("{missing} of {} chunks have no live holder", counts.len()),
+    }
+}
+
+/// `n live holder(s)`, with `shown` as n is written.
+fn holders(shown: String, n: u8) -> String {
+    match n {
+        1 => format!("{shown} live holder"),
+        _ => format!("{shown} live holders"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::availability;
+
+    #[test]
+    fn availability_reads_as_a_sentence() {
+        assert_eq!(availability(&[]), "no chunks");
+        assert_eq!(availability(&[1, 1]), "every chunk has 1 live holder");
+        assert_eq!(availability(&[1, 3]), "every chunk has 1 to 3 live holders");
+        assert_eq!(
+            availability(&[2, 255]),
+            "every chunk has 2 to 255 or more live holders"
+        );
+        assert_eq!(
+            availability(&[0, 2, 0]),
+            "2 of 3 chunks have no live holder"
+        );
     }
 }
