@@ -109,13 +109,7 @@ SIZE=$(stat -c %s "$SRC/$FILE")
 DIGEST=$(digest_of "$SRC/$FILE")
 echo "    $FILE: $SIZE bytes, blake3 $DIGEST"
 
-# Flags that lift the tracker's rate limits: every peer here calls from
-# 127.0.0.1, which a real swarm spreads over many addresses.
-unlimited=()
-help=$("$BIN/tracker" --help)
-for flag in --ip-rate --peer-rate; do
-  if grep -q -- "$flag " <<<"$help"; then unlimited+=("$flag" 0); fi
-done
+tracker_unlimited
 
 echo "==> a tracker, 3 seeders, nginx on 3 ports, 3 raw tonic servers"
 start_tracker tracker "${unlimited[@]}"

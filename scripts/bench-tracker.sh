@@ -32,12 +32,7 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/hive-bench-tracker.XXXXXX")
 source scripts/lib.sh
 trap 'hive_cleanup; rm -rf "$WORK"' EXIT
 
-# Flags that lift rate limits, for trackers that have them.
-unlimited=()
-help=$("$BIN/tracker" --help)
-for flag in --ip-rate --peer-rate; do
-  if grep -q -- "$flag " <<<"$help"; then unlimited+=("$flag" 0); fi
-done
+tracker_unlimited
 
 echo "==> $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), CPU pressure $(sed -n 's/^some avg10=\([0-9.]*\) avg60=\([0-9.]*\).*/\2% (60 s)/p' /proc/pressure/cpu 2>/dev/null || echo ?), hive $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 echo "    tracker flags: ${unlimited[*]:-(none)}"

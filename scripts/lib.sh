@@ -56,6 +56,19 @@ start_peer() {
   return 1
 }
 
+# tracker_unlimited: sets the array `unlimited` to the flags that lift the
+# tracker's per-address and per-session rate limits, for a $BIN/tracker that
+# has them. Benchmarks need it: every peer there calls from 127.0.0.1, which
+# a real swarm spreads over many addresses.
+tracker_unlimited() {
+  unlimited=()
+  local help flag
+  help=$("$BIN/tracker" --help)
+  for flag in --ip-rate --peer-rate; do
+    if grep -q -- "$flag " <<<"$help"; then unlimited+=("$flag" 0); fi
+  done
+}
+
 # text_file PATH SIZE: writes SIZE bytes of readable text.
 text_file() {
   python3 - "$1" "$2" <<'PY'

@@ -1,7 +1,8 @@
 //! Logging for the daemons: tracing to stderr, filtered by `RUST_LOG`
-//! (default `info`), as text or as JSON lines.
+//! (default `info`), as text or as JSON lines; and the operator's flags the
+//! daemons share.
 
-use std::io::IsTerminal;
+use std::{io::IsTerminal, net::SocketAddr};
 
 use tracing_subscriber::EnvFilter;
 
@@ -12,6 +13,19 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line, for log collectors.
     Json,
+}
+
+/// `--metrics` and `--log-format`, the same on the tracker and the peer.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Telemetry {
+    /// Serve Prometheus metrics over HTTP at ADDR/metrics (printed on stdout
+    /// as `metrics on ADDR`).
+    #[arg(long, env = "HIVE_METRICS", value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+
+    /// Log format on stderr; the level comes from RUST_LOG (default info).
+    #[arg(long, env = "HIVE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 /// Installs the global subscriber. Call once, at the start of `main`.

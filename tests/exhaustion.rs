@@ -25,6 +25,9 @@ const GET_CHUNK: &str = "/hive.peer.v1.Peer/GetChunk";
 const LOCATE: &str = "/hive.tracker.v1.Tracker/Locate";
 const HEALTH: &str = "/grpc.health.v1.Health/Check";
 const MIB: usize = 1 << 20;
+/// A tracker for the flood cases: the per-address limit (every test client
+/// is 127.0.0.1) raised far above what they send.
+const FLOOD_TRACKER: &[&str] = &["--in-memory", "--ip-rate", "100000", "--ip-burst", "100000"];
 
 fn get_chunk_msg(name: &str, chunk: u32) -> bytes::Bytes {
     rawh2::grpc_message(&GetChunkRequest {
@@ -297,14 +300,7 @@ async fn re2_slow_readers_are_cut_off_and_memory_stays_flat() {
 async fn bi7_tracker_refuses_junk_and_stays_healthy() {
     within(90, async {
         const ROUNDS: usize = 20;
-        let tracker = TestTracker::start_with(&[
-            "--in-memory",
-            "--ip-rate",
-            "100000",
-            "--ip-burst",
-            "100000",
-        ])
-        .await;
+        let tracker = TestTracker::start_with(FLOOD_TRACKER).await;
         let pid = tracker.daemon.pid();
         let mut client = tracker.client().await;
         let m = manifest("x", &data(5000, 7));
@@ -746,14 +742,7 @@ async fn survives_abuse(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn re1_tracker_survives_connection_abuse() {
     within(120, async {
-        let tracker = TestTracker::start_with(&[
-            "--in-memory",
-            "--ip-rate",
-            "100000",
-            "--ip-burst",
-            "100000",
-        ])
-        .await;
+        let tracker = TestTracker::start_with(FLOOD_TRACKER).await;
         let locate = rawh2::grpc_message(&LocateRequest {
             name: "nothing".into(),
             ..Default::default()

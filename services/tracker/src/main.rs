@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 use clap::Parser;
-use hive::telemetry::{LogFormat, init_logging};
+use hive::telemetry::{Telemetry, init_logging};
 use hive_tracker::Config;
 use tokio::net::TcpListener;
 
@@ -17,14 +17,8 @@ struct Args {
     #[arg(long, env = "HIVE_LISTEN", default_value = "0.0.0.0:65001")]
     listen: SocketAddr,
 
-    /// Serve Prometheus metrics over HTTP at ADDR/metrics (printed on stdout
-    /// as `metrics on ADDR`).
-    #[arg(long, env = "HIVE_METRICS", value_name = "ADDR")]
-    metrics: Option<SocketAddr>,
-
-    /// Log format on stderr; the level comes from RUST_LOG (default info).
-    #[arg(long, env = "HIVE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    #[command(flatten)]
+    telemetry: Telemetry,
 
     #[command(flatten)]
     config: Config,
@@ -33,7 +27,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    init_logging(args.log_format);
+    init_logging(args.telemetry.log_format);
     // Before the first `listening on`: a stop signal from then on is graceful.
     let shutdown = hive::shutdown::signal();
     let tracker = hive_tracker::open(&args.config).context("cannot open the catalog")?;
@@ -41,7 +35,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     println!("listening on {}", listener.local_addr()?);
-    let metrics = hive::metrics::bind(args.metrics).await?;
+    let metrics = hive::metrics::bind(args.telemetry.metrics).await?;
     hive_tracker::serve(listener, tracker, &args.config, metrics, shutdown).await?;
     Ok(())
 }

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use hive::telemetry::{LogFormat, init_logging};
+use hive::telemetry::{Telemetry, init_logging};
 use hive_peer::{Config, Listeners};
 use tokio::net::TcpListener;
 
@@ -22,14 +22,8 @@ struct Args {
     #[arg(long, env = "HIVE_CONTROL", default_value = "127.0.0.1:65049")]
     control: SocketAddr,
 
-    /// Serve Prometheus metrics over HTTP at ADDR/metrics (printed on stdout
-    /// as `metrics on ADDR`).
-    #[arg(long, env = "HIVE_METRICS", value_name = "ADDR")]
-    metrics: Option<SocketAddr>,
-
-    /// Log format on stderr; the level comes from RUST_LOG (default info).
-    #[arg(long, env = "HIVE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    #[command(flatten)]
+    telemetry: Telemetry,
 
     #[command(flatten)]
     config: Config,
@@ -58,7 +52,7 @@ fn keep_buffers() {
 
 async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
-    init_logging(args.log_format);
+    init_logging(args.telemetry.log_format);
     // Before the first `listening on`: a stop signal from then on is graceful.
     let shutdown = hive::shutdown::signal();
     if !args.control.ip().is_loopback() {
@@ -75,7 +69,7 @@ async fn run() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.control))?;
     println!("control on {}", control.local_addr()?);
-    let metrics = hive::metrics::bind(args.metrics).await?;
+    let metrics = hive::metrics::bind(args.telemetry.metrics).await?;
     let listeners = Listeners {
         public,
         control,

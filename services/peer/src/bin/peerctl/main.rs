@@ -158,7 +158,7 @@ async fn files(url: &str, json: bool) -> Outcome {
                     "name": f.name, "size": f.size, "chunk_size": f.chunk_size,
                     "chunk_count": f.chunk_count, "digest": hex(&f.digest),
                     "holder_count": f.holder_count,
-                    "holders": f.holders.iter().map(holder_json).collect::<Vec<_>>(),
+                    "holders": f.holders.iter().map(|h| holder_json(h, f.chunk_count)).collect::<Vec<_>>(),
                 })
             })
             .collect();
@@ -182,7 +182,7 @@ async fn files(url: &str, json: bool) -> Outcome {
             rows.push(vec![
                 format!("  {}", h.addr),
                 String::new(),
-                ranges(&holder_ranges(h)),
+                ranges(&holder_ranges(h, f.chunk_count)),
                 String::new(),
                 String::new(),
             ]);
@@ -192,10 +192,10 @@ async fn files(url: &str, json: bool) -> Outcome {
     Ok(())
 }
 
-fn holder_json(h: &trk::Holder) -> serde_json::Value {
+fn holder_json(h: &trk::Holder, chunk_count: u32) -> serde_json::Value {
     json!({
         "peer_id": h.peer_id, "addr": h.addr, "chunk_count": h.chunk_count,
-        "chunks": ranges_json(&holder_ranges(h)), "confirmed": h.confirmed,
+        "chunks": ranges_json(&holder_ranges(h, chunk_count)), "confirmed": h.confirmed,
     })
 }
 
@@ -210,14 +210,15 @@ async fn locate(url: &str, file: &str, json: bool) -> Outcome {
         .await?
         .into_inner();
     let m = found.manifest.unwrap_or_default();
+    let chunk_count = (m.chunk_digests.len() / 32) as u32;
     if json {
         println!(
             "{}",
             json!({
                 "name": m.name, "size": m.size, "chunk_size": m.chunk_size,
-                "chunk_count": m.chunk_digests.len() / 32, "digest": hex(&m.digest),
+                "chunk_count": chunk_count, "digest": hex(&m.digest),
                 "holder_count": found.holder_count,
-                "holders": found.holders.iter().map(holder_json).collect::<Vec<_>>(),
+                "holders": found.holders.iter().map(|h| holder_json(h, chunk_count)).collect::<Vec<_>>(),
                 "chunk_holders": found.chunk_holders.to_vec(),
             })
         );
@@ -227,14 +228,13 @@ async fn locate(url: &str, file: &str, json: bool) -> Outcome {
         "{}  {}  {} chunks of {}  blake3 {}",
         m.name,
         bytes(m.size),
-        m.chunk_digests.len() / 32,
+        chunk_count,
         bytes(u64::from(m.chunk_size)),
         hex(&m.digest)
     );
-    let plural = if found.holder_count == 1 { "" } else { "s" };
     println!(
-        "{} live holder{plural}; {}",
-        found.holder_count,
+        "{}; {}",
+        output::count(found.holder_count, "live holder"),
         output::availability(&found.chunk_holders)
     );
     let rows: Vec<Vec<String>> = found
@@ -244,8 +244,8 @@ async fn locate(url: &str, file: &str, json: bool) -> Outcome {
             vec![
                 h.addr.clone(),
                 h.peer_id.clone(),
-                format!("{}/{}", h.chunk_count, m.chunk_digests.len() / 32),
-                ranges(&holder_ranges(h)),
+                format!("{}/{chunk_count}", h.chunk_count),
+                ranges(&holder_ranges(h, chunk_count)),
             ]
         })
         .collect();

@@ -42,24 +42,13 @@ pub fn bytes(n: u64) -> String {
     HumanBytes(n).to_string()
 }
 
-/// A holder's chunks as ranges, whichever form the tracker sent them in.
-pub fn holder_ranges(h: &hive::pb::tracker::Holder) -> Vec<ChunkRange> {
-    if h.chunk_bitmap.is_empty() {
-        return h.chunks.clone();
+/// A holder's chunks (of a file of `chunk_count`) as ranges, whichever form
+/// the tracker sent them in; the ranges as sent if the set is malformed.
+pub fn holder_ranges(h: &hive::pb::tracker::Holder, chunk_count: u32) -> Vec<ChunkRange> {
+    match hive::wire::holder_chunks(chunk_count, &h.chunks, &h.chunk_bitmap) {
+        Ok(set) => hive::wire::ranges(&set),
+        Err(_) => h.chunks.clone(),
     }
-    let mut out: Vec<ChunkRange> = Vec::new();
-    let bits = h.chunk_bitmap.iter().enumerate().flat_map(|(i, byte)| {
-        (0..8u32)
-            .filter(move |b| byte & (1 << b) != 0)
-            .map(move |b| i as u32 * 8 + b + 1)
-    });
-    for n in bits {
-        match out.last_mut() {
-            Some(r) if r.last + 1 == n => r.last = n,
-            _ => out.push(ChunkRange { first: n, last: n }),
-        }
-    }
-    out
 }
 
 /// Wire ranges as users read them: `1-3,7`.
@@ -103,26 +92,19 @@ pub fn availability(counts: &[u8]) -> String {
     };
     let missing = counts.iter().filter(|&&c| c == 0).count();
     let max = counts.iter().max().copied().unwrap_or(min);
-    let count = |c: u8| match c {
+    // 255 stands for "255 or more".
+    let shown = |c: u8| match c {
         u8::MAX => "255 or more".to_owned(),
         c => c.to_string(),
     };
+    let holders = |c: u8| match c {
+        1 => "1 live holder".to_owned(),
+        c => format!("{} live holders", shown(c)),
+    };
     match (missing, min == max) {
-        (0, true) => format!("every chunk has {}", holders(count(min), min)),
-        (0, false) => format!(
-            "every chunk has {} to {}",
-            count(min),
-            holders(count(max), max)
-        ),
+        (0, true) => format!("every chunk has {}", holders(min)),
+        (0, false) => format!("every chunk has {} to {}", shown(min), holders(max)),
         _ => format!("{missing} of {} chunks have no live holder", counts.len()),
-    }
-}
-
-/// `n live holder(s)`, with `shown` as n is written.
-fn holders(shown: String, n: u8) -> String {
-    match n {
-        1 => format!("{shown} live holder"),
-        _ => format!("{shown} live holders"),
     }
 }
 
