@@ -180,6 +180,15 @@ impl ChunkSet {
         self.recount();
     }
 
+    /// Whether every chunk of this set is in `other` (a set over the same file).
+    pub fn is_subset(&self, other: &ChunkSet) -> bool {
+        debug_assert_eq!(self.universe, other.universe);
+        self.words
+            .iter()
+            .zip(&other.words)
+            .all(|(a, b)| a & !b == 0)
+    }
+
     /// Removes every chunk of `other` (a set over the same file).
     pub fn subtract(&mut self, other: &ChunkSet) {
         debug_assert_eq!(self.universe, other.universe);

@@ -13,6 +13,12 @@ use crate::{
     pb::types as pb,
 };
 
+/// Holders a download asks a Locate for (`max_holders`) unless told
+/// otherwise: a download keeps at most 16 MiB in flight, four requests per
+/// holder, so a handful of holders are busy at once and the rest are spares;
+/// later Locates bring others in.
+pub const LOCATE_HOLDERS: u32 = 16;
+
 /// A malformed request field, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {reason}")]

@@ -509,6 +509,36 @@ async fn large_chunks_are_served_in_segments() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locate_lists_no_more_holders_than_asked() {
+    within(60, async {
+        let tracker = TestTracker::start().await;
+        let x = manifest("x", &data(5000, 1));
+        for port in [4801, 4802, 4803] {
+            register(&tracker, vec![full(&x)], port).await;
+        }
+        let mut client = tracker.client().await;
+        for (max_holders, listed) in [(0, 3), (1, 1), (2, 2), (3, 3), (u32::MAX, 3)] {
+            let found = client
+                .locate(LocateRequest {
+                    name: "x".into(),
+                    max_holders,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(found.holders.len(), listed, "max_holders {max_holders}");
+            assert_eq!(
+                (found.holder_count, found.chunk_holders.to_vec()),
+                (3, vec![3; 5]),
+                "counts cover every holder"
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn locate_leaves_out_a_manifest_the_caller_already_has() {
     within(60, async {
         let tracker = TestTracker::start().await;
@@ -518,6 +548,7 @@ async fn locate_leaves_out_a_manifest_the_caller_already_has() {
         let ask = |known: &[u8]| LocateRequest {
             name: "x".into(),
             known_digest: bytes::Bytes::copy_from_slice(known),
+            ..Default::default()
         };
         let first = client.locate(ask(&[])).await.unwrap().into_inner();
         assert_eq!(first.manifest.as_ref(), Some(&x));

@@ -105,18 +105,21 @@ pub async fn heartbeat(client: &mut Client, session: &Session) -> Result<(), ton
     Ok(())
 }
 
-/// Locates `name`; returns how many holders the answer listed. With
-/// `known`, the file's digest, it asks as a running download does (the
-/// tracker leaves the manifest out).
+/// Locates `name`, asking for `max_holders` holders at most (0: the
+/// tracker's cap); returns how many the answer listed. With `known`, the
+/// file's digest, it asks as a running download does (the tracker leaves
+/// the manifest out).
 pub async fn locate(
     client: &mut Client,
     name: &str,
     known: Option<&[u8]>,
+    max_holders: u32,
 ) -> Result<usize, tonic::Status> {
     let out = client
         .locate(pb::LocateRequest {
             name: name.to_owned(),
             known_digest: known.map(bytes::Bytes::copy_from_slice).unwrap_or_default(),
+            max_holders,
         })
         .await?
         .into_inner();

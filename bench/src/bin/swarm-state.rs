@@ -59,6 +59,11 @@ struct Args {
     #[arg(long, default_value_t = 20_000)]
     locates: usize,
 
+    /// Most holders each Locate asks for; by default as many as a hive
+    /// download asks for (`peer --locate-holders`). 0: the tracker's cap.
+    #[arg(long, default_value_t = hive::wire::LOCATE_HOLDERS)]
+    locate_holders: u32,
+
     /// kill -9 / restart cycles timed.
     #[arg(long, default_value_t = 5)]
     restarts: u32,
@@ -348,6 +353,7 @@ async fn locate_load(
     let clients = clients(args.callers, addr).await?;
     let files = files.clone();
     let started = Instant::now();
+    let want = args.locate_holders;
     let latencies = for_each(args.callers, args.locates, move |w, i| {
         let (clients, files) = (clients.clone(), files.clone());
         async move {
@@ -357,7 +363,7 @@ async fn locate_load(
                 .as_str()
                 .to_owned();
             let t0 = Instant::now();
-            tracker::locate(&mut client, &name, None).await?;
+            tracker::locate(&mut client, &name, None, want).await?;
             Ok(t0.elapsed().as_secs_f64() * 1e3)
         }
     })
@@ -374,7 +380,7 @@ async fn wait_answering(addr: &str, name: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         if let Ok(mut c) = tracker::connect(addr).await
-            && tracker::locate(&mut c, name, None).await.is_ok()
+            && tracker::locate(&mut c, name, None, 0).await.is_ok()
         {
             return Ok(());
         }

@@ -63,6 +63,11 @@ struct Args {
     #[arg(long)]
     first_locates: bool,
 
+    /// Most holders each Locate asks for; by default as many as a hive
+    /// download asks for (`peer --locate-holders`). 0: the tracker's cap.
+    #[arg(long, default_value_t = hive::wire::LOCATE_HOLDERS)]
+    locate_holders: u32,
+
     /// Files the load works on (each registered with its manifest).
     #[arg(long, default_value_t = 16)]
     files: usize,
@@ -109,6 +114,7 @@ struct World {
     mix: [u32; 3],
     chunks: u32,
     first_locates: bool,
+    locate_holders: u32,
 }
 
 /// One measured phase.
@@ -210,6 +216,7 @@ async fn setup(args: &Args) -> anyhow::Result<World> {
         mix: args.mix,
         chunks: args.chunks,
         first_locates: args.first_locates,
+        locate_holders: args.locate_holders,
     })
 }
 
@@ -284,6 +291,7 @@ async fn caller(world: &World, i: usize, target: Target, deadline: Instant) -> C
                 &mut tracker,
                 file,
                 known.as_ref().map(|d| &d.as_bytes()[..]),
+                world.locate_holders,
             )
             .await
             .map(drop),

@@ -35,6 +35,13 @@ pub struct Config {
     #[arg(long, env = "HIVE_PER_HOLDER", default_value_t = 4)]
     pub per_holder: usize,
 
+    /// Most holders a download asks the tracker for (BitTorrent's numwant);
+    /// the tracker may list fewer, and one of every chunk held when it can.
+    /// Re-Locates bring other holders in; 0 asks for as many as the tracker
+    /// lists.
+    #[arg(long, env = "HIVE_LOCATE_HOLDERS", default_value_t = hive::wire::LOCATE_HOLDERS)]
+    pub locate_holders: u32,
+
     /// A chunk request that takes longer than this is abandoned and the
     /// chunk asked of another holder.
     #[arg(long, env = "HIVE_CHUNK_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]

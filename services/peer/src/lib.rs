@@ -124,6 +124,7 @@ pub async fn serve(
 
     let link = TrackerLink::start(
         &config.tracker,
+        config.locate_holders,
         announce(&config, public_addr)?,
         shares.clone(),
         cache.clone(),

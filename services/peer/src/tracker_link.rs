@@ -111,13 +111,17 @@ pub struct TrackerLink {
     tx: mpsc::UnboundedSender<Command>,
     session: watch::Receiver<Option<SessionInfo>>,
     client: TrackerClient<Channel>,
+    /// Most holders a Locate asks for.
+    locate_holders: u32,
 }
 
 impl TrackerLink {
     /// Starts the session task for the tracker at `url`. It registers what
-    /// `shares` holds as soon as the tracker answers.
+    /// `shares` holds as soon as the tracker answers. Its Locates ask for
+    /// `locate_holders` holders at most.
     pub fn start(
         url: &str,
+        locate_holders: u32,
         announce: Announce,
         shares: Shares,
         cache: Arc<Mutex<HashCache>>,
@@ -150,6 +154,7 @@ impl TrackerLink {
             tx,
             session,
             client,
+            locate_holders,
         })
     }
 
@@ -217,13 +222,13 @@ impl TrackerLink {
     /// Seed message 3: where `name` is, validated. Holders are returned as
     /// the tracker lists them; a holder with a malformed entry is skipped.
     pub async fn locate(&self, name: &FileName) -> Result<Located, PeerError> {
-        locate(&self.client, name, None).await
+        locate(&self.client, name, None, self.locate_holders).await
     }
 
     /// Asks again where a file is, for a download that has its manifest:
     /// the tracker leaves the manifest out unless the content changed.
     pub async fn relocate(&self, known: &Manifest) -> Result<Located, PeerError> {
-        locate(&self.client, known.name(), Some(known)).await
+        locate(&self.client, known.name(), Some(known), self.locate_holders).await
     }
 
     fn send(&self, cmd: Command) -> Result<(), PeerError> {
@@ -238,6 +243,7 @@ async fn locate(
     client: &TrackerClient<Channel>,
     name: &FileName,
     known: Option<&Manifest>,
+    max_holders: u32,
 ) -> Result<Located, PeerError> {
     let found = client
         .clone()
@@ -246,6 +252,7 @@ async fn locate(
             known_digest: known
                 .map(|m| bytes::Bytes::copy_from_slice(m.digest().as_bytes()))
                 .unwrap_or_default(),
+            max_holders,
         })
         .await
         .map_err(|s| match s.code() {
@@ -701,7 +708,8 @@ impl Actor {
             let Some((ours, _, Kind::Complete)) = shares.holding(&name) else {
                 return Ok(());
             };
-            let theirs = locate(&client, &name, None).await?.manifest;
+            // Only the manifest is needed.
+            let theirs = locate(&client, &name, None, 1).await?.manifest;
             if theirs.digest() != ours.digest()
                 || theirs.size() != ours.size()
                 || theirs.layout() == ours.layout()

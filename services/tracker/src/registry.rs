@@ -157,7 +157,8 @@ pub struct HolderView {
 #[derive(Debug, Clone)]
 pub struct Located {
     pub manifest: Arc<Manifest>,
-    /// At most [`Limits::locate_holders`], a random choice, confirmed first.
+    /// At most [`Limits::locate_holders`] (or fewer, as asked), a random
+    /// choice, confirmed first, covering every chunk held when they can.
     pub holders: Vec<HolderView>,
     /// Live holders of each chunk (position 0 is chunk 1), over all
     /// holders, capped at 255.
@@ -498,8 +499,14 @@ impl Registry {
         silent.len()
     }
 
-    /// Seed message 3: a file's manifest, live holders and chunk counts.
-    pub fn locate(&self, name: &FileName, now: Instant) -> Result<Located, RegistryError> {
+    /// Seed message 3: a file's manifest, live holders and chunk counts;
+    /// `want` holders at most (0: the tracker's cap, which also bounds it).
+    pub fn locate(
+        &self,
+        name: &FileName,
+        want: usize,
+        now: Instant,
+    ) -> Result<Located, RegistryError> {
         let file = self
             .files
             .get(name)
@@ -518,7 +525,7 @@ impl Registry {
         let holder_count = live.len() as u32;
         Ok(Located {
             manifest: file.manifest.clone(),
-            holders: self.pick_holders(live, self.limits.locate_holders),
+            holders: self.pick_holders(live, cap(want, self.limits.locate_holders)),
             chunk_holders,
             holder_count,
         })
@@ -622,12 +629,26 @@ impl Registry {
             .collect()
     }
 
-    /// Up to `cap` of `live`, a random choice, confirmed holders first.
+    /// Up to `cap` of `live`: confirmed holders first, in random order, and
+    /// coverage first: a holder is passed over while it only has chunks the
+    /// holders already chosen have, so every chunk some live holder has is
+    /// listed whenever `cap` allows. The slots left go to the rest, in order.
     fn pick_holders(&self, mut live: Vec<LiveHolder<'_>>, cap: usize) -> Vec<HolderView> {
         if live.len() > cap {
             fastrand::shuffle(&mut live);
             live.sort_by_key(|h| !h.entry.confirmed);
-            live.truncate(cap);
+            let mut covered = ChunkSet::empty(live[0].chunks.universe());
+            let (mut chosen, mut passed) = (Vec::with_capacity(cap), Vec::new());
+            for h in live {
+                if chosen.len() < cap && !h.chunks.is_subset(&covered) {
+                    covered.union_with(h.chunks);
+                    chosen.push(h);
+                } else {
+                    passed.push(h);
+                }
+            }
+            chosen.extend(passed.into_iter().take(cap - chosen.len()));
+            live = chosen;
         }
         live.into_iter()
             .map(|h| HolderView {
@@ -637,6 +658,14 @@ impl Registry {
                 confirmed: h.entry.confirmed,
             })
             .collect()
+    }
+}
+
+/// The holders a Locate lists: what the caller wants, within the cap.
+fn cap(want: usize, cap: usize) -> usize {
+    match want {
+        0 => cap,
+        want => want.min(cap),
     }
 }
 

@@ -150,7 +150,8 @@ impl pb::tracker_server::Tracker for TrackerService {
                 Some(wire::digest("known_digest", &req.known_digest).map_err(ServiceError::from)?)
             }
         };
-        let found = self.tracker.locate(&name)?;
+        let want = usize::try_from(req.max_holders).unwrap_or(usize::MAX);
+        let found = self.tracker.locate(&name, want)?;
         // A caller that has this very manifest is spared it.
         let manifest = (known != Some(found.manifest.digest()))
             .then(|| types::Manifest::from(&*found.manifest));

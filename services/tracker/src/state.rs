@@ -80,8 +80,8 @@ impl Tracker {
         Ok(())
     }
 
-    pub fn locate(&self, name: &FileName) -> Result<Located, ServiceError> {
-        Ok(self.lock().locate(name, Instant::now())?)
+    pub fn locate(&self, name: &FileName, want: usize) -> Result<Located, ServiceError> {
+        Ok(self.lock().locate(name, want, Instant::now())?)
     }
 
     pub fn list(&self, after: Option<&FileName>, limit: usize) -> Page {

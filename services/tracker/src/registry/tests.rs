@@ -67,7 +67,7 @@ fn snapshot(reg: &Registry, now: Instant) -> String {
             .map(|h| format!("{}@{}:{}", h.peer, h.addr, h.chunks))
             .collect();
         holders.sort();
-        let located = reg.locate(f.manifest.name(), now).unwrap();
+        let located = reg.locate(f.manifest.name(), 0, now).unwrap();
         out += &format!(
             "{} {} {:?} {:?}\n",
             f.manifest.name(),
@@ -102,7 +102,7 @@ fn seed_scenario() {
         .register_chunks(&client1, &name("23"), &[2..=2], &[], now, &mut Vec::new())
         .unwrap();
     assert_eq!(held, 1);
-    let located = reg.locate(&name("23"), now).unwrap();
+    let located = reg.locate(&name("23"), 0, now).unwrap();
     assert_eq!(located.holder_count, 2);
     assert_eq!(located.chunk_holders[0], 1);
     assert_eq!(located.chunk_holders[1], 2, "chunk 2 now has two holders");
@@ -167,7 +167,7 @@ fn identical_registration_is_idempotent() {
     );
     assert_eq!(reg.holding_count(), 1);
     assert_eq!(
-        reg.locate(&name("x"), now).unwrap().chunk_holders,
+        reg.locate(&name("x"), 0, now).unwrap().chunk_holders,
         vec![1; 5]
     );
 }
@@ -228,7 +228,7 @@ fn credentials_are_checked_in_order() {
 
     reg.leave(&b, now, &mut changes).unwrap();
     assert_eq!(changes, vec![Change::RemovePeer(b.peer)]);
-    assert_eq!(reg.locate(&name("x"), now).unwrap().holder_count, 1);
+    assert_eq!(reg.locate(&name("x"), 0, now).unwrap().holder_count, 1);
 }
 
 #[test]
@@ -270,12 +270,12 @@ fn withdrawing_every_chunk_drops_the_holding() {
         .unwrap();
     assert_eq!(held, 3);
     assert_eq!(
-        reg.locate(&name("x"), now).unwrap().chunk_holders,
+        reg.locate(&name("x"), 0, now).unwrap().chunk_holders,
         vec![0, 0, 1, 1, 1]
     );
     reg.register_chunks(&a, &name("x"), &[], &[3..=5], now, &mut Vec::new())
         .unwrap();
-    let located = reg.locate(&name("x"), now).unwrap();
+    let located = reg.locate(&name("x"), 0, now).unwrap();
     assert_eq!(located.holder_count, 0);
     assert_eq!(reg.holding_count(), 0);
 }
@@ -315,10 +315,10 @@ fn quota_is_enforced_without_side_effects() {
     );
     assert!(matches!(err, Err(RegistryError::Quota(_))));
     assert_eq!(
-        reg.locate(files[3].name(), now).unwrap().holders[0].peer,
+        reg.locate(files[3].name(), 0, now).unwrap().holders[0].peer,
         other.peer
     );
-    assert_eq!(reg.locate(files[3].name(), now).unwrap().holder_count, 1);
+    assert_eq!(reg.locate(files[3].name(), 0, now).unwrap().holder_count, 1);
 }
 
 #[test]
@@ -362,11 +362,14 @@ fn silent_peers_expire_after_the_ttl() {
     let t1 = t0 + ttl / 2;
     reg.heartbeat(&b, t1).unwrap();
     let just_before = t0 + ttl - Duration::from_millis(1);
-    assert_eq!(reg.locate(&name("x"), just_before).unwrap().holder_count, 2);
+    assert_eq!(
+        reg.locate(&name("x"), 0, just_before).unwrap().holder_count,
+        2
+    );
 
     // Past the TTL, A is gone from answers even before a sweep...
     let after = t0 + ttl;
-    let located = reg.locate(&name("x"), after).unwrap();
+    let located = reg.locate(&name("x"), 0, after).unwrap();
     assert_eq!(located.holder_count, 1);
     assert_eq!(located.chunk_holders, vec![1; 5]);
     assert_eq!(
@@ -387,14 +390,14 @@ fn orphaned_files_are_forgotten_after_a_while() {
     let m = manifest("x", 5000, 1);
     let a = join(&mut reg, "10.0.0.1:1", vec![seeding(&m)], t0);
     reg.leave(&a, t0, &mut Vec::new()).unwrap();
-    let located = reg.locate(&name("x"), t0).unwrap();
+    let located = reg.locate(&name("x"), 0, t0).unwrap();
     assert_eq!(located.holder_count, 0, "known, but nobody holds it");
 
     let mut changes = Vec::new();
     reg.expire(t0 + limits().forget_after, &mut changes);
     assert_eq!(changes, vec![Change::RemoveManifest(name("x"))]);
     assert!(matches!(
-        reg.locate(&name("x"), t0),
+        reg.locate(&name("x"), 0, t0),
         Err(RegistryError::UnknownFile(_))
     ));
 }
@@ -407,10 +410,54 @@ fn locate_caps_holders_but_counts_all() {
     for i in 0..5 {
         join(&mut reg, &format!("10.0.0.{i}:1"), vec![seeding(&m)], now);
     }
-    let located = reg.locate(&name("x"), now).unwrap();
+    let located = reg.locate(&name("x"), 0, now).unwrap();
     assert_eq!(located.holders.len(), 2);
     assert_eq!(located.holder_count, 5);
     assert_eq!(located.chunk_holders, vec![5; 5]);
+}
+
+#[test]
+fn locate_lists_as_many_holders_as_asked_within_the_cap() {
+    let now = Instant::now();
+    let mut reg = Registry::new(limits());
+    let m = manifest("x", 5000, 1);
+    for i in 0..5 {
+        join(&mut reg, &format!("10.0.0.{i}:1"), vec![seeding(&m)], now);
+    }
+    for (want, listed) in [(0, 2), (1, 1), (2, 2), (3, 2), (usize::MAX, 2)] {
+        let located = reg.locate(&name("x"), want, now).unwrap();
+        assert_eq!(located.holders.len(), listed, "asked for {want}");
+        assert_eq!(located.holder_count, 5);
+        assert_eq!(located.chunk_holders, vec![5; 5]);
+    }
+}
+
+#[test]
+fn every_chunk_held_is_listed_when_the_cap_allows() {
+    let now = Instant::now();
+    let mut reg = Registry::new(limits());
+    let m = manifest("x", 5000, 1);
+    let holding = |first, last| Offer {
+        chunks: ChunkSet::from_ranges(m.chunk_count(), [first..=last]).unwrap(),
+        manifest: m.clone(),
+    };
+    // Eight holders of chunks 1-4, and one holder of chunk 5 alone.
+    for i in 0..8 {
+        join(&mut reg, &format!("10.0.0.{i}:1"), vec![holding(1, 4)], now);
+    }
+    let sole = join(&mut reg, "10.0.0.9:1", vec![holding(5, 5)], now).peer;
+    for _ in 0..50 {
+        let located = reg.locate(&name("x"), 0, now).unwrap();
+        assert_eq!(located.holders.len(), 2);
+        assert!(located.holders.iter().any(|h| h.peer == sole));
+        let mut listed = ChunkSet::empty(m.chunk_count());
+        for h in &located.holders {
+            listed.union_with(&h.chunks);
+        }
+        assert!(listed.is_full());
+    }
+    // One holder asked for: one, whichever.
+    assert_eq!(reg.locate(&name("x"), 1, now).unwrap().holders.len(), 1);
 }
 
 #[test]
@@ -473,11 +520,11 @@ fn restore_brings_back_unconfirmed_holders() {
     }
     let later = now + Duration::from_secs(5);
     let mut back = Registry::restore(limits(), catalog, later);
-    let located = back.locate(&name("x"), later).unwrap();
+    let located = back.locate(&name("x"), 0, later).unwrap();
     assert_eq!(located.holder_count, 1);
     assert!(!located.holders[0].confirmed);
     back.heartbeat(&cred, later).unwrap();
-    assert!(back.locate(&name("x"), later).unwrap().holders[0].confirmed);
+    assert!(back.locate(&name("x"), 0, later).unwrap().holders[0].confirmed);
 }
 
 #[test]
@@ -493,7 +540,7 @@ fn counts_past_255_holders_are_capped_but_the_holder_count_is_not() {
             now,
         );
     }
-    let located = reg.locate(&name("x"), now).unwrap();
+    let located = reg.locate(&name("x"), 0, now).unwrap();
     assert_eq!(located.holder_count, 300);
     assert_eq!(located.chunk_holders, vec![255; 2]);
     assert_eq!(located.holders.len(), 2, "still at most the cap");
