@@ -84,6 +84,10 @@ async fn metrics_follow_the_traffic() {
         assert_eq!(sample(&t, "hive_tracker_peers"), Some(2.0), "{t}");
         assert_eq!(sample(&t, "hive_tracker_files"), Some(1.0), "{t}");
         assert_eq!(sample(&t, "hive_tracker_holdings"), Some(2.0), "{t}");
+        assert!(
+            sample(&t, "hive_tracker_catalog_bytes").is_some_and(|b| b > 0.0),
+            "{t}"
+        );
 
         let s = scrape(seeder.daemon.metrics_addr()).await;
         let l = scrape(leecher.daemon.metrics_addr()).await;

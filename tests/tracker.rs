@@ -368,6 +368,42 @@ async fn quotas_and_caps() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_stops_growing_at_its_memory_budget() {
+    within(60, async {
+        // 1 MiB: 27 files of 1,024 chunks, each 36 KiB of digests and counts
+        // plus a holding; the 28th would pass it. (A new holder of a known
+        // file, a few hundred bytes, is refused the same way: unit tests.)
+        let tracker = TestTracker::start_with(&["--in-memory", "--max-catalog-mib", "1"]).await;
+        let mut client = tracker.client().await;
+        let files: Vec<_> = (0..28)
+            .map(|i| manifest(&format!("f{i:02}"), &data(1 << 20, i)))
+            .collect();
+        assert!(files.iter().all(|m| digest_count(m) == 1024));
+        for (i, m) in files[..27].iter().enumerate() {
+            client
+                .register(register_req(vec![seeding(m)], 4600 + i as u32))
+                .await
+                .unwrap_or_else(|s| panic!("file {i}: {s:?}"));
+        }
+        let before = snapshot(&tracker).await;
+        let status = client
+            .register(register_req(vec![seeding(&files[27])], 4627))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            status.code(),
+            Code::ResourceExhausted,
+            "{}",
+            status.message()
+        );
+        assert!(status.message().contains("catalog"), "{}", status.message());
+        assert_eq!(snapshot(&tracker).await, before, "nothing half-registered");
+        assert_eq!(tracker.locate("f00").await.holder_count, 1);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn locate_caps_holders_and_counts_them_all() {
     within(60, async {
         let tracker = TestTracker::start().await;

@@ -65,6 +65,13 @@ pub struct Config {
     #[arg(long, env = "HIVE_MAX_FILES", default_value_t = 1_000_000)]
     pub max_files: usize,
 
+    /// Most memory, in MiB, the catalog's manifests and chunk sets may take
+    /// (32 bytes per chunk digest, a bitmap per holding, and their entries).
+    /// Registrations past it get RESOURCE_EXHAUSTED; it is what bounds the
+    /// tracker's memory, as a file may have up to 16,384 chunks.
+    #[arg(long, env = "HIVE_MAX_CATALOG_MIB", default_value_t = 2048)]
+    pub max_catalog_mib: u64,
+
     /// Largest request the tracker decodes, in bytes.
     #[arg(long, env = "HIVE_MAX_MESSAGE", default_value_t = 1 << 20)]
     pub max_message_bytes: usize,
@@ -92,6 +99,7 @@ impl Config {
         Limits {
             max_files_per_peer: self.max_files_per_peer,
             max_files: self.max_files,
+            max_catalog_bytes: self.max_catalog_mib.saturating_mul(1 << 20),
             locate_holders: self.locate_holders,
             list_holders: LIST_HOLDERS.min(self.locate_holders),
             ttl: self.ttl,

@@ -185,6 +185,7 @@ struct Gauges {
     peers: Gauge,
     files: Gauge,
     holdings: Gauge,
+    catalog_bytes: Gauge,
 }
 
 impl Gauges {
@@ -193,6 +194,7 @@ impl Gauges {
             peers: Gauge::default(),
             files: Gauge::default(),
             holdings: Gauge::default(),
+            catalog_bytes: Gauge::default(),
         };
         registry.register(
             "hive_tracker_peers",
@@ -209,6 +211,11 @@ impl Gauges {
             "(peer, file) holder entries",
             g.holdings.clone(),
         );
+        registry.register(
+            "hive_tracker_catalog_bytes",
+            "The catalog's size as --max-catalog-mib counts it",
+            g.catalog_bytes.clone(),
+        );
         g
     }
 
@@ -216,5 +223,7 @@ impl Gauges {
         self.peers.set(stats.peers as i64);
         self.files.set(stats.files as i64);
         self.holdings.set(stats.holdings as i64);
+        self.catalog_bytes
+            .set(i64::try_from(stats.catalog_bytes).unwrap_or(i64::MAX));
     }
 }

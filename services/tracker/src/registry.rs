@@ -52,6 +52,10 @@ pub struct Limits {
     pub max_files_per_peer: usize,
     /// Files the catalog may hold in all.
     pub max_files: usize,
+    /// Most bytes the catalog may take, as [`manifest_bytes`] and
+    /// [`holding_bytes`] count them: what bounds the tracker's memory, since
+    /// one manifest may carry up to 16,384 chunk digests.
+    pub max_catalog_bytes: u64,
     /// Holders listed in one Locate answer.
     pub locate_holders: usize,
     /// Holders listed per file in a ListFiles answer.
@@ -214,6 +218,8 @@ pub struct Registry {
     peers: ById<PeerEntry>,
     tokens: HashMap<TokenHash, PeerId>,
     addrs: HashMap<String, PeerId>,
+    /// The catalog's size in [`Limits::max_catalog_bytes`]'s terms.
+    catalog_bytes: u64,
 }
 
 impl Registry {
@@ -224,6 +230,7 @@ impl Registry {
             peers: ById::default(),
             tokens: HashMap::new(),
             addrs: HashMap::new(),
+            catalog_bytes: 0,
         }
     }
 
@@ -233,6 +240,7 @@ impl Registry {
     pub fn restore(limits: Limits, catalog: Catalog, now: Instant) -> Self {
         let mut reg = Self::new(limits);
         for m in catalog.manifests {
+            reg.catalog_bytes += manifest_bytes(&m);
             reg.files
                 .insert(m.name().clone(), FileEntry::new(Arc::new(m), now));
         }
@@ -245,7 +253,9 @@ impl Registry {
             };
             if chunks.universe() == f.manifest.chunk_count() {
                 p.files.insert(name);
-                f.set_holding(peer, Arc::new(chunks));
+                if f.set_holding(peer, Arc::new(chunks)) {
+                    reg.catalog_bytes += holding_bytes(f.manifest.chunk_count());
+                }
             }
         }
         reg
@@ -261,6 +271,23 @@ impl Registry {
 
     pub fn file_count(&self) -> usize {
         self.files.len()
+    }
+
+    /// The catalog's size as [`Limits::max_catalog_bytes`] counts it.
+    pub fn catalog_bytes(&self) -> u64 {
+        self.catalog_bytes
+    }
+
+    /// [`Registry::catalog_bytes`] counted again from scratch.
+    #[cfg(test)]
+    fn catalog_bytes_recounted(&self) -> u64 {
+        self.files
+            .values()
+            .map(|f| {
+                manifest_bytes(&f.manifest)
+                    + f.holders.len() as u64 * holding_bytes(f.manifest.chunk_count())
+            })
+            .sum()
     }
 
     /// Holder entries over all files.
@@ -336,6 +363,43 @@ impl Registry {
                 self.limits.max_files_per_peer
             )));
         }
+        // What the catalog grows by: new files' manifests, new holdings.
+        let held_now =
+            |name: &FileName| existing.is_some_and(|p| self.peers[&p].files.contains(name));
+        let mut seen = HashSet::new();
+        let growth: u64 = offers
+            .iter()
+            .filter(|o| seen.insert(o.manifest.name()))
+            .map(|Offer { manifest, chunks }| {
+                let name = manifest.name();
+                let file = match self.files.contains_key(name) {
+                    true => 0,
+                    false => manifest_bytes(manifest),
+                };
+                let dropped = chunks.is_empty() && manifest.chunk_count() > 0;
+                let holding = match dropped || held_now(name) {
+                    true => 0,
+                    false => holding_bytes(manifest.chunk_count()),
+                };
+                file + holding
+            })
+            .sum();
+        // A peer registering again from its address replaces its old session.
+        let replaced: u64 = match &caller {
+            Caller::New { addr } => self
+                .addrs
+                .get(addr)
+                .and_then(|old| self.peers.get(old))
+                .map_or(0, |old| {
+                    old.files
+                        .iter()
+                        .filter_map(|name| self.files.get(name))
+                        .map(|f| holding_bytes(f.manifest.chunk_count()))
+                        .sum()
+                }),
+            Caller::Session(_) => 0,
+        };
+        self.check_budget(growth.saturating_sub(replaced))?;
 
         // Then apply.
         let (peer, token, addr) = match caller {
@@ -362,6 +426,7 @@ impl Registry {
             let file = match self.files.entry(name.clone()) {
                 btree_map::Entry::Occupied(e) => e.into_mut(),
                 btree_map::Entry::Vacant(e) => {
+                    self.catalog_bytes += manifest_bytes(&manifest);
                     let manifest = Arc::new(manifest);
                     changes.push(Change::PutManifest(manifest.clone()));
                     e.insert(FileEntry::new(manifest, now))
@@ -371,8 +436,10 @@ impl Registry {
                 .peers
                 .get_mut(&peer)
                 .expect("the peer was checked or inserted above");
+            let cost = holding_bytes(file.manifest.chunk_count());
             if chunks.is_empty() && file.manifest.chunk_count() > 0 {
                 if file.remove_holding(peer, now) {
+                    self.catalog_bytes -= cost;
                     changes.push(Change::RemoveHolding {
                         peer,
                         name: name.clone(),
@@ -383,7 +450,9 @@ impl Registry {
             }
             p.files.insert(name.clone());
             let chunks = Arc::new(chunks);
-            file.set_holding(peer, chunks.clone());
+            if file.set_holding(peer, chunks.clone()) {
+                self.catalog_bytes += cost;
+            }
             changes.push(Change::PutHolding { peer, name, chunks });
         }
         Ok(Registered { peer, token, addr })
@@ -413,11 +482,14 @@ impl Registry {
             .map_err(|e| invalid("withdrawn", e))?;
         let p = &self.peers[&peer];
         let new_file = !p.files.contains(name);
-        if new_file && !add.is_empty() && p.files.len() >= self.limits.max_files_per_peer {
-            return Err(RegistryError::Quota(format!(
-                "a peer may hold at most {} files",
-                self.limits.max_files_per_peer
-            )));
+        if new_file && !add.is_empty() {
+            if p.files.len() >= self.limits.max_files_per_peer {
+                return Err(RegistryError::Quota(format!(
+                    "a peer may hold at most {} files",
+                    self.limits.max_files_per_peer
+                )));
+            }
+            self.check_budget(holding_bytes(universe))?;
         }
 
         let file = self.files.get_mut(name).expect("looked up above");
@@ -431,6 +503,7 @@ impl Registry {
         let p = self.peers.get_mut(&peer).expect("authorized above");
         if chunks.is_empty() && universe > 0 {
             if file.remove_holding(peer, now) {
+                self.catalog_bytes -= holding_bytes(universe);
                 changes.push(Change::RemoveHolding {
                     peer,
                     name: name.clone(),
@@ -440,7 +513,9 @@ impl Registry {
         } else {
             p.files.insert(name.clone());
             let chunks = Arc::new(chunks);
-            file.set_holding(peer, chunks.clone());
+            if file.set_holding(peer, chunks.clone()) {
+                self.catalog_bytes += holding_bytes(universe);
+            }
             changes.push(Change::PutHolding {
                 peer,
                 name: name.clone(),
@@ -487,15 +562,18 @@ impl Registry {
             changes.push(Change::RemovePeer(peer));
         }
         let forget = self.limits.forget_after;
+        let mut freed = 0;
         self.files.retain(|name, f| {
             let keep = f
                 .orphaned_since
                 .is_none_or(|since| now.saturating_duration_since(since) < forget);
             if !keep {
+                freed += manifest_bytes(&f.manifest);
                 changes.push(Change::RemoveManifest(name.clone()));
             }
             keep
         });
+        self.catalog_bytes -= freed;
         silent.len()
     }
 
@@ -611,9 +689,23 @@ impl Registry {
             self.addrs.remove(&p.addr);
         }
         for name in &p.files {
-            if let Some(f) = self.files.get_mut(name) {
-                f.remove_holding(peer, now);
+            if let Some(f) = self.files.get_mut(name)
+                && f.remove_holding(peer, now)
+            {
+                self.catalog_bytes -= holding_bytes(f.manifest.chunk_count());
             }
+        }
+    }
+
+    /// Refuses `growth` more bytes past [`Limits::max_catalog_bytes`].
+    fn check_budget(&self, growth: u64) -> Result<(), RegistryError> {
+        match self.catalog_bytes.saturating_add(growth) <= self.limits.max_catalog_bytes {
+            true => Ok(()),
+            false => Err(RegistryError::Quota(format!(
+                "the tracker's catalog is full ({} MiB of {} MiB)",
+                self.catalog_bytes >> 20,
+                self.limits.max_catalog_bytes >> 20
+            ))),
         }
     }
 
@@ -661,6 +753,18 @@ impl Registry {
     }
 }
 
+/// What a file's entry costs in the catalog budget: a chunk digest and a
+/// holder count per chunk, plus the entry itself.
+pub fn manifest_bytes(m: &Manifest) -> u64 {
+    512 + 36 * u64::from(m.chunk_count())
+}
+
+/// What one peer's holding of a file of `chunks` chunks costs: its bitmap,
+/// plus the entry itself.
+pub fn holding_bytes(chunks: u32) -> u64 {
+    96 + 8 * u64::from(chunks.div_ceil(64))
+}
+
 /// The holders a Locate lists: what the caller wants, within the cap.
 fn cap(want: usize, cap: usize) -> usize {
     match want {
@@ -684,12 +788,15 @@ impl FileEntry {
         }
     }
 
-    fn set_holding(&mut self, peer: PeerId, chunks: Arc<ChunkSet>) {
+    /// Returns whether the holding is new (rather than replaced).
+    fn set_holding(&mut self, peer: PeerId, chunks: Arc<ChunkSet>) -> bool {
         chunks.add_to_counts(&mut self.counts);
-        if let Some(old) = self.holders.insert(peer, chunks) {
+        let old = self.holders.insert(peer, chunks);
+        if let Some(old) = &old {
             old.sub_from_counts(&mut self.counts);
         }
         self.orphaned_since = None;
+        old.is_none()
     }
 
     /// Returns whether the peer held the file.

@@ -35,6 +35,8 @@ pub struct Stats {
     pub peers: usize,
     pub files: usize,
     pub holdings: usize,
+    /// The catalog's size as `--max-catalog-mib` counts it.
+    pub catalog_bytes: u64,
 }
 
 impl Tracker {
@@ -112,6 +114,7 @@ impl Tracker {
             peers: reg.peer_count(),
             files: reg.file_count(),
             holdings: reg.holding_count(),
+            catalog_bytes: reg.catalog_bytes(),
         }
     }
 

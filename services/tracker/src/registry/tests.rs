@@ -9,6 +9,7 @@ fn limits() -> Limits {
     Limits {
         max_files_per_peer: 3,
         max_files: 1000,
+        max_catalog_bytes: u64::MAX,
         locate_holders: 2,
         list_holders: 2,
         ttl: Duration::from_secs(30),
@@ -54,11 +55,13 @@ fn join(reg: &mut Registry, addr: &str, offers: Vec<Offer>, now: Instant) -> Cre
 
 /// Everything an answer can show, to compare before and after a refusal.
 fn snapshot(reg: &Registry, now: Instant) -> String {
+    assert_eq!(reg.catalog_bytes(), reg.catalog_bytes_recounted());
     let page = reg.list(None, 1000, now);
     let mut out = format!(
-        "{} peers {} holdings\n",
+        "{} peers {} holdings {} bytes\n",
         reg.peer_count(),
-        reg.holding_count()
+        reg.holding_count(),
+        reg.catalog_bytes()
     );
     for f in page.files {
         let mut holders: Vec<String> = f
@@ -347,6 +350,71 @@ fn the_catalog_has_a_size_limit() {
     // Known names still register: they add a holder, not a file.
     join(&mut reg, "10.0.0.3:1", vec![seeding(&files[0])], now);
     assert_eq!((reg.file_count(), reg.peer_count()), (2, 2));
+}
+
+#[test]
+fn the_catalog_has_a_byte_budget() {
+    let t0 = Instant::now();
+    let (x, y) = (manifest("x", 5000, 1), manifest("y", 5000, 2));
+    let one_file = manifest_bytes(&x) + holding_bytes(x.chunk_count());
+    let mut reg = Registry::new(Limits {
+        max_catalog_bytes: one_file,
+        ..limits()
+    });
+    join(&mut reg, "10.0.0.1:1", vec![seeding(&x)], t0);
+    assert_eq!(reg.catalog_bytes(), one_file);
+    let before = snapshot(&reg, t0);
+    fn quota<T>(r: Result<T, RegistryError>) -> bool {
+        matches!(r, Err(RegistryError::Quota(_)))
+    }
+
+    // A new file, or a new holder of a known one, would pass the budget.
+    let new = |addr: &str| Caller::New { addr: addr.into() };
+    let mut changes = Vec::new();
+    assert!(quota(reg.register(
+        new("10.0.0.2:1"),
+        vec![seeding(&y)],
+        t0,
+        &mut changes
+    )));
+    assert!(quota(reg.register(
+        new("10.0.0.2:1"),
+        vec![seeding(&x)],
+        t0,
+        &mut changes
+    )));
+    let b = join(&mut reg, "10.0.0.2:1", vec![], t0);
+    let before_b = snapshot(&reg, t0);
+    assert!(quota(reg.register_chunks(
+        &b,
+        &name("x"),
+        &[1..=1],
+        &[],
+        t0,
+        &mut changes
+    )));
+    assert!(changes.is_empty(), "nothing is stored for a refusal");
+    assert_eq!(snapshot(&reg, t0), before_b);
+    assert_ne!(before, before_b, "b itself joined");
+
+    // A peer starting again from its address replaces its old holdings.
+    let a = join(&mut reg, "10.0.0.1:1", vec![seeding(&x)], t0);
+    assert_eq!(reg.catalog_bytes(), one_file);
+
+    // What a holder already has costs nothing more.
+    reg.register_chunks(&a, &name("x"), &[], &[2..=2], t0, &mut changes)
+        .unwrap();
+    assert_eq!(reg.catalog_bytes(), one_file);
+
+    // Leaving frees the holding; forgetting the file frees its manifest.
+    reg.leave(&a, t0, &mut changes).unwrap();
+    assert_eq!(reg.catalog_bytes(), manifest_bytes(&x));
+    reg.expire(t0 + limits().forget_after, &mut changes);
+    assert_eq!(reg.catalog_bytes(), 0);
+    let later = t0 + limits().forget_after;
+    join(&mut reg, "10.0.0.3:1", vec![seeding(&y)], later);
+    assert_eq!(reg.catalog_bytes(), one_file);
+    assert_eq!(reg.catalog_bytes_recounted(), one_file);
 }
 
 #[test]
