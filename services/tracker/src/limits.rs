@@ -29,7 +29,9 @@ pub struct Rate {
 
 /// Buckets idle this long are forgotten (they would be full anyway).
 const IDLE_SECS: f64 = 60.0;
-/// Past this many keys, idle buckets are swept out.
+/// Past this many keys, idle buckets are swept out; after a sweep, the next
+/// one waits until the map has doubled, so sweeping stays O(1) per request
+/// however many keys are active.
 const SWEEP_AT: usize = 10_000;
 
 struct Bucket {
@@ -39,14 +41,22 @@ struct Bucket {
 
 struct Buckets<K> {
     rate: Rate,
-    map: Mutex<HashMap<K, Bucket>>,
+    map: Mutex<Map<K>>,
+}
+
+struct Map<K> {
+    buckets: HashMap<K, Bucket>,
+    sweep_at: usize,
 }
 
 impl<K: Eq + Hash> Buckets<K> {
     fn new(rate: Rate) -> Option<Self> {
         (rate.per_sec > 0.0).then(|| Self {
             rate,
-            map: Mutex::new(HashMap::new()),
+            map: Mutex::new(Map {
+                buckets: HashMap::new(),
+                sweep_at: SWEEP_AT,
+            }),
         })
     }
 
@@ -54,10 +64,12 @@ impl<K: Eq + Hash> Buckets<K> {
     fn take(&self, key: K, now: Instant) -> bool {
         // A std mutex: a few arithmetic operations under it, no awaits.
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
-        if map.len() >= SWEEP_AT {
-            map.retain(|_, b| now.saturating_duration_since(b.at).as_secs_f64() < IDLE_SECS);
+        let Map { buckets, sweep_at } = &mut *map;
+        if buckets.len() >= *sweep_at {
+            buckets.retain(|_, b| now.saturating_duration_since(b.at).as_secs_f64() < IDLE_SECS);
+            *sweep_at = SWEEP_AT.max(2 * buckets.len());
         }
-        let b = map.entry(key).or_insert(Bucket {
+        let b = buckets.entry(key).or_insert(Bucket {
             tokens: self.rate.burst,
             at: now,
         });
@@ -173,6 +185,36 @@ mod tests {
             limiter.allow(None, None, t0).is_ok(),
             "no address, no IP limit"
         );
+    }
+
+    #[test]
+    fn idle_buckets_are_swept_and_active_ones_do_not_cost_a_sweep_each() {
+        let buckets = Buckets::<u32>::new(Rate {
+            per_sec: 1.0,
+            burst: 2.0,
+        })
+        .unwrap();
+        let t0 = Instant::now();
+        let idle = t0 + Duration::from_secs_f64(IDLE_SECS);
+        let state = |b: &Buckets<u32>| {
+            let map = b.map.lock().unwrap();
+            (map.buckets.len(), map.sweep_at)
+        };
+        for key in 0..SWEEP_AT as u32 {
+            assert!(buckets.take(key, t0));
+        }
+        assert_eq!(state(&buckets), (SWEEP_AT, SWEEP_AT));
+        // Every key still active: the sweep keeps them all, and the next one
+        // waits for the map to double.
+        assert!(buckets.take(u32::MAX, t0));
+        assert_eq!(state(&buckets), (SWEEP_AT + 1, 2 * SWEEP_AT));
+        for key in SWEEP_AT as u32..2 * SWEEP_AT as u32 - 1 {
+            assert!(buckets.take(key, t0));
+        }
+        assert_eq!(state(&buckets), (2 * SWEEP_AT, 2 * SWEEP_AT));
+        // A minute later, all of them idle: one sweep forgets them.
+        assert!(buckets.take(0, idle));
+        assert_eq!(state(&buckets), (1, SWEEP_AT));
     }
 
     #[test]
