@@ -36,7 +36,7 @@ pub struct Config {
     pub per_holder: usize,
 
     /// Most holders a download asks the tracker for (BitTorrent's numwant);
-    /// the tracker may list fewer, and one of every chunk held when it can.
+    /// the tracker may list fewer, and picks them to cover the chunks held.
     /// Re-Locates bring other holders in; 0 asks for as many as the tracker
     /// lists.
     #[arg(long, env = "HIVE_LOCATE_HOLDERS", default_value_t = hive::wire::LOCATE_HOLDERS)]

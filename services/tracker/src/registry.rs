@@ -162,7 +162,7 @@ pub struct HolderView {
 pub struct Located {
     pub manifest: Arc<Manifest>,
     /// At most [`Limits::locate_holders`] (or fewer, as asked), a random
-    /// choice, confirmed first, covering every chunk held when they can.
+    /// choice, confirmed first, covering the chunks held as they go.
     pub holders: Vec<HolderView>,
     /// Live holders of each chunk (position 0 is chunk 1), over all
     /// holders, capped at 255.
@@ -724,7 +724,8 @@ impl Registry {
     /// Up to `cap` of `live`: confirmed holders first, in random order, and
     /// coverage first: a holder is passed over while it only has chunks the
     /// holders already chosen have, so every chunk some live holder has is
-    /// listed whenever `cap` allows. The slots left go to the rest, in order.
+    /// covered unless `cap` runs out first (one pass, not the smallest
+    /// cover). The slots left go to the rest, in order.
     fn pick_holders(&self, mut live: Vec<LiveHolder<'_>>, cap: usize) -> Vec<HolderView> {
         if live.len() > cap {
             fastrand::shuffle(&mut live);

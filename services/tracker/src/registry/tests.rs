@@ -501,7 +501,7 @@ fn locate_lists_as_many_holders_as_asked_within_the_cap() {
 }
 
 #[test]
-fn every_chunk_held_is_listed_when_the_cap_allows() {
+fn holders_are_chosen_to_cover_every_chunk_held() {
     let now = Instant::now();
     let mut reg = Registry::new(limits());
     let m = manifest("x", 5000, 1);
@@ -526,6 +526,44 @@ fn every_chunk_held_is_listed_when_the_cap_allows() {
     }
     // One holder asked for: one, whichever.
     assert_eq!(reg.locate(&name("x"), 1, now).unwrap().holders.len(), 1);
+
+    // Any holders, any cap: the listed ones cover every chunk held, or the
+    // cap is reached.
+    let mut rng = fastrand::Rng::with_seed(7);
+    for round in 0..200 {
+        let mut reg = Registry::new(limits());
+        let mut held = ChunkSet::empty(m.chunk_count());
+        for i in 0..rng.usize(1..8) {
+            let mut chunks = ChunkSet::empty(m.chunk_count());
+            for pos in 0..m.chunk_count() as usize {
+                if rng.bool() {
+                    chunks.insert(hive::ChunkIndex::from_position(pos).unwrap());
+                }
+            }
+            if chunks.is_empty() {
+                continue;
+            }
+            held.union_with(&chunks);
+            let offer = Offer {
+                chunks,
+                manifest: m.clone(),
+            };
+            join(&mut reg, &format!("10.0.1.{i}:1"), vec![offer], now);
+        }
+        let want = rng.usize(0..5);
+        let Ok(located) = reg.locate(&name("x"), want, now) else {
+            continue;
+        };
+        let mut listed = ChunkSet::empty(m.chunk_count());
+        for h in &located.holders {
+            listed.union_with(&h.chunks);
+        }
+        let cap = if want == 0 { 2 } else { want.min(2) };
+        assert!(
+            listed == held || located.holders.len() == cap,
+            "round {round}: listed {listed}, held {held}"
+        );
+    }
 }
 
 #[test]
