@@ -184,7 +184,9 @@ impl<'a> Engine<'a> {
         cancel: &CancellationToken,
         report: &mut (dyn FnMut(&Progress) + Send),
     ) -> Result<(), PeerError> {
-        self.merge(located);
+        // Checked like any later answer: a Locate made between rounds may
+        // find other content under this name by now.
+        self.take(Ok(located));
         let mut relocate = tokio::time::interval(self.ctx.config.relocate_interval);
         relocate.reset();
         let mut tick = tokio::time::interval(PROGRESS_EVERY);

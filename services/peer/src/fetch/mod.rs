@@ -352,7 +352,7 @@ impl Fetcher {
                             .withdrawn(manifest.name(), manifest.chunk_count(), chunk);
                     }
                     engine.forget(&bad);
-                    *located = ctx.link.locate(manifest.name()).await?;
+                    *located = ctx.link.relocate(&manifest).await?;
                 }
             }
         }
