@@ -98,7 +98,8 @@ pub struct PartFile {
 
 /// Bytes written between two requests to start writeback.
 const WRITEBACK_EVERY: u64 = 64 << 20;
-/// Chunks queued for the writer before senders wait.
+/// Chunks queued for the writer before senders wait (asynchronously: a
+/// disk slower than the network holds up the download, not the runtime).
 const WRITE_QUEUE: usize = 32;
 
 type WriteJob = (u64, Vec<Bytes>, oneshot::Sender<io::Result<()>>);
@@ -110,7 +111,7 @@ type WriteJob = (u64, Vec<Bytes>, oneshot::Sender<io::Result<()>>);
 /// left. A failed flush fails every later write: an fsync error is never
 /// retried into a success.
 struct Writer {
-    tx: mpsc::SyncSender<WriteJob>,
+    tx: tokio::sync::mpsc::Sender<WriteJob>,
     failed: Failed,
 }
 
@@ -119,7 +120,7 @@ type Failed = Arc<std::sync::Mutex<Option<(io::ErrorKind, String)>>>;
 
 impl Writer {
     fn start(file: Arc<File>) -> Self {
-        let (tx, rx) = mpsc::sync_channel::<WriteJob>(WRITE_QUEUE);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<WriteJob>(WRITE_QUEUE);
         let (flush_tx, flush_rx) = mpsc::sync_channel::<()>(1);
         let failed: Failed = Arc::default();
         let (f, failed_w, failed_f) = (file.clone(), failed.clone(), failed.clone());
@@ -127,7 +128,7 @@ impl Writer {
             .name("hive-writer".into())
             .spawn(move || {
                 let mut unsynced = 0u64;
-                for (offset, pieces, ack) in rx {
+                while let Some((offset, pieces, ack)) = rx.blocking_recv() {
                     let result = match first_error(&failed_w) {
                         Some(e) => Err(e),
                         None => write_pieces(&f, offset, &pieces),
@@ -293,6 +294,7 @@ impl PartFile {
         writer
             .tx
             .send((offset, pieces, ack))
+            .await
             .map_err(|_| PeerError::Internal("the writer thread stopped".into()))?;
         done.await
             .map_err(|_| PeerError::Internal("the writer thread stopped".into()))?
