@@ -14,8 +14,10 @@ pub use tonic_reflection::server::Error as ReflectionError;
 use crate::pb;
 
 mod conn;
+mod frames;
 
 pub use conn::{Conn, HANDSHAKE_TIMEOUT, Incoming, abort_connection, abort_connections_on};
+pub use frames::{SmallFrames, SmallFramesLayer};
 
 /// The standard health service's name.
 pub const HEALTH_SERVICE: &str = "grpc.health.v1.Health";

@@ -169,6 +169,20 @@ pub async fn finish(response: ResponseFuture) -> Result<Outcome, h2::Error> {
     })
 }
 
+/// A whole unary answer as it came: the body's DATA frames, and the gRPC
+/// status from the trailers.
+pub async fn frames(response: ResponseFuture) -> Result<(Vec<Bytes>, Option<i32>), h2::Error> {
+    let mut body = response.await?.into_body();
+    let mut frames = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        frames.push(chunk);
+    }
+    let trailers = body.trailers().await?.unwrap_or_default();
+    Ok((frames, grpc_status(&trailers).map(|(code, _)| code)))
+}
+
 // ---- raw frames ------------------------------------------------------------
 
 pub const DATA: u8 = 0x0;

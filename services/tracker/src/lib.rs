@@ -132,6 +132,7 @@ pub async fn serve(
         .load_shed(true)
         .max_concurrent_streams(MAX_STREAMS)
         .layer(rpc.layer())
+        .layer(hive::grpc::SmallFramesLayer)
         .add_routes(routes.add_service(service))
         .serve_with_incoming_shutdown(hive::grpc::incoming(listener), async {
             tokio::select! {
