@@ -732,15 +732,21 @@ impl Registry {
             live.sort_by_key(|h| !h.entry.confirmed);
             let mut covered = ChunkSet::empty(live[0].chunks.universe());
             let (mut chosen, mut passed) = (Vec::with_capacity(cap), Vec::new());
-            for h in live {
-                if chosen.len() < cap && !h.chunks.is_subset(&covered) {
-                    covered.union_with(h.chunks);
-                    chosen.push(h);
-                } else {
+            let mut order = live.into_iter();
+            for h in order.by_ref() {
+                if h.chunks.is_subset(&covered) {
                     passed.push(h);
+                    continue;
+                }
+                covered.union_with(h.chunks);
+                chosen.push(h);
+                // Past this, every holder would be passed over: stop looking.
+                if chosen.len() == cap || covered.is_full() {
+                    break;
                 }
             }
-            chosen.extend(passed.into_iter().take(cap - chosen.len()));
+            let room = cap - chosen.len();
+            chosen.extend(passed.into_iter().chain(order).take(room));
             live = chosen;
         }
         live.into_iter()
