@@ -13,14 +13,19 @@ use tonic::{Request, metadata::MetadataValue, transport::Channel};
 
 pub type Client = pb::tracker_client::TrackerClient<Channel>;
 
-/// One channel (HTTP/2 connection) to the tracker at `addr` (`host:port`),
-/// with hive's transport settings.
-pub async fn connect(addr: &str) -> anyhow::Result<Client> {
-    let channel = hive::grpc::endpoint(&hive::grpc::uri_of(addr))?
+/// One channel (HTTP/2 connection) to `addr` (`host:port`), with hive's
+/// transport settings and a 30 s deadline on every call: what the load's
+/// callers use for the tracker and for the ping baseline alike.
+pub async fn channel(addr: &str) -> anyhow::Result<Channel> {
+    Ok(hive::grpc::endpoint(&hive::grpc::uri_of(addr))?
         .timeout(Duration::from_secs(30))
         .connect()
-        .await?;
-    Ok(Client::new(channel)
+        .await?)
+}
+
+/// A tracker client on its own [`channel`].
+pub async fn connect(addr: &str) -> anyhow::Result<Client> {
+    Ok(Client::new(channel(addr).await?)
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20))
 }

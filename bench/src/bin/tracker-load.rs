@@ -126,6 +126,9 @@ struct Phase {
     /// (op, latency in µs) of every successful call.
     latencies: Vec<(u8, u32)>,
     cpu_per_call_us: Option<f64>,
+    /// This load generator's own CPU time per call: on a machine it shares
+    /// with the server, what the callers cost limits what the server can do.
+    load_cpu_per_call_us: Option<f64>,
 }
 
 impl Phase {
@@ -188,10 +191,7 @@ async fn setup(args: &Args) -> anyhow::Result<World> {
     let mut pings = Vec::new();
     for _ in 0..args.connections.max(1) {
         trackers.push(tracker::connect(&args.tracker).await?);
-        let channel = hive::grpc::endpoint(&hive::grpc::uri_of(&args.ping))?
-            .connect()
-            .await?;
-        pings.push(PingClient::new(channel));
+        pings.push(PingClient::new(tracker::channel(&args.ping).await?));
     }
     let mut rng = fastrand::Rng::with_seed(1);
     let chunk_size = ChunkSize::new(1 << 20)?;
@@ -223,6 +223,7 @@ async fn setup(args: &Args) -> anyhow::Result<World> {
 /// Runs every caller against `target` for `duration`.
 async fn phase(world: &Arc<World>, target: Target, duration: Duration, pid: Option<u32>) -> Phase {
     let cpu_before = pid.and_then(|p| daemon::cpu_seconds(p).ok());
+    let own_before = daemon::cpu_seconds(std::process::id()).ok();
     let started = Instant::now();
     let deadline = started + duration;
     let mut callers = tokio::task::JoinSet::new();
@@ -237,6 +238,7 @@ async fn phase(world: &Arc<World>, target: Target, duration: Duration, pid: Opti
         elapsed: Duration::ZERO,
         latencies: Vec::new(),
         cpu_per_call_us: None,
+        load_cpu_per_call_us: None,
     };
     while let Some(done) = callers.join_next().await {
         let Ok((latencies, errors, first_error)) = done else {
@@ -252,6 +254,9 @@ async fn phase(world: &Arc<World>, target: Target, duration: Duration, pid: Opti
     if let (Some(before), Some(after)) = (cpu_before, pid.and_then(|p| daemon::cpu_seconds(p).ok()))
     {
         out.cpu_per_call_us = Some((after - before) * 1e6 / out.calls.max(1) as f64);
+    }
+    if let (Some(before), Ok(after)) = (own_before, daemon::cpu_seconds(std::process::id())) {
+        out.load_cpu_per_call_us = Some((after - before) * 1e6 / out.calls.max(1) as f64);
     }
     out
 }
@@ -319,8 +324,8 @@ fn report(args: &Args, pings: &[Phase], mixes: &[Phase]) {
     let rates = |ps: &[Phase]| Samples::new(ps.iter().map(Phase::rate).collect());
     let pct =
         |ps: &[Phase], p: f64| Samples::new(ps.iter().map(|x| x.percentile_ms(None, p)).collect());
-    let cpu = |ps: &[Phase]| {
-        let s = Samples::new(ps.iter().filter_map(|x| x.cpu_per_call_us).collect());
+    let cpu = |ps: &[Phase], of: fn(&Phase) -> Option<f64>| {
+        let s = Samples::new(ps.iter().filter_map(of).collect());
         if s.is_empty() {
             "–".to_owned()
         } else {
@@ -338,15 +343,18 @@ fn report(args: &Args, pings: &[Phase], mixes: &[Phase]) {
         args.mix[1],
         args.mix[2]
     );
-    println!("| server | req/s, median [min–max] | p50 ms | p99 ms | server CPU µs/req | errors |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "| server | req/s, median [min–max] | p50 ms | p99 ms | server CPU µs/req | load CPU µs/req | errors |"
+    );
+    println!("|---|---|---|---|---|---|---|");
     for (name, ps) in [("raw tonic ping", pings), ("tracker mix", mixes)] {
         println!(
-            "| {name} | {} | {} | {} | {} | {} |",
+            "| {name} | {} | {} | {} | {} | {} | {} |",
             spread(&rates(ps), 0),
             spread(&pct(ps, 50.0), 2),
             spread(&pct(ps, 99.0), 2),
-            cpu(ps),
+            cpu(ps, |x| x.cpu_per_call_us),
+            cpu(ps, |x| x.load_cpu_per_call_us),
             errors(ps)
         );
     }
