@@ -5,11 +5,10 @@
 //! but keeps a longer one aside and must write it to the socket before it
 //! takes the next frame of any stream (hyperium/h2#902). A server whose
 //! answers are a few KiB, like the tracker's Locate, then makes about two
-//! `writev` calls per answer, where one of tiny answers makes one per batch
-//! of answers. [`SmallFramesLayer`] cuts each response message of up to
-//! [`SPLIT_UP_TO`] bytes into DATA frames of [`FRAME_BYTES`]: h2 copies them
-//! into its buffer like any small frame, and answers ready together leave
-//! together. Larger messages (bulk streams) pass as they are, where h2's
+//! `writev` calls per answer, against one for a server of tiny answers.
+//! [`SmallFramesLayer`] cuts each response message of up to [`SPLIT_UP_TO`]
+//! bytes into DATA frames of [`FRAME_BYTES`]: h2 copies them into its buffer
+//! like any small frame and writes them with the frames around them. Larger messages (bulk streams) pass as they are, where h2's
 //! zero-copy path is what they need.
 
 use std::{
@@ -149,18 +148,25 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::convert::Infallible;
+    use std::{convert::Infallible, time::Duration};
 
     use http_body_util::{BodyExt, Full, StreamBody};
 
     use super::*;
+
+    /// The body's next frame; a body that stalls fails the test.
+    async fn next<B: Body + Unpin>(body: &mut B) -> Option<Result<Frame<B::Data>, B::Error>> {
+        tokio::time::timeout(Duration::from_secs(10), body.frame())
+            .await
+            .expect("the body stalled")
+    }
 
     /// Every frame `body` yields: data as its length, trailers as `None`.
     async fn frames<B: Body<Data = Bytes, Error = Infallible> + Unpin>(
         mut body: B,
     ) -> (Vec<Option<usize>>, Bytes) {
         let (mut out, mut data) = (Vec::new(), Vec::new());
-        while let Some(frame) = body.frame().await {
+        while let Some(frame) = next(&mut body).await {
             match frame.unwrap().into_data() {
                 Ok(d) => {
                     out.push(Some(d.len()));
@@ -217,13 +223,13 @@ mod tests {
     async fn the_body_ends_only_after_its_last_piece() {
         let mut body = SmallFrames::new(Full::new(bytes(300)));
         assert!(!body.is_end_stream());
-        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        let first = next(&mut body).await.unwrap().unwrap().into_data().unwrap();
         assert_eq!(first.len(), FRAME_BYTES);
         // The inner body is spent, but 45 bytes are still to come.
         assert!(!body.is_end_stream());
         assert_eq!(body.size_hint().exact(), Some(45));
-        body.frame().await.unwrap().unwrap();
+        next(&mut body).await.unwrap().unwrap();
         assert!(body.is_end_stream());
-        assert!(body.frame().await.is_none());
+        assert!(next(&mut body).await.is_none());
     }
 }
