@@ -5,6 +5,11 @@
 #     with a raw tonic unary ping server; req/s, p50/p99 and their ratio.
 #     Against a durable tracker (redb, every change fsynced before it is
 #     acknowledged), then an --in-memory one, which shows what the store costs.
+#     Twice: first with every process free to run on both cores ("shared"),
+#     then with the servers on core 0 and the load generator on core 1, one
+#     runtime thread each ("split"), as if the callers were on a machine of
+#     their own: on shared cores the two sides preempt each other, and that
+#     sets the p99.
 #  2. swarm-state: 10,000 peers and 1,000 files of 1,024 chunks with 100
 #     holders each in a durable tracker; its RSS, Locate latency, and how long
 #     it takes to answer again after kill -9 with that state.
@@ -12,6 +17,7 @@
 #   scripts/bench-tracker.sh
 #   ROUNDS=7 DURATION=5s scripts/bench-tracker.sh
 #   SKIP_LOAD=1 scripts/bench-tracker.sh     # only the swarm state
+#   LAYOUTS=shared scripts/bench-tracker.sh  # one core layout only
 #
 # Every peer here calls from 127.0.0.1, so the tracker's per-address and
 # per-session rate limits (which a real swarm spreads over many addresses)
@@ -46,26 +52,52 @@ stop_pid() {
   HIVE_PIDS=("${kept[@]}")
 }
 
-# start_tracker leaves its PID last in HIVE_PIDS.
+# on_cores LAYOUT SIDE: the command prefix that places a server or the load
+# generator for LAYOUT (shared: none; split: servers on core 0, the load on
+# core 1, one tokio worker thread each).
+on_cores() {
+  case $1:$2 in
+    split:server) echo env TOKIO_WORKER_THREADS=1 taskset -c 0 ;;
+    split:load) echo env TOKIO_WORKER_THREADS=1 taskset -c 1 ;;
+  esac
+}
+
+# load LAYOUT LABEL [TRACKER FLAGS...]: one tracker-load run against a new
+# tracker and the ping server at $PING.
 load() {
-  local label=$1; shift
-  start_tracker "tracker-$label" --ttl 1h --heartbeat-interval 1m "${unlimited[@]}" "$@"
-  local tracker_pid=${HIVE_PIDS[-1]}
+  local layout=$1 label=$2; shift 2
+  local server load_gen
+  read -ra server <<<"$(on_cores "$layout" server)"
+  read -ra load_gen <<<"$(on_cores "$layout" load)"
+  "${server[@]}" "$BIN/tracker" --listen 127.0.0.1:0 --data-dir "$WORK/tracker-$layout-$label-data" \
+    --ttl 1h --heartbeat-interval 1m "${unlimited[@]}" "$@" \
+    >"$WORK/tracker-$layout-$label.out" 2>"$WORK/tracker-$layout-$label.log" &
+  local tracker_pid=$!
+  HIVE_PIDS+=("$tracker_pid")
+  TRACKER=$(wait_line "$WORK/tracker-$layout-$label.out" "listening on")
   echo
-  echo "==> tracker-load: $CALLERS callers, $ROUNDS rounds of $DURATION, $label tracker vs raw tonic ping"
-  "$BIN/tracker-load" --tracker "$TRACKER" --ping "$PING" --callers "$CALLERS" \
+  echo "==> tracker-load ($layout cores): $CALLERS callers, $ROUNDS rounds of $DURATION, $label tracker vs raw tonic ping"
+  "${load_gen[@]}" "$BIN/tracker-load" --tracker "$TRACKER" --ping "$PING" --callers "$CALLERS" \
     --connections "$CONNECTIONS" --rounds "$ROUNDS" --duration "$DURATION" \
     --tracker-pid "$tracker_pid" --ping-pid "$PING_PID"
   stop_pid "$tracker_pid"
 }
 
 if [[ -z ${SKIP_LOAD:-} ]]; then
-  "$BIN/raw-server" --listen 127.0.0.1:0 >"$WORK/ping.out" 2>"$WORK/ping.log" &
-  PING_PID=$!
-  HIVE_PIDS+=("$PING_PID")
-  PING=$(wait_line "$WORK/ping.out" "listening on")
-  load durable
-  load in-memory --in-memory
+  for layout in ${LAYOUTS:-shared split}; do
+    if [[ $layout == split ]] && { ! command -v taskset >/dev/null || (($(nproc) < 2)); }; then
+      echo "==> split cores skipped: needs taskset and two cores"
+      continue
+    fi
+    read -ra server <<<"$(on_cores "$layout" server)"
+    "${server[@]}" "$BIN/raw-server" --listen 127.0.0.1:0 >"$WORK/ping-$layout.out" 2>"$WORK/ping-$layout.log" &
+    PING_PID=$!
+    HIVE_PIDS+=("$PING_PID")
+    PING=$(wait_line "$WORK/ping-$layout.out" "listening on")
+    load "$layout" durable
+    load "$layout" in-memory --in-memory
+    stop_pid "$PING_PID"
+  done
 fi
 
 echo
