@@ -128,6 +128,9 @@ impl Config {
         if self.heartbeat_interval.is_zero() {
             return Err("--heartbeat-interval must be above zero".into());
         }
+        if self.locate_holders == 0 {
+            return Err("--locate-holders must be at least 1".into());
+        }
         Ok(())
     }
 }
@@ -141,5 +144,37 @@ impl Default for Config {
             config: Config,
         }
         Defaults::parse_from(["tracker"]).config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_that_cannot_work_are_refused() {
+        assert_eq!(Config::default().check(), Ok(()));
+        let refused = [
+            Config {
+                locate_holders: 0,
+                ..Config::default()
+            },
+            Config {
+                heartbeat_interval: Duration::ZERO,
+                ..Config::default()
+            },
+            Config {
+                ttl: Duration::from_secs(1),
+                heartbeat_interval: Duration::from_secs(2),
+                ..Config::default()
+            },
+            Config {
+                peer_rate: -1.0,
+                ..Config::default()
+            },
+        ];
+        for config in refused {
+            assert!(config.check().is_err(), "{config:?}");
+        }
     }
 }

@@ -727,6 +727,9 @@ impl Registry {
     /// covered unless `cap` runs out first (one pass, not the smallest
     /// cover). The slots left go to the rest, in order.
     fn pick_holders(&self, mut live: Vec<LiveHolder<'_>>, cap: usize) -> Vec<HolderView> {
+        if cap == 0 {
+            return Vec::new();
+        }
         if live.len() > cap {
             fastrand::shuffle(&mut live);
             live.sort_by_key(|h| !h.entry.confirmed);

@@ -486,6 +486,16 @@ fn locate_caps_holders_as_asked_but_counts_all() {
         assert_eq!(located.holder_count, 5);
         assert_eq!(located.chunk_holders, vec![5; 5]);
     }
+    // A cap of 0 (the tracker refuses it as a setting) lists no one.
+    let mut reg = Registry::new(Limits {
+        locate_holders: 0,
+        list_holders: 0,
+        ..limits()
+    });
+    join(&mut reg, "10.0.0.9:1", vec![seeding(&m)], now);
+    let located = reg.locate(&name("x"), 0, now).unwrap();
+    assert!(located.holders.is_empty());
+    assert_eq!(located.holder_count, 1);
 }
 
 #[test]
