@@ -19,10 +19,13 @@ use std::{
 use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
 
-/// The size of each frame a message is cut into: the largest h2 copies.
+/// The size of each frame a message is cut into: the largest h2 copies on
+/// a transport with vectored writes, as hive's connections are (without
+/// them h2 copies frames of up to 1023 bytes).
 pub const FRAME_BYTES: usize = 255;
-/// Messages larger than this are sent as they are.
-pub const SPLIT_UP_TO: usize = 16 * 1024;
+/// Messages larger than this are sent as they are: at most half of h2's
+/// 16 KiB write buffer, so that one message never fills it by itself.
+pub const SPLIT_UP_TO: usize = 8 * 1024;
 
 /// A tower layer whose responses carry their bodies in [`SmallFrames`].
 #[derive(Debug, Clone, Copy, Default)]
