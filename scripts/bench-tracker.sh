@@ -57,8 +57,10 @@ stop_pid() {
 # core 1, one tokio worker thread each).
 on_cores() {
   case $1:$2 in
+    shared:*) ;;
     split:server) echo env TOKIO_WORKER_THREADS=1 taskset -c 0 ;;
     split:load) echo env TOKIO_WORKER_THREADS=1 taskset -c 1 ;;
+    *) echo "unknown core layout '$1' (LAYOUTS: shared, split)" >&2; return 1 ;;
   esac
 }
 
@@ -85,10 +87,11 @@ load() {
 
 if [[ -z ${SKIP_LOAD:-} ]]; then
   for layout in ${LAYOUTS:-shared split}; do
-    if [[ $layout == split ]] && { ! command -v taskset >/dev/null || (($(nproc) < 2)); }; then
-      echo "==> split cores skipped: needs taskset and two cores"
+    if [[ $layout == split ]] && ! taskset -c 0,1 true 2>/dev/null; then
+      echo "==> split cores skipped: needs taskset and cores 0 and 1"
       continue
     fi
+    on_cores "$layout" server >/dev/null
     read -ra server <<<"$(on_cores "$layout" server)"
     "${server[@]}" "$BIN/raw-server" --listen 127.0.0.1:0 >"$WORK/ping-$layout.out" 2>"$WORK/ping-$layout.log" &
     PING_PID=$!
