@@ -91,8 +91,8 @@ if [[ -z ${SKIP_LOAD:-} ]]; then
       echo "==> split cores skipped: needs taskset and cores 0 and 1"
       continue
     fi
-    on_cores "$layout" server >/dev/null
-    read -ra server <<<"$(on_cores "$layout" server)"
+    prefix=$(on_cores "$layout" server) # an unknown layout stops the script here
+    read -ra server <<<"$prefix"
     "${server[@]}" "$BIN/raw-server" --listen 127.0.0.1:0 >"$WORK/ping-$layout.out" 2>"$WORK/ping-$layout.log" &
     PING_PID=$!
     HIVE_PIDS+=("$PING_PID")

@@ -403,19 +403,28 @@ async fn the_catalog_stops_growing_at_its_memory_budget() {
     .await;
 }
 
+/// Registers one seeder of `m` per port in `ports`, each a session of its own.
+async fn seeders(
+    tracker: &TestTracker,
+    m: &hive::pb::types::Manifest,
+    ports: std::ops::Range<u32>,
+) {
+    for port in ports {
+        tracker
+            .client()
+            .await
+            .register(register_req(vec![seeding(m)], port))
+            .await
+            .expect("register");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn locate_caps_holders_and_counts_them_all() {
     within(60, async {
         let tracker = TestTracker::start().await;
         let m = manifest("x", &data(5000, 7));
-        for port in 5000..5060 {
-            tracker
-                .client()
-                .await
-                .register(register_req(vec![seeding(&m)], port))
-                .await
-                .expect("register");
-        }
+        seeders(&tracker, &m, 5000..5060).await;
         let found = tracker.locate("x").await;
         assert_eq!(found.holders.len(), 50, "Locate lists at most 50 holders");
         assert_eq!(found.holder_count, 60);
@@ -432,14 +441,7 @@ async fn answers_arrive_in_frames_h2_can_batch() {
     within(60, async {
         let tracker = TestTracker::start().await;
         let m = manifest("x", &data(5000, 7));
-        for port in 5000..5020 {
-            tracker
-                .client()
-                .await
-                .register(register_req(vec![seeding(&m)], port))
-                .await
-                .expect("register");
-        }
+        seeders(&tracker, &m, 5000..5020).await;
         let request = common::rawh2::grpc_message(&LocateRequest {
             name: "x".into(),
             ..Default::default()

@@ -16,7 +16,7 @@ use std::{
     task::{Context, Poll, ready},
 };
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 /// The size of each frame a message is cut into: the largest h2 copies on
@@ -139,7 +139,7 @@ where
 
     fn size_hint(&self) -> SizeHint {
         let inner = self.inner.size_hint();
-        let rest = self.rest.remaining() as u64;
+        let rest = self.rest.len() as u64;
         let mut hint = SizeHint::new();
         if let Some(upper) = inner.upper() {
             hint.set_upper(upper + rest);

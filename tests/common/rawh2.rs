@@ -152,14 +152,8 @@ pub async fn finish(response: ResponseFuture) -> Result<Outcome, h2::Error> {
             body: 0,
         });
     }
-    let mut body = response.into_body();
     let mut len = 0;
-    while let Some(chunk) = body.data().await {
-        let chunk = chunk?;
-        len += chunk.len();
-        let _ = body.flow_control().release_capacity(chunk.len());
-    }
-    let trailers = body.trailers().await?.unwrap_or_default();
+    let trailers = drain(response.into_body(), |chunk| len += chunk.len()).await?;
     let (code, message) = grpc_status(&trailers).unzip();
     Ok(Outcome {
         http,
@@ -172,15 +166,23 @@ pub async fn finish(response: ResponseFuture) -> Result<Outcome, h2::Error> {
 /// A whole unary answer as it came: the body's DATA frames, and the gRPC
 /// status from the trailers.
 pub async fn frames(response: ResponseFuture) -> Result<(Vec<Bytes>, Option<i32>), h2::Error> {
-    let mut body = response.await?.into_body();
     let mut frames = Vec::new();
+    let trailers = drain(response.await?.into_body(), |chunk| frames.push(chunk)).await?;
+    Ok((frames, grpc_status(&trailers).map(|(code, _)| code)))
+}
+
+/// Reads `body` to its end, handing each DATA frame to `each` and giving
+/// its flow-control capacity back; returns the trailers.
+async fn drain(
+    mut body: h2::RecvStream,
+    mut each: impl FnMut(Bytes),
+) -> Result<http::HeaderMap, h2::Error> {
     while let Some(chunk) = body.data().await {
         let chunk = chunk?;
         let _ = body.flow_control().release_capacity(chunk.len());
-        frames.push(chunk);
+        each(chunk);
     }
-    let trailers = body.trailers().await?.unwrap_or_default();
-    Ok((frames, grpc_status(&trailers).map(|(code, _)| code)))
+    Ok(body.trailers().await?.unwrap_or_default())
 }
 
 // ---- raw frames ------------------------------------------------------------
