@@ -46,8 +46,19 @@ fn holders(found: &LocateResponse) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_no_acknowledged_registration() {
+    // Checkpoints are kept out of the way: what was acknowledged is only in
+    // the journal when the tracker dies, written, or also fsynced.
+    for flags in [
+        &["--checkpoint-interval", "1h"][..],
+        &["--checkpoint-interval", "1h", "--fsync", "always"],
+    ] {
+        kill_9_with(flags).await;
+    }
+}
+
+async fn kill_9_with(flags: &[&str]) {
     within(90, async {
-        let mut tracker = TestTracker::start_with(&[]).await;
+        let mut tracker = TestTracker::start_with(flags).await;
         let f = data(70_000, 1);
         let a = TestPeer::start(&tracker, &[("f", &f)]).await;
         let b = TestPeer::start(&tracker, &[]).await;
@@ -63,7 +74,7 @@ async fn kill_9_loses_no_acknowledged_registration() {
         let started = Instant::now();
         let found = tracker.locate("f").await;
         eprintln!(
-            "FIGURE CR-3: tracker restarted from disk, answering after {:?}",
+            "FIGURE CR-3: tracker ({flags:?}) restarted from disk, answering after {:?}",
             started.elapsed()
         );
         assert_eq!(
@@ -85,6 +96,39 @@ async fn kill_9_loses_no_acknowledged_registration() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         drop((a, b));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_checkpoints_the_journal() {
+    within(60, async {
+        let mut tracker = TestTracker::start_with(&["--checkpoint-interval", "1h"]).await;
+        for (i, name) in ["x", "y", "z"].into_iter().enumerate() {
+            let m = manifest(name, &data(5000 * (i + 1), i as u64));
+            tracker
+                .client()
+                .await
+                .register(register_req(vec![seeding(&m)], 4300 + i as u32))
+                .await
+                .expect("register");
+        }
+        let before = snapshot(&tracker).await;
+        let journal_bytes = |tracker: &TestTracker| -> u64 {
+            std::fs::read_dir(tracker.data.path().join("catalog"))
+                .unwrap()
+                .map(|e| e.unwrap())
+                .filter(|e| e.file_name().to_string_lossy().starts_with("journal-"))
+                .map(|e| e.metadata().unwrap().len())
+                .sum()
+        };
+        assert!(journal_bytes(&tracker) > 0, "not checkpointed yet");
+
+        tracker.daemon.signal("TERM");
+        assert!(tracker.daemon.wait().await.success());
+        assert_eq!(journal_bytes(&tracker), 0, "nothing left to replay");
+        tracker.restart_hard().await;
+        assert_eq!(snapshot(&tracker).await, before, "all of it in the store");
     })
     .await;
 }

@@ -4,7 +4,10 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::Parser;
 
-use crate::registry::Limits;
+use crate::{
+    journal::{self, Fsync},
+    registry::Limits,
+};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
@@ -15,6 +18,18 @@ pub struct Config {
     /// Keep the catalog in memory only: everything is lost when the tracker stops.
     #[arg(long, env = "HIVE_IN_MEMORY")]
     pub in_memory: bool,
+
+    /// When an acknowledged change is on disk. periodic: written to the
+    /// journal before the answer (survives a crash or kill -9 of the
+    /// tracker) and fsynced at each checkpoint (a power cut loses up to one
+    /// --checkpoint-interval). always: each answer also waits for an fsync
+    /// of the journal (survives power cuts; slower).
+    #[arg(long, env = "HIVE_FSYNC", value_enum, default_value = "periodic")]
+    pub fsync: Fsync,
+
+    /// How often the journal is folded into the catalog's database.
+    #[arg(long, env = "HIVE_CHECKPOINT_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub checkpoint_interval: Duration,
 
     /// How often peers are told to heartbeat.
     #[arg(long, env = "HIVE_HEARTBEAT_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
@@ -95,6 +110,13 @@ impl Config {
         )
     }
 
+    pub fn durability(&self) -> journal::Options {
+        journal::Options {
+            fsync: self.fsync,
+            checkpoint_interval: self.checkpoint_interval,
+        }
+    }
+
     pub fn limits(&self) -> Limits {
         Limits {
             max_files_per_peer: self.max_files_per_peer,
@@ -127,6 +149,9 @@ impl Config {
         }
         if self.heartbeat_interval.is_zero() {
             return Err("--heartbeat-interval must be above zero".into());
+        }
+        if self.checkpoint_interval.is_zero() {
+            return Err("--checkpoint-interval must be above zero".into());
         }
         if self.locate_holders == 0 {
             return Err("--locate-holders must be at least 1".into());
@@ -161,6 +186,10 @@ mod tests {
             },
             Config {
                 heartbeat_interval: Duration::ZERO,
+                ..Config::default()
+            },
+            Config {
+                checkpoint_interval: Duration::ZERO,
                 ..Config::default()
             },
             Config {

@@ -6,9 +6,10 @@
 //! - [`config`]: flags and their defaults.
 //! - [`auth`]: peer ids and session tokens.
 //! - [`registry`]: the catalog and every rule for changing it (no I/O).
-//! - [`store`]: the [`store::Store`] trait, the in-memory store, and the
-//!   journal that commits changes in order before requests are answered.
-//! - [`redb_store`]: the durable store, on redb.
+//! - [`store`]: the [`store::Store`] trait and the in-memory store.
+//! - [`journal`]: the log every change is written to, in order, before its
+//!   request is answered, and its checkpoints into the store.
+//! - [`redb_store`]: the durable store, on redb; [`codec`]: the bytes on disk.
 //! - [`limits`]: request rate limits (token buckets per IP and per session).
 //! - [`state`]: [`Tracker`], the shared handle over registry and journal.
 //! - [`service`]: the gRPC handlers; [`error`] decides their status codes.
@@ -16,8 +17,10 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod codec;
 pub mod config;
 pub mod error;
+pub mod journal;
 pub mod limits;
 pub mod redb_store;
 pub mod registry;
@@ -44,9 +47,10 @@ pub use config::Config;
 pub use state::Tracker;
 
 use crate::{
+    journal::Journal,
     redb_store::RedbStore,
     registry::Registry,
-    store::{Journal, Store, StoreError},
+    store::{Store, StoreError},
 };
 
 /// Unary calls taking longer than this are cancelled.
@@ -78,9 +82,10 @@ pub fn open(config: &Config) -> Result<Tracker, ServeError> {
         Tracker::new(Registry::new(config.limits()), Journal::volatile())
     } else {
         let store = Arc::new(RedbStore::open(&config.data_dir)?);
+        let journal = Journal::open(&config.data_dir, store.clone(), config.durability())?;
         let catalog = store.load()?;
         let registry = Registry::restore(config.limits(), catalog, Instant::now());
-        Tracker::new(registry, Journal::start(store))
+        Tracker::new(registry, journal)
     };
     let stats = tracker.stats();
     info!(
@@ -120,7 +125,7 @@ pub async fn serve(
 
     let broken = tracker.broken();
     let (routes, health) = hive::grpc::introspection(TRACKER_SERVICE)?;
-    let service = TrackerServer::new(service::TrackerService::new(tracker, config))
+    let service = TrackerServer::new(service::TrackerService::new(tracker.clone(), config))
         .max_decoding_message_size(config.max_message_bytes);
     health
         .set_serving::<TrackerServer<service::TrackerService>>()
@@ -146,6 +151,10 @@ pub async fn serve(
         warn!(error = %e, "sweeper did not stop cleanly");
     }
     result?;
+    if !broken.is_cancelled() {
+        // The next start then has no journal to replay.
+        tracker.checkpoint().await?;
+    }
     if broken.is_cancelled() {
         return Err(StoreError(
             "a commit failed; stopped so that the tracker starts again from what is durable".into(),

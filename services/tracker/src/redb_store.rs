@@ -1,6 +1,6 @@
 //! [`RedbStore`]: the catalog in an embedded redb database, `catalog.redb`
-//! in the data directory. Each commit is one fsynced write transaction, so a
-//! crash (even `kill -9`) loses nothing that was acknowledged.
+//! in the data directory. Each commit is one fsynced write transaction (the
+//! journal commits a checkpoint's worth of changes at once).
 //!
 //! Tables (keys first):
 //! - `manifests`: name -> size u64 | chunk size u32 | file digest | chunk digests
@@ -9,11 +9,12 @@
 
 use std::{ops::Bound, path::Path};
 
-use hive::{ChunkSet, ChunkSize, Digest, FileName, Layout, Manifest};
+use hive::{ChunkSet, FileName, Manifest};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::{
     auth::PeerId,
+    codec,
     registry::{Catalog, Change},
     store::{Store, StoreError},
 };
@@ -51,7 +52,7 @@ impl Store for RedbStore {
         let mut layouts = std::collections::HashMap::new();
         for row in tx.open_table(MANIFESTS).map_err(err)?.iter().map_err(err)? {
             let (name, bytes) = row.map_err(err)?;
-            let manifest = decode_manifest(name.value(), bytes.value())
+            let manifest = codec::decode_manifest(name.value(), bytes.value())
                 .ok_or_else(|| err(format!("stored manifest {:?} is damaged", name.value())))?;
             layouts.insert(manifest.name().clone(), manifest.chunk_count());
             catalog.manifests.push(manifest);
@@ -94,7 +95,7 @@ impl Store for RedbStore {
                 match change {
                     Change::PutManifest(m) => {
                         manifests
-                            .insert(m.name().as_str(), encode_manifest(m).as_slice())
+                            .insert(m.name().as_str(), manifest_bytes(m).as_slice())
                             .map_err(err)?;
                     }
                     Change::RemoveManifest(name) => {
@@ -132,34 +133,8 @@ impl Store for RedbStore {
     }
 }
 
-fn encode_manifest(m: &Manifest) -> Vec<u8> {
-    let mut out = Vec::with_capacity(12 + 32 * (1 + m.chunk_digests().len()));
-    out.extend_from_slice(&m.size().to_le_bytes());
-    out.extend_from_slice(&m.layout().chunk_size().get().to_le_bytes());
-    out.extend_from_slice(m.digest().as_bytes());
-    for d in m.chunk_digests() {
-        out.extend_from_slice(d.as_bytes());
-    }
+fn manifest_bytes(m: &Manifest) -> Vec<u8> {
+    let mut out = Vec::new();
+    codec::encode_manifest(m, &mut out);
     out
-}
-
-/// A stored manifest, re-validated: the store is not trusted blindly.
-fn decode_manifest(name: &str, bytes: &[u8]) -> Option<Manifest> {
-    let (size, rest) = bytes.split_first_chunk::<8>()?;
-    let (chunk_size, rest) = rest.split_first_chunk::<4>()?;
-    let (digest, rest) = rest.split_first_chunk::<32>()?;
-    let chunk_size = ChunkSize::new(u64::from(u32::from_le_bytes(*chunk_size))).ok()?;
-    let layout = Layout::new(u64::from_le_bytes(*size), chunk_size).ok()?;
-    let digests = rest
-        .chunks(32)
-        .map(Digest::from_bytes)
-        .collect::<Result<Vec<_>, _>>()
-        .ok()?;
-    Manifest::new(
-        FileName::new(name).ok()?,
-        layout,
-        digests,
-        Digest::from_bytes(digest).ok()?,
-    )
-    .ok()
 }

@@ -1,6 +1,7 @@
 //! [`Tracker`]: the shared handle every request goes through. It pairs the
 //! registry (in memory, behind a lock) with the journal that makes changes
-//! durable, and answers only once they are.
+//! durable, and answers only once they are as durable as the journal makes
+//! them.
 
 use std::{
     sync::{Arc, Mutex, MutexGuard, PoisonError},
@@ -11,10 +12,11 @@ use hive::FileName;
 
 use crate::{
     error::ServiceError,
+    journal::{Journal, Pending},
     registry::{
         Caller, Change, Credentials, Located, Offer, Page, Registered, Registry, RegistryError,
     },
-    store::{Journal, Pending, StoreError},
+    store::StoreError,
 };
 
 #[derive(Clone)]
@@ -100,6 +102,11 @@ impl Tracker {
         };
         pending.durable().await?;
         Ok(gone)
+    }
+
+    /// Folds the journal into the store, for a graceful stop.
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        self.inner.journal.checkpoint().await
     }
 
     /// Cancelled once the catalog could not be made durable: memory is then

@@ -1,0 +1,226 @@
+//! The catalog's bytes on disk: manifests (as the redb store keeps them) and
+//! [`Change`]s (as the journal logs them). Decoding re-validates everything:
+//! what comes back from disk is not trusted blindly.
+//!
+//! A change is a tag byte and its fields; integers are little-endian, strings
+//! and byte strings are prefixed with their length as a u32.
+
+use std::sync::Arc;
+
+use hive::{ChunkSet, ChunkSize, Digest, FileName, Layout, Manifest};
+
+use crate::{auth::PeerId, registry::Change};
+
+pub fn encode_manifest(m: &Manifest, out: &mut Vec<u8>) {
+    out.reserve(44 + 32 * m.chunk_digests().len());
+    out.extend_from_slice(&m.size().to_le_bytes());
+    out.extend_from_slice(&m.layout().chunk_size().get().to_le_bytes());
+    out.extend_from_slice(m.digest().as_bytes());
+    for d in m.chunk_digests() {
+        out.extend_from_slice(d.as_bytes());
+    }
+}
+
+pub fn decode_manifest(name: &str, bytes: &[u8]) -> Option<Manifest> {
+    let (size, rest) = bytes.split_first_chunk::<8>()?;
+    let (chunk_size, rest) = rest.split_first_chunk::<4>()?;
+    let (digest, rest) = rest.split_first_chunk::<32>()?;
+    let chunk_size = ChunkSize::new(u64::from(u32::from_le_bytes(*chunk_size))).ok()?;
+    let layout = Layout::new(u64::from_le_bytes(*size), chunk_size).ok()?;
+    let digests = rest
+        .chunks(32)
+        .map(Digest::from_bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?;
+    Manifest::new(
+        FileName::new(name).ok()?,
+        layout,
+        digests,
+        Digest::from_bytes(digest).ok()?,
+    )
+    .ok()
+}
+
+const PUT_MANIFEST: u8 = 1;
+const REMOVE_MANIFEST: u8 = 2;
+const PUT_PEER: u8 = 3;
+const REMOVE_PEER: u8 = 4;
+const PUT_HOLDING: u8 = 5;
+const REMOVE_HOLDING: u8 = 6;
+
+/// Appends `changes` to `out`.
+pub fn encode_changes(changes: &[Change], out: &mut Vec<u8>) {
+    for change in changes {
+        match change {
+            Change::PutManifest(m) => {
+                out.push(PUT_MANIFEST);
+                put_bytes(out, m.name().as_str().as_bytes());
+                let at = out.len();
+                out.extend_from_slice(&[0; 4]);
+                encode_manifest(m, out);
+                let len = u32::try_from(out.len() - at - 4).expect("a manifest is under 4 GiB");
+                out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+            }
+            Change::RemoveManifest(name) => {
+                out.push(REMOVE_MANIFEST);
+                put_bytes(out, name.as_str().as_bytes());
+            }
+            Change::PutPeer { peer, addr, token } => {
+                out.push(PUT_PEER);
+                out.extend_from_slice(&peer.as_u64().to_le_bytes());
+                put_bytes(out, addr.as_bytes());
+                out.extend_from_slice(token.as_bytes());
+            }
+            Change::RemovePeer(peer) => {
+                out.push(REMOVE_PEER);
+                out.extend_from_slice(&peer.as_u64().to_le_bytes());
+            }
+            Change::PutHolding { peer, name, chunks } => {
+                out.push(PUT_HOLDING);
+                out.extend_from_slice(&peer.as_u64().to_le_bytes());
+                put_bytes(out, name.as_str().as_bytes());
+                out.extend_from_slice(&chunks.universe().to_le_bytes());
+                put_bytes(out, &chunks.to_bytes());
+            }
+            Change::RemoveHolding { peer, name } => {
+                out.push(REMOVE_HOLDING);
+                out.extend_from_slice(&peer.as_u64().to_le_bytes());
+                put_bytes(out, name.as_str().as_bytes());
+            }
+        }
+    }
+}
+
+/// The changes `encode_changes` wrote into `bytes`, or `None` if anything
+/// in them is malformed.
+pub fn decode_changes(mut bytes: &[u8]) -> Option<Vec<Change>> {
+    let mut changes = Vec::new();
+    while let Some((&tag, rest)) = bytes.split_first() {
+        bytes = rest;
+        let r = &mut bytes;
+        changes.push(match tag {
+            PUT_MANIFEST => {
+                let name = take_str(r)?;
+                Change::PutManifest(Arc::new(decode_manifest(name, take_bytes(r)?)?))
+            }
+            REMOVE_MANIFEST => Change::RemoveManifest(take_name(r)?),
+            PUT_PEER => Change::PutPeer {
+                peer: take_peer(r)?,
+                addr: take_str(r)?.to_owned(),
+                token: blake3::Hash::from_bytes(*take_array::<32>(r)?),
+            },
+            REMOVE_PEER => Change::RemovePeer(take_peer(r)?),
+            PUT_HOLDING => {
+                let peer = take_peer(r)?;
+                let name = take_name(r)?;
+                let universe = u32::from_le_bytes(*take_array(r)?);
+                let chunks = ChunkSet::from_bytes(universe, take_bytes(r)?)?;
+                Change::PutHolding {
+                    peer,
+                    name,
+                    chunks: Arc::new(chunks),
+                }
+            }
+            REMOVE_HOLDING => Change::RemoveHolding {
+                peer: take_peer(r)?,
+                name: take_name(r)?,
+            },
+            _ => return None,
+        });
+    }
+    Some(changes)
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    let len = u32::try_from(bytes.len()).expect("a field is under 4 GiB");
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+fn take_array<'a, const N: usize>(r: &mut &'a [u8]) -> Option<&'a [u8; N]> {
+    let (head, rest) = r.split_first_chunk::<N>()?;
+    *r = rest;
+    Some(head)
+}
+
+fn take_bytes<'a>(r: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let len = usize::try_from(u32::from_le_bytes(*take_array(r)?)).ok()?;
+    let (head, rest) = r.split_at_checked(len)?;
+    *r = rest;
+    Some(head)
+}
+
+fn take_str<'a>(r: &mut &'a [u8]) -> Option<&'a str> {
+    std::str::from_utf8(take_bytes(r)?).ok()
+}
+
+fn take_name(r: &mut &[u8]) -> Option<FileName> {
+    FileName::new(take_str(r)?).ok()
+}
+
+fn take_peer(r: &mut &[u8]) -> Option<PeerId> {
+    Some(PeerId::from_u64(u64::from_le_bytes(*take_array(r)?)))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// One change of every kind.
+    pub(crate) fn every_kind() -> Vec<Change> {
+        let bytes: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
+        let mut file = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut file, &bytes).unwrap();
+        let manifest = Manifest::from_file(&file, 3000, "a.bin".parse().unwrap(), None).unwrap();
+        let mut chunks = ChunkSet::empty(manifest.chunk_count());
+        let mut all = manifest.layout().chunks();
+        chunks.insert(all.next().unwrap());
+        chunks.insert(all.next_back().unwrap());
+        vec![
+            Change::PutManifest(Arc::new(manifest)),
+            Change::PutPeer {
+                peer: PeerId::from_u64(7),
+                addr: "10.0.0.7:4000".into(),
+                token: blake3::hash(b"token"),
+            },
+            Change::PutHolding {
+                peer: PeerId::from_u64(7),
+                name: "a.bin".parse().unwrap(),
+                chunks: Arc::new(chunks),
+            },
+            Change::RemoveHolding {
+                peer: PeerId::from_u64(7),
+                name: "a.bin".parse().unwrap(),
+            },
+            Change::RemovePeer(PeerId::from_u64(u64::MAX)),
+            Change::RemoveManifest("a.bin".parse().unwrap()),
+        ]
+    }
+
+    #[test]
+    fn every_change_comes_back_as_it_went() {
+        let changes = every_kind();
+        let mut bytes = Vec::new();
+        encode_changes(&changes, &mut bytes);
+        assert_eq!(decode_changes(&bytes), Some(changes));
+        assert_eq!(decode_changes(&[]), Some(Vec::new()));
+    }
+
+    #[test]
+    fn malformed_bytes_are_refused_not_guessed() {
+        let mut bytes = Vec::new();
+        encode_changes(&every_kind(), &mut bytes);
+        // Every cut short of the end leaves a change incomplete.
+        let whole = decode_changes(&bytes).unwrap().len();
+        for cut in 0..bytes.len() {
+            if let Some(decoded) = decode_changes(&bytes[..cut]) {
+                assert!(decoded.len() < whole, "cut at {cut}");
+            }
+        }
+        assert_eq!(decode_changes(&[99]), None, "unknown tag");
+        // A name no registration could have made.
+        let mut bad = vec![REMOVE_MANIFEST];
+        put_bytes(&mut bad, b"../etc/passwd");
+        assert_eq!(decode_changes(&bad), None);
+    }
+}
