@@ -3,8 +3,10 @@
 #  1. tracker-load: 64 concurrent callers, a Locate / RegisterChunk /
 #     Heartbeat mix against a release tracker, interleaved round by round
 #     with a raw tonic unary ping server; req/s, p50/p99 and their ratio.
-#     Against a durable tracker (redb, every change fsynced before it is
-#     acknowledged), then an --in-memory one, which shows what the store costs.
+#     Against a durable tracker as it runs by default (each change written
+#     to the journal before it is answered, folded into redb every second),
+#     one started with --fsync always (each answer also waits for an fsync),
+#     and an --in-memory one, which shows what durability costs.
 #     Twice: first with every process free to run on both cores ("shared"),
 #     then with the servers on core 0 and the load generator on core 1, one
 #     runtime thread each ("split"), as if the callers were on a machine of
@@ -98,6 +100,7 @@ if [[ -z ${SKIP_LOAD:-} ]]; then
     HIVE_PIDS+=("$PING_PID")
     PING=$(wait_line "$WORK/ping-$layout.out" "listening on")
     load "$layout" durable
+    load "$layout" fsync-always --fsync always
     load "$layout" in-memory --in-memory
     stop_pid "$PING_PID"
   done
