@@ -715,6 +715,64 @@ mod tests {
         assert_eq!(next.changes(), changes[1..2]);
     }
 
+    /// Points the journal's current log at `path` (a device that fails
+    /// writes or fsyncs), as a disk failing under it would.
+    fn fail_log_with(journal: &Journal, path: &str) {
+        let shared = &journal.handle.as_ref().unwrap().shared;
+        shared.lock().file = Arc::new(File::options().write(true).open(path).unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_refuses_its_request_and_every_later_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Recording::default());
+        let journal = open(dir.path(), &store);
+        let changes = every_kind();
+        submit_each(&journal, &changes[..1]).await;
+        fail_log_with(&journal, "/dev/full"); // ENOSPC
+        assert!(
+            journal
+                .submit(changes[1..2].to_vec())
+                .durable()
+                .await
+                .is_err()
+        );
+        assert!(journal.broken().is_cancelled());
+        // Refused without touching the log, and never checkpointed.
+        assert!(
+            journal
+                .submit(changes[2..3].to_vec())
+                .durable()
+                .await
+                .is_err()
+        );
+        assert!(journal.checkpoint().await.is_err());
+        assert_eq!(store.commits.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn with_fsync_always_a_failed_fsync_is_never_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Recording::default());
+        let journal = Journal::open(dir.path(), store.clone(), options(Fsync::Always)).unwrap();
+        let durable = journal.handle.as_ref().unwrap().shared.durable.subscribe();
+        let changes = every_kind();
+        submit_each(&journal, &changes[..1]).await;
+        fail_log_with(&journal, "/dev/null"); // writes, but fsync fails (EINVAL)
+        let pending = journal.submit(changes[1..2].to_vec());
+        let answer = tokio::time::timeout(WAIT, pending.durable()).await;
+        assert!(answer.expect("answered").is_err());
+        assert!(journal.broken().is_cancelled());
+        assert_eq!(*durable.borrow(), 1, "only the first request is durable");
+        assert!(
+            journal
+                .submit(changes[2..3].to_vec())
+                .durable()
+                .await
+                .is_err()
+        );
+    }
+
     #[tokio::test]
     async fn with_fsync_always_an_answer_waits_for_its_fsync() {
         let dir = tempfile::tempdir().unwrap();
