@@ -9,8 +9,10 @@
 //! (one fsynced commit) and deletes it. What a power cut or kernel crash can
 //! take therefore depends on [`Fsync`]:
 //! - [`Fsync::Periodic`] (the default) answers once the write returns; a power
-//!   cut loses what was logged since the last checkpoint, which peers send
-//!   again when they re-register.
+//!   cut loses what was logged since the last checkpoint. Peers whose
+//!   registration it took are answered NOT_FOUND at their next heartbeat and
+//!   register again with everything they hold; chunks that other peers
+//!   registered in that time stay unlisted until those peers register again.
 //! - [`Fsync::Always`] answers only once an fsync of the log covers the
 //!   request (one fsync for everything logged meanwhile): nothing
 //!   acknowledged is lost, at the cost of waiting for the disk.
@@ -18,13 +20,14 @@
 //! # Files
 //! `journal-<generation>.log`: records of `[payload length: u32 LE][the first
 //! 8 bytes of the payload's BLAKE3][payload: changes, see `codec`]`. A
-//! checkpoint starts a new generation and deletes the old one once the store
-//! has committed it. At start, leftover generations are replayed into the
-//! store in order and deleted. Replaying a change again is harmless (each
-//! sets or removes a value outright), so a crash between a commit and the
-//! deletion loses nothing. The log ends at the first record that cannot be
-//! read: one cut short was being written when the tracker died, before its
-//! request was answered (or, with [`Fsync::Periodic`], a power cut took it).
+//! checkpoint starts a new generation, commits the old one's changes to the
+//! store together with its number, and then deletes its file. At start,
+//! generations the store has are deleted unread (their deletion did not
+//! last), the others are replayed into the store in order, committed with the
+//! last one's number, and deleted. The log ends at the first record that
+//! cannot be read: one cut short was being written when the tracker died,
+//! before its request was answered (or, with [`Fsync::Periodic`], a power
+//! cut took it).
 //!
 //! # Failures
 //! Fail-stop: once a write, fsync or commit fails, the registry in memory is
@@ -146,7 +149,16 @@ impl Journal {
     /// runtime). Load the catalog from `store` after this returns.
     pub fn open(dir: &Path, store: Arc<dyn Store>, options: Options) -> Result<Self, StoreError> {
         fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
-        let generations = generations(dir)?;
+        let checkpointed = store.checkpointed()?;
+        let (done, generations): (Vec<_>, Vec<_>) = generations(dir)?
+            .into_iter()
+            .partition(|&(g, _)| checkpointed.is_some_and(|c| g <= c));
+        // Already in the store: their deletion did not last (a crash or a
+        // power cut came first). Replaying them again could bring back
+        // values that later generations changed.
+        for (_, path) in &done {
+            fs::remove_file(path).map_err(|e| io_err(path, e))?;
+        }
         let mut changes = Vec::new();
         for (i, (_, path)) in generations.iter().enumerate() {
             if !replay(path, &mut changes)? {
@@ -160,14 +172,18 @@ impl Journal {
                 break;
             }
         }
-        if !changes.is_empty() {
-            store.commit(&changes)?;
+        let last = generations.last().map(|&(g, _)| g);
+        if let Some(last) = last {
+            // Even with no changes: the files are done with, whatever
+            // becomes of their deletion.
+            store.commit(&changes, last)?;
             debug!(changes = changes.len(), "journal replayed into the store");
         }
         for (_, path) in &generations {
             fs::remove_file(path).map_err(|e| io_err(path, e))?;
         }
-        let generation = generations.last().map_or(0, |(g, _)| g + 1);
+        // Past every generation seen, so that none is taken for done.
+        let generation = last.max(checkpointed).map_or(0, |g| g + 1);
         let file = create_log(dir, generation)?;
         sync_dir(dir)?;
 
@@ -231,8 +247,11 @@ impl Journal {
         log.buf.extend_from_slice(&[0; HEADER]);
         codec::encode_changes(&changes, &mut log.buf);
         let Ok(len) = u32::try_from(log.buf.len() - HEADER) else {
-            // A request is at most a few MiB: this cannot be reached.
-            return Pending(Wait::Done(Err(StoreError("a record over 4 GiB".into()))));
+            // A request is at most a few MiB: this cannot be reached. The
+            // registry has changed, though, so fail-stop like any failure.
+            let e = StoreError("a journal record over 4 GiB".into());
+            shared.fail(&e);
+            return Pending(Wait::Done(Err(e)));
         };
         let check = blake3::hash(&log.buf[HEADER..]);
         log.buf[..4].copy_from_slice(&len.to_le_bytes());
@@ -424,19 +443,29 @@ async fn checkpoint(shared: &Arc<Shared>) -> Result<(), StoreError> {
     if shared.broken.is_cancelled() {
         return Err(broken_error());
     }
-    let (changes, old, upto) = {
-        let mut log = shared.lock();
+    let next = {
+        let log = shared.lock();
         if log.changes.is_empty() {
             return Ok(());
         }
-        let next = log.generation + 1;
-        let file = match create_log(&shared.dir, next) {
-            Ok(file) => Arc::new(file),
-            Err(e) => {
-                shared.fail(&e);
-                return Err(e);
-            }
-        };
+        log.generation + 1
+    };
+    // Created before taking the lock that every request's write waits for.
+    let dir = shared.dir.clone();
+    let file = tokio::task::spawn_blocking(move || create_log(&dir, next))
+        .await
+        .unwrap_or_else(|e| Err(StoreError(format!("checkpoint task failed: {e}"))));
+    let file = match file {
+        Ok(file) => Arc::new(file),
+        Err(e) => {
+            shared.fail(&e);
+            return Err(e);
+        }
+    };
+    // Only checkpoints change the generation, one at a time: it is still
+    // `next - 1`, and the changes are at least those seen above.
+    let (changes, old, upto) = {
+        let mut log = shared.lock();
         let retired = std::mem::replace(&mut log.file, file);
         if shared.fsync == Fsync::Always {
             log.retired.push(retired);
@@ -450,9 +479,9 @@ async fn checkpoint(shared: &Arc<Shared>) -> Result<(), StoreError> {
     let (store, dir) = (shared.store.clone(), shared.dir.clone());
     let count = changes.len();
     let result = tokio::task::spawn_blocking(move || {
-        store.commit(&changes)?;
-        // Deleted, and durably so, before any later generation can be: a
-        // start never replays an old generation without the ones after it.
+        store.commit(&changes, next - 1)?;
+        // The store now says this generation is in, so a start skips it
+        // even if this deletion does not last.
         fs::remove_file(&old).map_err(|e| io_err(&old, e))?;
         sync_dir(&dir)
     })
@@ -524,6 +553,7 @@ mod tests {
     #[derive(Default)]
     struct Recording {
         changes: Mutex<Vec<Change>>,
+        generation: Mutex<Option<u64>>,
         commits: AtomicUsize,
         ok: Option<usize>,
     }
@@ -533,13 +563,18 @@ mod tests {
             Ok(Catalog::default())
         }
 
-        fn commit(&self, changes: &[Change]) -> Result<(), StoreError> {
+        fn commit(&self, changes: &[Change], generation: u64) -> Result<(), StoreError> {
             let n = self.commits.fetch_add(1, Ordering::SeqCst);
             if self.ok.is_some_and(|ok| n >= ok) {
                 return Err(StoreError("disk gone".into()));
             }
             self.changes.lock().unwrap().extend_from_slice(changes);
+            *self.generation.lock().unwrap() = Some(generation);
             Ok(())
+        }
+
+        fn checkpointed(&self) -> Result<Option<u64>, StoreError> {
+            Ok(*self.generation.lock().unwrap())
         }
     }
 
@@ -622,9 +657,41 @@ mod tests {
         drop(journal);
 
         // Everything was checkpointed: the next start replays nothing.
-        let next = Arc::new(Recording::default());
-        let _journal = open(dir.path(), &next);
-        assert_eq!(next.commits.load(Ordering::SeqCst), 0);
+        let _journal = open(dir.path(), &store);
+        assert_eq!(store.changes(), changes);
+        assert_eq!(logs(dir.path()), vec![(3, 0)]);
+    }
+
+    #[tokio::test]
+    async fn a_generation_the_store_has_is_never_replayed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Recording::default());
+        let journal = open(dir.path(), &store);
+        let changes = every_kind();
+        submit_each(&journal, &changes).await;
+        let logged = fs::read(log_path(dir.path(), 0)).unwrap();
+        journal.checkpoint().await.unwrap();
+        // A later change to the same key, in the next generation.
+        let removed = Change::RemovePeer(crate::auth::PeerId::from_u64(7));
+        submit_each(&journal, std::slice::from_ref(&removed)).await;
+        drop(journal);
+
+        // Generation 0 is back, whole or in part, as if its deletion had
+        // not lasted through a power cut.
+        for kept in [logged.len(), logged.len() / 2] {
+            fs::write(log_path(dir.path(), 0), &logged[..kept]).unwrap();
+            let before = store.changes().len();
+            let _journal = open(dir.path(), &store);
+            // Skipped and deleted; only what came after it is replayed.
+            let replayed = store.changes()[before..].to_vec();
+            let expected = if before == changes.len() {
+                vec![removed.clone()]
+            } else {
+                Vec::new()
+            };
+            assert_eq!(replayed, expected, "kept {kept} bytes");
+            assert!(logs(dir.path()).iter().all(|&(g, _)| g > 1));
+        }
     }
 
     #[tokio::test]

@@ -6,6 +6,7 @@
 //! - `manifests`: name -> size u64 | chunk size u32 | file digest | chunk digests
 //! - `peers`: peer id -> (address, token hash)
 //! - `holdings`: (peer id, name) -> chunk bitmap ([`hive::ChunkSet::to_bytes`])
+//! - `meta`: `"journal"` -> the last journal generation committed
 
 use std::{ops::Bound, path::Path};
 
@@ -22,6 +23,8 @@ use crate::{
 const MANIFESTS: TableDefinition<&str, &[u8]> = TableDefinition::new("manifests");
 const PEERS: TableDefinition<u64, (&str, [u8; 32])> = TableDefinition::new("peers");
 const HOLDINGS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("holdings");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const JOURNAL: &str = "journal";
 
 pub struct RedbStore {
     db: Database,
@@ -40,6 +43,7 @@ impl RedbStore {
         tx.open_table(MANIFESTS).map_err(err)?;
         tx.open_table(PEERS).map_err(err)?;
         tx.open_table(HOLDINGS).map_err(err)?;
+        tx.open_table(META).map_err(err)?;
         tx.commit().map_err(err)?;
         Ok(Self { db })
     }
@@ -85,9 +89,19 @@ impl Store for RedbStore {
         Ok(catalog)
     }
 
-    fn commit(&self, changes: &[Change]) -> Result<(), StoreError> {
+    fn checkpointed(&self) -> Result<Option<u64>, StoreError> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let meta = tx.open_table(META).map_err(err)?;
+        Ok(meta.get(JOURNAL).map_err(err)?.map(|g| g.value()))
+    }
+
+    fn commit(&self, changes: &[Change], generation: u64) -> Result<(), StoreError> {
         let tx = self.db.begin_write().map_err(err)?;
         {
+            tx.open_table(META)
+                .map_err(err)?
+                .insert(JOURNAL, generation)
+                .map_err(err)?;
             let mut manifests = tx.open_table(MANIFESTS).map_err(err)?;
             let mut peers = tx.open_table(PEERS).map_err(err)?;
             let mut holdings = tx.open_table(HOLDINGS).map_err(err)?;
@@ -137,4 +151,40 @@ fn manifest_bytes(m: &Manifest) -> Vec<u8> {
     let mut out = Vec::new();
     codec::encode_manifest(m, &mut out);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::tests::every_kind;
+
+    #[test]
+    fn commits_come_back_after_reopening_with_their_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let changes = every_kind();
+        // A manifest, a peer and its holding.
+        let (puts, removals) = changes.split_at(3);
+        {
+            let store = RedbStore::open(dir.path()).unwrap();
+            assert_eq!(store.checkpointed().unwrap(), None);
+            store.commit(puts, 4).unwrap();
+        }
+        let store = RedbStore::open(dir.path()).unwrap();
+        assert_eq!(store.checkpointed().unwrap(), Some(4));
+        let catalog = store.load().unwrap();
+        let Change::PutManifest(manifest) = &puts[0] else {
+            unreachable!()
+        };
+        assert_eq!(catalog.manifests, vec![(**manifest).clone()]);
+        assert_eq!(catalog.peers.len(), 1);
+        assert_eq!(catalog.holdings.len(), 1);
+
+        // The removals: the holding, another peer (the last id there is),
+        // the manifest.
+        store.commit(removals, 5).unwrap();
+        let catalog = store.load().unwrap();
+        assert!(catalog.manifests.is_empty() && catalog.holdings.is_empty());
+        assert_eq!(catalog.peers.len(), 1);
+        assert_eq!(store.checkpointed().unwrap(), Some(5));
+    }
 }

@@ -12,8 +12,12 @@ pub struct StoreError(pub String);
 pub trait Store: Send + Sync + 'static {
     /// Everything stored.
     fn load(&self) -> Result<Catalog, StoreError>;
-    /// Makes `changes` durable, in order and all at once, before returning.
-    fn commit(&self, changes: &[Change]) -> Result<(), StoreError>;
+    /// Makes `changes` durable, in order and all at once, before returning,
+    /// together with `generation`: the journal's generations up to it are
+    /// now in the store.
+    fn commit(&self, changes: &[Change], generation: u64) -> Result<(), StoreError>;
+    /// The last `generation` committed, if any.
+    fn checkpointed(&self) -> Result<Option<u64>, StoreError>;
 }
 
 /// Keeps nothing: for `--in-memory` trackers and tests.
@@ -25,7 +29,11 @@ impl Store for MemoryStore {
         Ok(Catalog::default())
     }
 
-    fn commit(&self, _: &[Change]) -> Result<(), StoreError> {
+    fn commit(&self, _: &[Change], _: u64) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    fn checkpointed(&self) -> Result<Option<u64>, StoreError> {
+        Ok(None)
     }
 }
