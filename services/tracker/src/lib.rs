@@ -151,16 +151,14 @@ pub async fn serve(
         warn!(error = %e, "sweeper did not stop cleanly");
     }
     result?;
-    if !broken.is_cancelled() {
-        // The next start then has no journal to replay.
-        tracker.checkpoint().await?;
-    }
     if broken.is_cancelled() {
         return Err(StoreError(
             "a commit failed; stopped so that the tracker starts again from what is durable".into(),
         )
         .into());
     }
+    // Every answered call is in; the next start then has nothing to replay.
+    tracker.checkpoint().await?;
     Ok(())
 }
 
