@@ -273,6 +273,22 @@ impl ChunkSet {
         }
     }
 
+    /// Updates `counts` for this set taking the place of `old` (a set over the
+    /// same file): the same as `old.sub_from_counts` then `add_to_counts`,
+    /// but visiting only the chunks in which the two differ.
+    pub fn replace_in_counts(&self, old: &ChunkSet, counts: &mut [u32]) {
+        debug_assert_eq!(self.universe, old.universe);
+        for (w, (&new, &was)) in self.words.iter().zip(&old.words).enumerate() {
+            for bit in BitIter(new & !was) {
+                counts[w * 64 + bit] += 1;
+            }
+            for bit in BitIter(was & !new) {
+                let c = &mut counts[w * 64 + bit];
+                *c = c.saturating_sub(1);
+            }
+        }
+    }
+
     fn insert_position(&mut self, pos: usize) -> bool {
         let (word, bit) = (pos / 64, 1 << (pos % 64));
         let new = self.words[word] & bit == 0;
@@ -500,5 +516,22 @@ mod tests {
         assert_eq!(counts.iter().sum::<u32>(), 39 + 61);
         b.sub_from_counts(&mut counts);
         assert_eq!(counts[99], 0);
+    }
+
+    #[test]
+    fn replacing_a_set_in_counts_is_subtracting_the_old_and_adding_the_new() {
+        let old = ChunkSet::from_ranges(130, [1..=70, 100..=101, 129..=130]).unwrap();
+        let new = ChunkSet::from_ranges(130, [60..=100, 128..=128]).unwrap();
+        let other = ChunkSet::from_ranges(130, [50..=130]).unwrap();
+        let mut expected = vec![0; 130];
+        old.add_to_counts(&mut expected);
+        other.add_to_counts(&mut expected);
+        let mut counts = expected.clone();
+        old.sub_from_counts(&mut expected);
+        new.add_to_counts(&mut expected);
+        new.replace_in_counts(&old, &mut counts);
+        assert_eq!(counts, expected);
+        new.replace_in_counts(&new, &mut counts);
+        assert_eq!(counts, expected, "no change, no count moves");
     }
 }

@@ -800,10 +800,10 @@ impl FileEntry {
 
     /// Returns whether the holding is new (rather than replaced).
     fn set_holding(&mut self, peer: PeerId, chunks: Arc<ChunkSet>) -> bool {
-        chunks.add_to_counts(&mut self.counts);
-        let old = self.holders.insert(peer, chunks);
-        if let Some(old) = &old {
-            old.sub_from_counts(&mut self.counts);
+        let old = self.holders.insert(peer, chunks.clone());
+        match &old {
+            Some(old) => chunks.replace_in_counts(old, &mut self.counts),
+            None => chunks.add_to_counts(&mut self.counts),
         }
         self.orphaned_since = None;
         old.is_none()
