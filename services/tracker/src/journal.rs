@@ -20,8 +20,10 @@
 //! # Files
 //! `journal-<generation>.log`: records of `[payload length: u32 LE][the first
 //! 8 bytes of the payload's BLAKE3][payload: changes, see `codec`]`. A
-//! checkpoint starts a new generation, commits the old one's changes to the
-//! store together with its number, and then deletes its file. At start,
+//! checkpoint starts a new generation, reads the old one's file back (from
+//! the page cache: the log keeps no copy of its changes in memory, so a
+//! holding changed again is not copied on write), commits its changes to the
+//! store together with its number, and then deletes the file. At start,
 //! generations the store has are deleted unread (their deletion did not
 //! last), the others are replayed into the store in order, committed with the
 //! last one's number, and deleted. The log ends at the first record that
@@ -72,8 +74,8 @@ pub struct Options {
 
 /// A checkpoint starts early once the log holds this many bytes...
 const CHECKPOINT_BYTES: u64 = 64 << 20;
-/// ...or this many changes, which bounds the memory they take and the time a
-/// restart spends replaying them.
+/// ...or this many changes, which bounds the time a checkpoint or a restart
+/// spends replaying them.
 const CHECKPOINT_CHANGES: usize = 100_000;
 
 const HEADER: usize = 12;
@@ -112,8 +114,8 @@ struct Log {
     records: u64,
     /// Bytes in this generation's file.
     bytes: u64,
-    /// This generation's changes: the next checkpoint's work.
-    changes: Vec<Change>,
+    /// Changes in this generation's file: the next checkpoint's work.
+    changes: usize,
     /// Earlier generations' files not yet fsynced ([`Fsync::Always`]).
     retired: Vec<Arc<File>>,
     /// Whether this generation's directory entry has been fsynced.
@@ -198,7 +200,7 @@ impl Journal {
                 generation,
                 records: 0,
                 bytes: 0,
-                changes: Vec::new(),
+                changes: 0,
                 retired: Vec::new(),
                 dir_synced: true,
                 buf: Vec::new(),
@@ -263,8 +265,8 @@ impl Journal {
         }
         log.records += 1;
         log.bytes += log.buf.len() as u64;
-        log.changes.extend(changes);
-        if log.bytes >= CHECKPOINT_BYTES || log.changes.len() >= CHECKPOINT_CHANGES {
+        log.changes += changes.len();
+        if log.bytes >= CHECKPOINT_BYTES || log.changes >= CHECKPOINT_CHANGES {
             shared.checkpoint_wanted.notify_one();
         }
         match shared.fsync {
@@ -393,6 +395,21 @@ fn replay(path: &Path, changes: &mut Vec<Change>) -> Result<bool, StoreError> {
     Ok(false)
 }
 
+/// The `count` changes this run logged in `path`, all of them, or an error.
+fn read_back(path: &Path, count: usize) -> Result<Vec<Change>, StoreError> {
+    let bytes = fs::read(path).map_err(|e| io_err(path, e))?;
+    let mut changes = Vec::with_capacity(count);
+    let (_, good) = decode_records(&bytes, &mut changes);
+    if good != bytes.len() || changes.len() != count {
+        return Err(StoreError(format!(
+            "{}: read back {} of the {count} changes written",
+            path.display(),
+            changes.len()
+        )));
+    }
+    Ok(changes)
+}
+
 /// Decodes whole, intact records from the start of `bytes` into `changes`;
 /// returns how many, and how many bytes they took.
 fn decode_records(mut bytes: &[u8], changes: &mut Vec<Change>) -> (usize, usize) {
@@ -445,7 +462,7 @@ async fn checkpoint(shared: &Arc<Shared>) -> Result<(), StoreError> {
     }
     let next = {
         let log = shared.lock();
-        if log.changes.is_empty() {
+        if log.changes == 0 {
             return Ok(());
         }
         log.generation + 1
@@ -464,7 +481,7 @@ async fn checkpoint(shared: &Arc<Shared>) -> Result<(), StoreError> {
     };
     // Only checkpoints change the generation, one at a time: it is still
     // `next - 1`, and the changes are at least those seen above.
-    let (changes, old, upto) = {
+    let (count, old, upto) = {
         let mut log = shared.lock();
         let retired = std::mem::replace(&mut log.file, file);
         if shared.fsync == Fsync::Always {
@@ -474,11 +491,14 @@ async fn checkpoint(shared: &Arc<Shared>) -> Result<(), StoreError> {
         log.generation = next;
         log.bytes = 0;
         log.dir_synced = false;
-        (std::mem::take(&mut log.changes), old, log.records)
+        let count = std::mem::take(&mut log.changes);
+        (count, old, log.records)
     };
     let (store, dir) = (shared.store.clone(), shared.dir.clone());
-    let count = changes.len();
     let result = tokio::task::spawn_blocking(move || {
+        // Every record of the old generation was written under the lock
+        // before the swap above: the file is whole.
+        let changes = read_back(&old, count)?;
         store.commit(&changes, next - 1)?;
         // The store now says this generation is in, so a start skips it
         // even if this deletion does not last.
@@ -780,6 +800,27 @@ mod tests {
         let next = Arc::new(Recording::default());
         let _journal = open(dir.path(), &next);
         assert_eq!(next.changes(), changes[1..2]);
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_that_cannot_read_back_its_log_breaks_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Recording::default());
+        let journal = open(dir.path(), &store);
+        submit_each(&journal, &every_kind()[..2]).await;
+        // The file loses its last record under the journal (a disk fault).
+        let (_, path) = generations(dir.path()).unwrap().pop().unwrap();
+        let len = fs::metadata(&path).unwrap().len();
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len - 1)
+            .unwrap();
+        let e = journal.checkpoint().await.expect_err("a short log");
+        assert!(e.to_string().contains("read back 1 of the 2 changes"), "{e}");
+        assert!(journal.broken().is_cancelled());
+        assert_eq!(store.commits.load(Ordering::SeqCst), 0, "nothing half-committed");
     }
 
     /// Points the journal's current log at `path` (a device that fails
