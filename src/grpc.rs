@@ -89,6 +89,14 @@ pub fn incoming(listener: tokio::net::TcpListener) -> Incoming {
     )
 }
 
+/// [`incoming`] for a server of small unary answers that puts
+/// [`SmallFramesLayer`] on its responses (the tracker): its connections
+/// report no vectored writes, so h2 copies the layer's frames into its write
+/// buffer and sends many answers with one system call.
+pub fn incoming_small_answers(listener: tokio::net::TcpListener) -> Incoming {
+    incoming(listener).without_vectored_writes()
+}
+
 /// A client endpoint for `uri` (`http://host:port`) with hive's transport
 /// settings: large frames and windows for bulk streams, keepalives to notice
 /// a peer that vanished.

@@ -18,7 +18,7 @@ use std::{
     net::SocketAddr,
     pin::Pin,
     sync::{Arc, Mutex, OnceLock},
-    task::{Context, Poll, Waker},
+    task::{Context, Poll, Waker, ready},
     time::Duration,
 };
 
@@ -41,11 +41,26 @@ const PREFACE_LEN: usize = 24;
 /// The connections accepted on a listener, each a [`Conn`].
 pub struct Incoming {
     inner: TcpIncoming,
+    vectored: bool,
 }
 
 impl Incoming {
     pub fn new(inner: TcpIncoming) -> Self {
-        Self { inner }
+        Self {
+            inner,
+            vectored: true,
+        }
+    }
+
+    /// Connections that report no vectored writes: h2 then copies DATA
+    /// frames of up to 1,023 bytes into its write buffer instead of 255.
+    /// h2 writes a larger frame in two pieces then (its buffer, ending in
+    /// the frame's head, and the frame's payload); the connection holds
+    /// the first back and sends both with one `writev`, as h2 would have.
+    /// For servers of small answers, with [`super::SmallFramesLayer`].
+    pub fn without_vectored_writes(mut self) -> Self {
+        self.vectored = false;
+        self
     }
 }
 
@@ -53,9 +68,10 @@ impl Stream for Incoming {
     type Item = io::Result<Conn>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let vectored = self.vectored;
         Pin::new(&mut self.inner)
             .poll_next(cx)
-            .map(|next| next.map(|accepted| accepted.map(Conn::new)))
+            .map(|next| next.map(|accepted| accepted.map(|tcp| Conn::new(tcp, vectored))))
     }
 }
 
@@ -129,10 +145,20 @@ pub struct Conn {
     read: usize,
     abort: Arc<Abort>,
     key: Option<Key>,
+    /// Whether it reports vectored writes; see
+    /// [`Incoming::without_vectored_writes`].
+    vectored: bool,
+    /// Without vectored writes: bytes taken by a write but not yet sent,
+    /// which go with the next write or flush.
+    held: Vec<u8>,
 }
 
+/// Without vectored writes, a write shorter than this is held back (h2
+/// writes its buffer, at most 16 KiB and a frame head, then flushes).
+const HOLD_UP_TO: usize = 32 * 1024;
+
 impl Conn {
-    fn new(tcp: TcpStream) -> Self {
+    fn new(tcp: TcpStream, vectored: bool) -> Self {
         let info = tcp.connect_info();
         let abort = Arc::new(Abort::default());
         let key = info.local_addr.zip(info.remote_addr);
@@ -149,6 +175,8 @@ impl Conn {
             read: 0,
             abort,
             key,
+            vectored,
+            held: Vec::new(),
         }
     }
 
@@ -225,7 +253,28 @@ impl AsyncWrite for Conn {
         if this.abort.fired(cx.waker()) {
             return Poll::Ready(Err(Self::aborted()));
         }
-        Pin::new(&mut this.tcp).poll_write(cx, buf)
+        if this.vectored {
+            return Pin::new(&mut this.tcp).poll_write(cx, buf);
+        }
+        loop {
+            if this.held.len() + buf.len() < HOLD_UP_TO {
+                this.held.extend_from_slice(buf);
+                return Poll::Ready(Ok(buf.len()));
+            }
+            if this.held.is_empty() {
+                return Pin::new(&mut this.tcp).poll_write(cx, buf);
+            }
+            let both = [io::IoSlice::new(&this.held), io::IoSlice::new(buf)];
+            let n = ready!(Pin::new(&mut this.tcp).poll_write_vectored(cx, &both))?;
+            if n == 0 {
+                return Poll::Ready(Ok(0));
+            }
+            let sent_held = n.min(this.held.len());
+            this.held.drain(..sent_held);
+            if n > sent_held {
+                return Poll::Ready(Ok(n - sent_held));
+            }
+        }
     }
 
     fn poll_write_vectored(
@@ -241,14 +290,89 @@ impl AsyncWrite for Conn {
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.tcp.is_write_vectored()
+        self.vectored && self.tcp.is_write_vectored()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+        let this = self.get_mut();
+        while !this.held.is_empty() {
+            if this.abort.fired(cx.waker()) {
+                return Poll::Ready(Err(Self::aborted()));
+            }
+            let n = ready!(Pin::new(&mut this.tcp).poll_write(cx, &this.held))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            this.held.drain(..n);
+        }
+        Pin::new(&mut this.tcp).poll_flush(cx)
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.as_mut().poll_flush(cx))?;
         Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    async fn pair(vectored: bool) -> (Conn, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap());
+        let (accepted, client) = tokio::join!(listener.accept(), client);
+        (Conn::new(accepted.unwrap().0, vectored), client.unwrap())
+    }
+
+    #[tokio::test]
+    async fn held_writes_go_out_in_order_with_the_next_write_or_a_flush() {
+        tokio::time::timeout(Duration::from_secs(30), async {
+            let (mut conn, mut client) = pair(false).await;
+            assert!(!conn.is_write_vectored());
+            // A short write is held until a flush...
+            conn.write_all(b"head").await.unwrap();
+            assert_eq!(conn.held, b"head");
+            conn.flush().await.unwrap();
+            assert!(conn.held.is_empty());
+            let mut got = [0; 4];
+            client.read_exact(&mut got).await.unwrap();
+            assert_eq!(&got, b"head");
+            // ...or a write too long to hold, which takes it along.
+            let long: Vec<u8> = (0..HOLD_UP_TO * 4).map(|i| i as u8).collect();
+            conn.write_all(b"frame head").await.unwrap();
+            let writing = async {
+                conn.write_all(&long).await.unwrap();
+                conn.shutdown().await.unwrap();
+            };
+            let mut all = Vec::new();
+            let reading = client.read_to_end(&mut all);
+            let ((), read) = tokio::join!(writing, reading);
+            read.unwrap();
+            assert_eq!(&all[..10], b"frame head");
+            assert!(
+                all[10..] == long[..],
+                "{} bytes after the head",
+                all.len() - 10
+            );
+        })
+        .await
+        .expect("in time");
+    }
+
+    #[tokio::test]
+    async fn vectored_connections_hold_nothing() {
+        tokio::time::timeout(Duration::from_secs(30), async {
+            let (mut conn, mut client) = pair(true).await;
+            conn.write_all(b"now").await.unwrap();
+            assert!(conn.held.is_empty());
+            let mut got = [0; 3];
+            client.read_exact(&mut got).await.unwrap();
+            assert_eq!(&got, b"now");
+        })
+        .await
+        .expect("in time");
     }
 }

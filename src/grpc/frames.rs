@@ -1,15 +1,18 @@
 //! Small answers in small DATA frames, so that h2 writes many answers with
 //! one system call.
 //!
-//! h2 (0.4) copies a DATA frame shorter than 256 bytes into its write buffer,
-//! but keeps a longer one aside and must write it to the socket before it
-//! takes the next frame of any stream (hyperium/h2#902). A server whose
-//! answers are a few KiB, like the tracker's Locate, then makes about two
-//! `writev` calls per answer, against one for a server of tiny answers.
-//! [`SmallFramesLayer`] cuts each response message of up to [`SPLIT_UP_TO`]
-//! bytes into DATA frames of [`FRAME_BYTES`]: h2 copies them into its buffer
-//! like any small frame and writes them with the frames around them. Larger messages (bulk streams) pass as they are, where h2's
-//! zero-copy path is what they need.
+//! h2 (0.4) copies a short DATA frame into its write buffer, but keeps a
+//! longer one aside and must write it to the socket before it takes the
+//! next frame of any stream (hyperium/h2#902): a server whose answers are a
+//! few KiB, like the tracker's Locate, then makes a system call or two per
+//! answer, against one per batch for a server of tiny answers. "Short" is
+//! under 256 bytes on a transport with vectored writes and under 1,024
+//! without. [`SmallFramesLayer`] cuts each response message of up to
+//! [`SPLIT_UP_TO`] bytes into DATA frames of [`FRAME_BYTES`], for
+//! connections accepted by [`super::incoming_small_answers`], which report
+//! no vectored writes: h2 copies the frames into its buffer like any short
+//! frame and writes them with the frames around them, four to a 4 KiB
+//! answer. Larger messages (bulk streams) pass as they are.
 
 use std::{
     pin::Pin,
@@ -19,10 +22,9 @@ use std::{
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
-/// The size of each frame a message is cut into: the largest h2 copies on
-/// a transport with vectored writes, as hive's connections are (without
-/// them h2 copies frames of up to 1023 bytes).
-pub const FRAME_BYTES: usize = 255;
+/// The size of each frame a message is cut into: the largest h2 copies on a
+/// transport without vectored writes (with them, 255 bytes).
+pub const FRAME_BYTES: usize = 1023;
 /// Messages larger than this are sent as they are: at most half of h2's
 /// 16 KiB write buffer, so that one message never fills it by itself.
 pub const SPLIT_UP_TO: usize = 8 * 1024;
@@ -187,11 +189,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_message_is_cut_into_small_frames_in_order() {
-        let message = bytes(1000);
+        let message = bytes(3000);
         let body = SmallFrames::new(Full::new(message.clone()));
-        assert_eq!(body.size_hint().exact(), Some(1000));
+        assert_eq!(body.size_hint().exact(), Some(3000));
         let (got, data) = frames(body).await;
-        assert_eq!(got, [Some(255), Some(255), Some(255), Some(235)]);
+        assert_eq!(got, [Some(1023), Some(1023), Some(954)]);
         assert_eq!(data, message);
     }
 
@@ -224,13 +226,13 @@ mod tests {
 
     #[tokio::test]
     async fn the_body_ends_only_after_its_last_piece() {
-        let mut body = SmallFrames::new(Full::new(bytes(300)));
+        let mut body = SmallFrames::new(Full::new(bytes(1100)));
         assert!(!body.is_end_stream());
         let first = next(&mut body).await.unwrap().unwrap().into_data().unwrap();
         assert_eq!(first.len(), FRAME_BYTES);
-        // The inner body is spent, but 45 bytes are still to come.
+        // The inner body is spent, but 77 bytes are still to come.
         assert!(!body.is_end_stream());
-        assert_eq!(body.size_hint().exact(), Some(45));
+        assert_eq!(body.size_hint().exact(), Some(77));
         next(&mut body).await.unwrap().unwrap();
         assert!(body.is_end_stream());
         assert!(next(&mut body).await.is_none());

@@ -139,7 +139,7 @@ pub async fn serve(
         .layer(rpc.layer())
         .layer(hive::grpc::SmallFramesLayer)
         .add_routes(routes.add_service(service))
-        .serve_with_incoming_shutdown(hive::grpc::incoming(listener), async {
+        .serve_with_incoming_shutdown(hive::grpc::incoming_small_answers(listener), async {
             tokio::select! {
                 () = shutdown => {}
                 () = broken.cancelled() => {}
