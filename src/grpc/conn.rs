@@ -282,6 +282,15 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if !self.vectored {
+            // Behind any held bytes, as `poll_write` keeps them; a caller
+            // that asks anyway gets one slice at a time.
+            let first = bufs
+                .iter()
+                .find(|b| !b.is_empty())
+                .map_or(&[][..], |b| &b[..]);
+            return self.poll_write(cx, first);
+        }
         let this = self.get_mut();
         if this.abort.fired(cx.waker()) {
             return Poll::Ready(Err(Self::aborted()));
@@ -335,11 +344,15 @@ mod tests {
             // A short write is held until a flush...
             conn.write_all(b"head").await.unwrap();
             assert_eq!(conn.held, b"head");
+            // A vectored write, asked for anyway, queues behind it.
+            let more = [io::IoSlice::new(b""), io::IoSlice::new(b"er")];
+            assert_eq!(conn.write_vectored(&more).await.unwrap(), 2);
+            assert_eq!(conn.held, b"header");
             conn.flush().await.unwrap();
             assert!(conn.held.is_empty());
-            let mut got = [0; 4];
+            let mut got = [0; 6];
             client.read_exact(&mut got).await.unwrap();
-            assert_eq!(&got, b"head");
+            assert_eq!(&got, b"header");
             // ...or a write too long to hold, which takes it along.
             let long: Vec<u8> = (0..HOLD_UP_TO * 4).map(|i| i as u8).collect();
             conn.write_all(b"frame head").await.unwrap();

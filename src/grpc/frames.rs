@@ -11,7 +11,7 @@
 //! [`SPLIT_UP_TO`] bytes into DATA frames of [`FRAME_BYTES`], for
 //! connections accepted by [`super::incoming_small_answers`], which report
 //! no vectored writes: h2 copies the frames into its buffer like any short
-//! frame and writes them with the frames around them, four to a 4 KiB
+//! frame and writes them with the frames around them, five to a 4 KiB
 //! answer. Larger messages (bulk streams) pass as they are.
 
 use std::{

@@ -818,9 +818,16 @@ mod tests {
             .set_len(len - 1)
             .unwrap();
         let e = journal.checkpoint().await.expect_err("a short log");
-        assert!(e.to_string().contains("read back 1 of the 2 changes"), "{e}");
+        assert!(
+            e.to_string().contains("read back 1 of the 2 changes"),
+            "{e}"
+        );
         assert!(journal.broken().is_cancelled());
-        assert_eq!(store.commits.load(Ordering::SeqCst), 0, "nothing half-committed");
+        assert_eq!(
+            store.commits.load(Ordering::SeqCst),
+            0,
+            "nothing half-committed"
+        );
     }
 
     /// Points the journal's current log at `path` (a device that fails
