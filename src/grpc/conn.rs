@@ -156,6 +156,8 @@ pub struct Conn {
 /// Without vectored writes, a write shorter than this is held back (h2
 /// writes its buffer, at most 16 KiB and a frame head, then flushes).
 const HOLD_UP_TO: usize = 32 * 1024;
+/// Once flushed, a hold buffer larger than this is freed.
+const KEEP_HELD_CAPACITY: usize = 4 * 1024;
 
 impl Conn {
     fn new(tcp: TcpStream, vectored: bool) -> Self {
@@ -313,6 +315,10 @@ impl AsyncWrite for Conn {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             this.held.drain(..n);
+            if this.held.is_empty() && this.held.capacity() > KEEP_HELD_CAPACITY {
+                // An idle connection keeps little: a tracker has thousands.
+                this.held = Vec::new();
+            }
         }
         Pin::new(&mut this.tcp).poll_flush(cx)
     }
@@ -353,6 +359,14 @@ mod tests {
             let mut got = [0; 6];
             client.read_exact(&mut got).await.unwrap();
             assert_eq!(&got, b"header");
+            // A large hold is freed once flushed.
+            conn.write_all(&[7; 10_000]).await.unwrap();
+            assert!(conn.held.capacity() >= 10_000);
+            conn.flush().await.unwrap();
+            assert_eq!(conn.held.capacity(), 0);
+            let mut got = vec![0; 10_000];
+            client.read_exact(&mut got).await.unwrap();
+            assert!(got.iter().all(|&b| b == 7));
             // ...or a write too long to hold, which takes it along.
             let long: Vec<u8> = (0..HOLD_UP_TO * 4).map(|i| i as u8).collect();
             conn.write_all(b"frame head").await.unwrap();
