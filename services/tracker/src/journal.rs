@@ -22,8 +22,8 @@
 //! 8 bytes of the payload's BLAKE3][payload: changes, see `codec`]`. A
 //! checkpoint starts a new generation, reads the old one's file back (from
 //! the page cache: the log keeps no copy of its changes in memory, so a
-//! holding changed again is not copied on write), commits its changes to the
-//! store together with its number, and then deletes the file. At start,
+//! replaced chunk set is freed at once, not a second later), commits its
+//! changes to the store together with its number, and then deletes the file. At start,
 //! generations the store has are deleted unread (their deletion did not
 //! last), the others are replayed into the store in order, committed with the
 //! last one's number, and deleted. The log ends at the first record that
@@ -235,7 +235,7 @@ impl Journal {
 
     /// Logs `changes`; call while holding the registry lock, so that the log
     /// keeps the registry's order.
-    pub fn submit(&self, changes: Vec<Change>) -> Pending {
+    pub fn submit(&self, changes: &[Change]) -> Pending {
         let Some(handle) = self.handle.as_ref().filter(|_| !changes.is_empty()) else {
             return Pending(Wait::Done(Ok(())));
         };
@@ -247,7 +247,7 @@ impl Journal {
         let log = &mut *log;
         log.buf.clear();
         log.buf.extend_from_slice(&[0; HEADER]);
-        codec::encode_changes(&changes, &mut log.buf);
+        codec::encode_changes(changes, &mut log.buf);
         let Ok(len) = u32::try_from(log.buf.len() - HEADER) else {
             // A request is at most a few MiB: this cannot be reached. The
             // registry has changed, though, so fail-stop like any failure.
@@ -621,7 +621,7 @@ mod tests {
     /// Logs each change of `changes` as a request of its own.
     async fn submit_each(journal: &Journal, changes: &[Change]) {
         for change in changes {
-            let pending = journal.submit(vec![change.clone()]);
+            let pending = journal.submit(std::slice::from_ref(change));
             tokio::time::timeout(WAIT, pending.durable())
                 .await
                 .expect("answered")
@@ -790,7 +790,7 @@ mod tests {
             .await
             .expect("the journal reports itself broken");
         // Nothing is accepted after the failure, and nothing more committed.
-        let refused = journal.submit(changes[2..3].to_vec());
+        let refused = journal.submit(&changes[2..3]);
         assert!(refused.durable().await.is_err());
         assert!(journal.checkpoint().await.is_err());
         assert_eq!(store.commits.load(Ordering::SeqCst), 2);
@@ -845,22 +845,10 @@ mod tests {
         let changes = every_kind();
         submit_each(&journal, &changes[..1]).await;
         fail_log_with(&journal, "/dev/full"); // ENOSPC
-        assert!(
-            journal
-                .submit(changes[1..2].to_vec())
-                .durable()
-                .await
-                .is_err()
-        );
+        assert!(journal.submit(&changes[1..2]).durable().await.is_err());
         assert!(journal.broken().is_cancelled());
         // Refused without touching the log, and never checkpointed.
-        assert!(
-            journal
-                .submit(changes[2..3].to_vec())
-                .durable()
-                .await
-                .is_err()
-        );
+        assert!(journal.submit(&changes[2..3]).durable().await.is_err());
         assert!(journal.checkpoint().await.is_err());
         assert_eq!(store.commits.load(Ordering::SeqCst), 0);
     }
@@ -874,18 +862,12 @@ mod tests {
         let changes = every_kind();
         submit_each(&journal, &changes[..1]).await;
         fail_log_with(&journal, "/dev/null"); // writes, but fsync fails (EINVAL)
-        let pending = journal.submit(changes[1..2].to_vec());
+        let pending = journal.submit(&changes[1..2]);
         let answer = tokio::time::timeout(WAIT, pending.durable()).await;
         assert!(answer.expect("answered").is_err());
         assert!(journal.broken().is_cancelled());
         assert_eq!(*durable.borrow(), 1, "only the first request is durable");
-        assert!(
-            journal
-                .submit(changes[2..3].to_vec())
-                .durable()
-                .await
-                .is_err()
-        );
+        assert!(journal.submit(&changes[2..3]).durable().await.is_err());
     }
 
     #[tokio::test]
@@ -899,7 +881,7 @@ mod tests {
         // the durable count covers it.
         let pending: Vec<_> = changes
             .iter()
-            .map(|c| journal.submit(vec![c.clone()]))
+            .map(|c| journal.submit(std::slice::from_ref(c)))
             .collect();
         for p in pending {
             tokio::time::timeout(WAIT, p.durable())

@@ -98,7 +98,7 @@ impl Tracker {
         let (gone, pending) = {
             let mut reg = self.lock();
             let gone = reg.expire(Instant::now(), &mut changes);
-            (gone, self.inner.journal.submit(changes))
+            (gone, self.inner.journal.submit(&changes))
         };
         pending.durable().await?;
         Ok(gone)
@@ -133,7 +133,7 @@ impl Tracker {
         let mut changes = Vec::new();
         let mut reg = self.lock();
         let out = op(&mut reg, Instant::now(), &mut changes)?;
-        Ok((out, self.inner.journal.submit(changes)))
+        Ok((out, self.inner.journal.submit(&changes)))
     }
 
     fn lock(&self) -> MutexGuard<'_, Registry> {
