@@ -1,0 +1,170 @@
+//! The catalog's rules as plain functions over what they need to see: which
+//! offers conflict with the catalog, what the quotas allow, what an entry
+//! costs, and which holders an answer lists. They hold no state, so any home
+//! for the catalog (the in-memory [`super::Registry`] or another backend)
+//! applies the same rules by calling them.
+
+use std::collections::HashMap;
+
+use hive::{ChunkSet, FileName, Manifest};
+
+use super::{Limits, Offer, RegistryError};
+
+/// Refuses `offer` if its name is registered (`registered`) with other
+/// content (a conflict), or with the same content cut into other chunks.
+pub fn check_offer(registered: Option<&Manifest>, offer: &Manifest) -> Result<(), RegistryError> {
+    let Some(registered) = registered else {
+        return Ok(());
+    };
+    let name = offer.name();
+    if registered.digest() != offer.digest() {
+        return Err(RegistryError::Conflict {
+            name: name.clone(),
+            existing: registered.digest(),
+        });
+    }
+    // The same content cut into other chunks: its chunk numbers mean other
+    // bytes, and would index past the file's counts.
+    if registered.layout() != offer.layout() {
+        let l = registered.layout();
+        return Err(RegistryError::Invalid(format!(
+            "{name:?} is registered in {} chunks of {} bytes; offer it in that layout",
+            l.count(),
+            l.chunk_size()
+        )));
+    }
+    Ok(())
+}
+
+/// Checks each of a Register call's `offers` in order ([`check_offer`]
+/// against `registered`, and no name offered twice with different content);
+/// returns the distinct names offered with their manifests.
+pub fn check_offers<'a, 'm>(
+    offers: &'a [Offer],
+    registered: impl Fn(&FileName) -> Option<&'m Manifest>,
+) -> Result<HashMap<&'a FileName, &'a Manifest>, RegistryError> {
+    let mut offered: HashMap<&FileName, &Manifest> = HashMap::new();
+    for offer in offers {
+        let name = offer.manifest.name();
+        check_offer(registered(name), &offer.manifest)?;
+        if offered
+            .insert(name, &offer.manifest)
+            .is_some_and(|m| *m != offer.manifest)
+        {
+            return Err(RegistryError::Invalid(format!(
+                "{name:?} is offered twice with different content or chunks"
+            )));
+        }
+    }
+    Ok(offered)
+}
+
+/// Refuses a catalog of `files` files past [`Limits::max_files`].
+pub fn check_file_count(limits: &Limits, files: usize) -> Result<(), RegistryError> {
+    match files > limits.max_files {
+        true => Err(RegistryError::Quota(format!(
+            "the tracker holds at most {} files",
+            limits.max_files
+        ))),
+        false => Ok(()),
+    }
+}
+
+/// Refuses a peer holding `files` files past [`Limits::max_files_per_peer`].
+pub fn check_files_per_peer(limits: &Limits, files: usize) -> Result<(), RegistryError> {
+    match files > limits.max_files_per_peer {
+        true => Err(RegistryError::Quota(format!(
+            "a peer may hold at most {} files",
+            limits.max_files_per_peer
+        ))),
+        false => Ok(()),
+    }
+}
+
+/// Refuses `growth` more bytes on a catalog of `catalog_bytes` past
+/// [`Limits::max_catalog_bytes`].
+pub fn check_budget(limits: &Limits, catalog_bytes: u64, growth: u64) -> Result<(), RegistryError> {
+    match catalog_bytes.saturating_add(growth) <= limits.max_catalog_bytes {
+        true => Ok(()),
+        false => Err(RegistryError::Quota(format!(
+            "the tracker's catalog is full ({} MiB of {} MiB)",
+            catalog_bytes >> 20,
+            limits.max_catalog_bytes >> 20
+        ))),
+    }
+}
+
+/// What the catalog grows by for one offer: the manifest if the file is
+/// new (`known` false), the holding if the peer does not hold it yet
+/// (`held` false) and the offer does not drop it.
+pub fn offer_bytes(manifest: &Manifest, chunks: &ChunkSet, known: bool, held: bool) -> u64 {
+    let file = match known {
+        true => 0,
+        false => manifest_bytes(manifest),
+    };
+    let dropped = chunks.is_empty() && manifest.chunk_count() > 0;
+    let holding = match dropped || held {
+        true => 0,
+        false => holding_bytes(manifest.chunk_count()),
+    };
+    file + holding
+}
+
+/// What a file's entry costs in the catalog budget: a chunk digest and a
+/// holder count per chunk, plus the entry itself.
+pub fn manifest_bytes(m: &Manifest) -> u64 {
+    512 + 36 * u64::from(m.chunk_count())
+}
+
+/// What one peer's holding of a file of `chunks` chunks costs: its bitmap,
+/// plus the entry itself.
+pub fn holding_bytes(chunks: u32) -> u64 {
+    96 + 8 * u64::from(chunks.div_ceil(64))
+}
+
+/// The holders a Locate lists: what the caller wants, within the cap.
+pub fn cap(want: usize, cap: usize) -> usize {
+    match want {
+        0 => cap,
+        want => want.min(cap),
+    }
+}
+
+/// Up to `cap` of the `live` holders of one file: confirmed holders first,
+/// in random order, and coverage first: a holder is passed over while it
+/// only has chunks the holders already chosen have, so every chunk some live
+/// holder has is covered unless `cap` runs out first (one pass, not the
+/// smallest cover). The slots left go to the rest, in order.
+pub fn pick_holders<H>(
+    mut live: Vec<H>,
+    cap: usize,
+    chunks: impl Fn(&H) -> &ChunkSet,
+    confirmed: impl Fn(&H) -> bool,
+) -> Vec<H> {
+    if cap == 0 {
+        return Vec::new();
+    }
+    if live.len() <= cap {
+        return live;
+    }
+    fastrand::shuffle(&mut live);
+    live.sort_by_key(|h| !confirmed(h));
+    let mut covered = ChunkSet::empty(chunks(&live[0]).universe());
+    let (mut chosen, mut passed) = (Vec::with_capacity(cap), Vec::new());
+    let mut order = live.into_iter();
+    for h in order.by_ref() {
+        if chunks(&h).is_subset(&covered) {
+            passed.push(h);
+            continue;
+        }
+        covered.union_with(chunks(&h));
+        chosen.push(h);
+        // Past this, every holder would be passed over: stop looking.
+        if chosen.len() == cap || covered.is_full() {
+            break;
+        }
+    }
+    let room = cap - chosen.len();
+    chosen.extend(passed.into_iter().chain(order).take(room));
+    chosen
+}
