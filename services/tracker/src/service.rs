@@ -2,10 +2,10 @@
 //! (bad input is INVALID_ARGUMENT), calls the [`Tracker`], and maps the
 //! answer back. Status codes are decided in [`crate::error`].
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, ops::RangeInclusive, time::Duration};
 
 use hive::{
-    Manifest,
+    Digest, FileName, Manifest,
     grpc::TOKEN_METADATA,
     pb::{tracker as pb, types},
     wire::{self, WireError},
@@ -17,7 +17,7 @@ use crate::{
     auth::{IdentityError, PeerId, Token},
     error::ServiceError,
     limits::RateLimiter,
-    registry::{Caller, Credentials, HolderView, Offer},
+    registry::{Caller, Credentials, HolderView, Located, Offer, Page},
     state::Tracker,
 };
 
@@ -81,19 +81,7 @@ impl pb::tracker_server::Tracker for TrackerService {
         request: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
         self.limiter.check(&request)?;
-        let remote = request.remote_addr();
-        let token = token(request.metadata())?;
-        let req = request.into_inner();
-        let offers = offers(req.files)?;
-        let caller = match token {
-            Some(token) => Caller::Session(credentials(&req.peer_id, token)?),
-            None if !req.peer_id.is_empty() => {
-                return Err(ServiceError::from(IdentityError::MissingToken).into());
-            }
-            None => Caller::New {
-                addr: self.holder_addr(remote, &req.advertise_host, req.port)?,
-            },
-        };
+        let (caller, offers) = self.register_request(request)?;
         let out = self.tracker.register(caller, offers).await?;
         info!(peer = %out.peer, addr = %out.addr, "registered");
         Ok(Response::new(pb::RegisterResponse {
@@ -111,29 +99,9 @@ impl pb::tracker_server::Tracker for TrackerService {
         request: Request<pb::ListFilesRequest>,
     ) -> Result<Response<pb::ListFilesResponse>, Status> {
         self.limiter.check(&request)?;
-        let req = request.into_inner();
-        let after = match req.page_token.as_str() {
-            "" => None,
-            token => {
-                Some(wire::file_name("page_token", token.to_owned()).map_err(ServiceError::from)?)
-            }
-        };
-        let limit = match req.page_size as usize {
-            0 => DEFAULT_PAGE,
-            n => n.min(MAX_PAGE),
-        };
+        let (after, limit) = page_request(request.get_ref())?;
         let page = self.tracker.list(after.as_ref(), limit);
-        let summaries = page.files.into_iter().map(|f| pb::FileSummary {
-            name: f.manifest.name().to_string(),
-            size: f.manifest.size(),
-            chunk_size: f.manifest.layout().chunk_size().get(),
-            chunk_count: f.manifest.chunk_count(),
-            digest: f.manifest.digest().as_bytes().to_vec().into(),
-            holder_count: f.holder_count,
-            holders: f.holders.into_iter().map(holder).collect(),
-        });
-        let next = page.next.map(String::from).unwrap_or_default();
-        Ok(Response::new(fit_page(summaries, next, MAX_PAGE_BYTES)))
+        Ok(Response::new(list_answer(page)))
     }
 
     #[instrument(level = "debug", skip_all, fields(name = %request.get_ref().name))]
@@ -142,25 +110,9 @@ impl pb::tracker_server::Tracker for TrackerService {
         request: Request<pb::LocateRequest>,
     ) -> Result<Response<pb::LocateResponse>, Status> {
         self.limiter.check(&request)?;
-        let req = request.into_inner();
-        let name = wire::file_name("name", req.name).map_err(ServiceError::from)?;
-        let known = match req.known_digest.is_empty() {
-            true => None,
-            false => {
-                Some(wire::digest("known_digest", &req.known_digest).map_err(ServiceError::from)?)
-            }
-        };
-        let want = usize::try_from(req.max_holders).unwrap_or(usize::MAX);
+        let (name, known, want) = locate_request(request.into_inner())?;
         let found = self.tracker.locate(&name, want)?;
-        // A caller that has this very manifest is spared it.
-        let manifest = (known != Some(found.manifest.digest()))
-            .then(|| types::Manifest::from(&*found.manifest));
-        Ok(Response::new(pb::LocateResponse {
-            manifest,
-            holders: found.holders.into_iter().map(holder).collect(),
-            chunk_holders: found.chunk_holders.into(),
-            holder_count: found.holder_count,
-        }))
+        Ok(Response::new(locate_answer(found, known)))
     }
 
     #[instrument(level = "debug", skip_all, fields(peer = %request.get_ref().peer_id, name = %request.get_ref().name))]
@@ -169,11 +121,12 @@ impl pb::tracker_server::Tracker for TrackerService {
         request: Request<pb::RegisterChunkRequest>,
     ) -> Result<Response<pb::RegisterChunkResponse>, Status> {
         self.limiter.check(&request)?;
-        let token = required_token(request.metadata())?;
-        let req = request.into_inner();
-        let cred = credentials(&req.peer_id, token)?;
-        let name = wire::file_name("name", req.name).map_err(ServiceError::from)?;
-        let (add, remove) = (ranges(&req.chunks), ranges(&req.withdrawn));
+        let ChunkUpdate {
+            cred,
+            name,
+            add,
+            remove,
+        } = chunk_request(request)?;
         let held = self
             .tracker
             .register_chunks(cred, &name, &add, &remove)
@@ -212,6 +165,100 @@ impl pb::tracker_server::Tracker for TrackerService {
     }
 }
 
+impl TrackerService {
+    /// A Register call's caller and offers: a new session at the caller's
+    /// address, or the session its token is for.
+    fn register_request(
+        &self,
+        request: Request<pb::RegisterRequest>,
+    ) -> Result<(Caller, Vec<Offer>), ServiceError> {
+        let remote = request.remote_addr();
+        let token = token(request.metadata())?;
+        let req = request.into_inner();
+        let offers = offers(req.files)?;
+        let caller = match token {
+            Some(token) => Caller::Session(credentials(&req.peer_id, token)?),
+            None if !req.peer_id.is_empty() => return Err(IdentityError::MissingToken.into()),
+            None => Caller::New {
+                addr: self.holder_addr(remote, &req.advertise_host, req.port)?,
+            },
+        };
+        Ok((caller, offers))
+    }
+}
+
+/// A ListFiles call's page: the name to start after, and how many files.
+fn page_request(req: &pb::ListFilesRequest) -> Result<(Option<FileName>, usize), ServiceError> {
+    let after = match req.page_token.as_str() {
+        "" => None,
+        token => Some(wire::file_name("page_token", token.to_owned())?),
+    };
+    let limit = match req.page_size as usize {
+        0 => DEFAULT_PAGE,
+        n => n.min(MAX_PAGE),
+    };
+    Ok((after, limit))
+}
+
+fn list_answer(page: Page) -> pb::ListFilesResponse {
+    let summaries = page.files.into_iter().map(|f| pb::FileSummary {
+        name: f.manifest.name().to_string(),
+        size: f.manifest.size(),
+        chunk_size: f.manifest.layout().chunk_size().get(),
+        chunk_count: f.manifest.chunk_count(),
+        digest: f.manifest.digest().as_bytes().to_vec().into(),
+        holder_count: f.holder_count,
+        holders: f.holders.into_iter().map(holder).collect(),
+    });
+    let next = page.next.map(String::from).unwrap_or_default();
+    fit_page(summaries, next, MAX_PAGE_BYTES)
+}
+
+/// A Locate call's file, the manifest digest the caller has (if any), and
+/// how many holders it wants.
+fn locate_request(
+    req: pb::LocateRequest,
+) -> Result<(FileName, Option<Digest>, usize), ServiceError> {
+    let name = wire::file_name("name", req.name)?;
+    let known = match req.known_digest.is_empty() {
+        true => None,
+        false => Some(wire::digest("known_digest", &req.known_digest)?),
+    };
+    let want = usize::try_from(req.max_holders).unwrap_or(usize::MAX);
+    Ok((name, known, want))
+}
+
+fn locate_answer(found: Located, known: Option<Digest>) -> pb::LocateResponse {
+    // A caller that has this very manifest is spared it.
+    let manifest =
+        (known != Some(found.manifest.digest())).then(|| types::Manifest::from(&*found.manifest));
+    pb::LocateResponse {
+        manifest,
+        holders: found.holders.into_iter().map(holder).collect(),
+        chunk_holders: found.chunk_holders.into(),
+        holder_count: found.holder_count,
+    }
+}
+
+/// A RegisterChunk call, checked.
+struct ChunkUpdate {
+    cred: Credentials,
+    name: FileName,
+    add: Vec<RangeInclusive<u32>>,
+    remove: Vec<RangeInclusive<u32>>,
+}
+
+fn chunk_request(request: Request<pb::RegisterChunkRequest>) -> Result<ChunkUpdate, ServiceError> {
+    let token = required_token(request.metadata())?;
+    let req = request.into_inner();
+    Ok(ChunkUpdate {
+        cred: credentials(&req.peer_id, token)?,
+        name: wire::file_name("name", req.name)?,
+        add: ranges(&req.chunks),
+        remove: ranges(&req.withdrawn),
+    })
+}
+
 /// The session token from the request metadata, if any.
 fn token(metadata: &MetadataMap) -> Result<Option<Token>, ServiceError> {
     let Some(value) = metadata.get(TOKEN_METADATA) else {
@@ -246,7 +293,7 @@ fn offers(files: Vec<pb::SharedFile>) -> Result<Vec<Offer>, ServiceError> {
         .collect()
 }
 
-fn ranges(ranges: &[types::ChunkRange]) -> Vec<std::ops::RangeInclusive<u32>> {
+fn ranges(ranges: &[types::ChunkRange]) -> Vec<RangeInclusive<u32>> {
     ranges.iter().map(|r| r.first..=r.last).collect()
 }
 
