@@ -223,3 +223,6 @@ impl Gauges {
             .set(i64::try_from(stats.catalog_bytes).unwrap_or(i64::MAX));
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -125,6 +125,12 @@ impl Tracker {
         }
     }
 
+    /// The journal, for tests that fail its disk.
+    #[cfg(test)]
+    pub(crate) fn journal(&self) -> &Journal {
+        &self.inner.journal
+    }
+
     /// Runs a mutation under the lock and queues its changes in order.
     fn write<T>(
         &self,

@@ -249,6 +249,15 @@ impl Journal {
         }
     }
 
+    /// Points the current log at `path` (a device that fails writes, like
+    /// /dev/full, or fsyncs, like /dev/null), as a disk failing under the
+    /// journal would: the fault tests inject here.
+    #[cfg(test)]
+    pub(crate) fn fail_log_with(&self, path: &str) {
+        let shared = &self.handle.as_ref().expect("a journal on disk").shared;
+        shared.lock().file = Arc::new(File::options().write(true).open(path).unwrap());
+    }
+
     /// Folds the log into the store now: for a graceful stop, so that the
     /// next start has nothing to replay.
     pub async fn checkpoint(&self) -> Result<(), StoreError> {

@@ -270,13 +270,6 @@ async fn a_checkpoint_that_cannot_read_back_its_log_breaks_the_journal() {
     );
 }
 
-/// Points the journal's current log at `path` (a device that fails
-/// writes or fsyncs), as a disk failing under it would.
-fn fail_log_with(journal: &Journal, path: &str) {
-    let shared = &journal.handle.as_ref().unwrap().shared;
-    shared.lock().file = Arc::new(File::options().write(true).open(path).unwrap());
-}
-
 #[tokio::test]
 async fn a_failed_write_refuses_its_request_and_every_later_one() {
     let dir = tempfile::tempdir().unwrap();
@@ -284,7 +277,7 @@ async fn a_failed_write_refuses_its_request_and_every_later_one() {
     let journal = open(dir.path(), &store);
     let changes = every_kind();
     submit_each(&journal, &changes[..1]).await;
-    fail_log_with(&journal, "/dev/full"); // ENOSPC
+    journal.fail_log_with("/dev/full"); // ENOSPC
     assert!(journal.submit(&changes[1..2]).durable().await.is_err());
     assert!(journal.broken().is_cancelled());
     // Refused without touching the log, and never checkpointed.
@@ -301,7 +294,7 @@ async fn with_fsync_always_a_failed_fsync_is_never_acknowledged() {
     let durable = journal.handle.as_ref().unwrap().shared.durable.subscribe();
     let changes = every_kind();
     submit_each(&journal, &changes[..1]).await;
-    fail_log_with(&journal, "/dev/null"); // writes, but fsync fails (EINVAL)
+    journal.fail_log_with("/dev/null"); // writes, but fsync fails (EINVAL)
     let pending = journal.submit(&changes[1..2]);
     let answer = tokio::time::timeout(WAIT, pending.durable()).await;
     assert!(answer.expect("answered").is_err());
