@@ -569,3 +569,105 @@ async fn locate_leaves_out_a_manifest_the_caller_already_has() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leave_drops_every_holding_of_the_peer_at_once() {
+    within(60, async {
+        let tracker = TestTracker::start().await;
+        let x = manifest("x", &data(5000, 1));
+        let y = manifest("y", &data(3000, 2));
+        let a = register(&tracker, vec![full(&x), full(&y)], 4901).await;
+        let part = SharedFile {
+            manifest: Some(x.clone()),
+            chunks: vec![ChunkRange { first: 1, last: 2 }],
+        };
+        let b = register(&tracker, vec![part], 4902).await;
+        let counts = |found: &hive::pb::tracker::LocateResponse| {
+            let ids: Vec<&str> = found.holders.iter().map(|h| h.peer_id.as_str()).collect();
+            (
+                found.holder_count,
+                ids.join(","),
+                found.chunk_holders.to_vec(),
+            )
+        };
+        let mut client = tracker.client().await;
+        let leave = |who: &RegisterResponse| {
+            with_token(
+                LeaveRequest {
+                    peer_id: who.peer_id.clone(),
+                },
+                &who.token,
+            )
+        };
+
+        // A's holdings go at once, B's stay.
+        client.leave(leave(&a)).await.expect("A leaves");
+        let (found_x, found_y) = (tracker.locate("x").await, tracker.locate("y").await);
+        assert_eq!(
+            counts(&found_x),
+            (1, b.peer_id.clone(), vec![1, 1, 0, 0, 0])
+        );
+        assert_eq!(counts(&found_y), (0, String::new(), vec![0; 3]));
+
+        // The last holder leaves: no holder, every chunk's count 0.
+        client.leave(leave(&b)).await.expect("B leaves");
+        let found_x = tracker.locate("x").await;
+        assert_eq!(counts(&found_x), (0, String::new(), vec![0; 5]));
+
+        // The session is over: its token is good for nothing.
+        let r = client
+            .heartbeat(with_token(
+                HeartbeatRequest {
+                    peer_id: a.peer_id.clone(),
+                },
+                &a.token,
+            ))
+            .await
+            .expect_err("a heartbeat after leave is accepted");
+        assert_eq!(r.code(), Code::NotFound, "heartbeat after leave");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_register_with_one_conflicting_file_registers_none_of_them() {
+    within(60, async {
+        let tracker = TestTracker::start().await;
+        let x = manifest("x", &data(5000, 1));
+        let a = register(&tracker, vec![full(&x)], 5001).await;
+        let before = snapshot(&tracker).await;
+        let mut client = tracker.client().await;
+        let fresh = manifest("fresh", &data(3000, 2));
+        let conflicting = manifest("x", &data(5000, 99));
+
+        // A new session, and A's own session extended: the fresh file comes
+        // first, the conflict second.
+        let new = register_req(vec![full(&fresh), full(&conflicting)], 5002);
+        let mut extend = register_req(vec![full(&fresh), full(&conflicting)], 5001);
+        extend.peer_id = a.peer_id.clone();
+        for (what, req) in [
+            ("new session", tonic::Request::new(new)),
+            ("extended session", with_token(extend, &a.token)),
+        ] {
+            let status = client.register(req).await.expect_err(what);
+            assert_eq!(status.code(), Code::AlreadyExists, "{what}: {status}");
+            let missing = client
+                .locate(LocateRequest {
+                    name: "fresh".into(),
+                    ..Default::default()
+                })
+                .await
+                .expect_err("the file before the conflict was registered");
+            assert_eq!(missing.code(), Code::NotFound, "{what}: the first file");
+            let listed = client
+                .list_files(ListFilesRequest::default())
+                .await
+                .unwrap()
+                .into_inner();
+            let names: Vec<&str> = listed.files.iter().map(|f| f.name.as_str()).collect();
+            assert_eq!(names, ["x"], "{what}");
+            assert_eq!(snapshot(&tracker).await, before, "{what}");
+        }
+    })
+    .await;
+}
