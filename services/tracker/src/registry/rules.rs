@@ -168,3 +168,67 @@ pub fn pick_holders<H>(
     chosen.extend(passed.into_iter().chain(order).take(room));
     chosen
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Holders as another backend might keep them: (chunks, confirmed).
+    fn holder(universe: u32, chunks: &[u32], confirmed: bool) -> (ChunkSet, bool) {
+        let ranges = chunks.iter().map(|&c| c..=c);
+        (ChunkSet::from_ranges(universe, ranges).unwrap(), confirmed)
+    }
+
+    #[test]
+    fn picking_covers_every_chunk_held_before_filling_the_cap() {
+        let pick = |live: Vec<(ChunkSet, bool)>, cap| {
+            pick_holders(live, cap, |h| &h.0, |h| h.1)
+                .into_iter()
+                .map(|(c, _)| c.len())
+                .collect::<Vec<_>>()
+        };
+        // Within the cap: everyone, as given.
+        let few = vec![holder(4, &[1], true), holder(4, &[2], false)];
+        assert_eq!(pick(few, 2), [1, 1]);
+        assert!(pick(vec![holder(4, &[1], true)], 0).is_empty());
+        // Three holders of chunk 1 only and one of chunk 4 only, cap 2:
+        // chunk 4's holder is always chosen, whatever the shuffle.
+        let (only_1, _) = holder(4, &[1], true);
+        for _ in 0..50 {
+            let live = vec![
+                holder(4, &[1], true),
+                holder(4, &[1], true),
+                holder(4, &[1], true),
+                holder(4, &[4], false),
+            ];
+            let chosen = pick_holders(live, 2, |h| &h.0, |h| h.1);
+            assert_eq!(chosen.len(), 2);
+            assert!(
+                chosen.iter().any(|(c, _)| !c.is_subset(&only_1)),
+                "{chosen:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_budget_allows_exactly_its_size() {
+        let limits = Limits {
+            max_files_per_peer: 1,
+            max_files: 1,
+            max_catalog_bytes: 1000,
+            locate_holders: 1,
+            list_holders: 1,
+            ttl: std::time::Duration::from_secs(1),
+            forget_after: std::time::Duration::from_secs(1),
+        };
+        assert!(check_budget(&limits, 900, 100).is_ok());
+        assert!(matches!(
+            check_budget(&limits, 900, 101),
+            Err(RegistryError::Quota(_))
+        ));
+        assert!(check_budget(&limits, u64::MAX, u64::MAX).is_err());
+        assert!(check_file_count(&limits, 1).is_ok());
+        assert!(check_file_count(&limits, 2).is_err());
+        assert!(check_files_per_peer(&limits, 2).is_err());
+    }
+}
