@@ -1,6 +1,7 @@
 //! The gRPC layer: each handler converts the request into domain types
 //! (bad input is INVALID_ARGUMENT), calls the [`Tracker`], and maps the
-//! answer back. Status codes are decided in [`crate::error`].
+//! answer back; the conversions each way are the functions below the
+//! handlers. Status codes are decided in [`crate::error`].
 
 use std::{net::SocketAddr, ops::RangeInclusive, time::Duration};
 
