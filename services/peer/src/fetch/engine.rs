@@ -600,3 +600,6 @@ impl<L: Locator, H: Holders, S: Sink> Drop for Engine<L, H, S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
