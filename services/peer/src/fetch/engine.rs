@@ -602,4 +602,4 @@ impl<L: Locator, H: Holders, S: Sink> Drop for Engine<L, H, S> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

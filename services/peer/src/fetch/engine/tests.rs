@@ -35,12 +35,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn chunk(n: u32) -> ChunkIndex {
+pub(crate) fn chunk(n: u32) -> ChunkIndex {
     ChunkIndex::new(n).expect("chunks count from 1")
 }
 
 /// A file of `chunks` 1 KiB chunks, each of different bytes, and its manifest.
-fn file(chunks: u32) -> (Arc<Vec<u8>>, Arc<Manifest>) {
+pub(crate) fn file(chunks: u32) -> (Arc<Vec<u8>>, Arc<Manifest>) {
     let data: Vec<u8> = (0..chunks as usize * CHUNK)
         .map(|i| (i / CHUNK * 7 + i % 251) as u8)
         .collect();
