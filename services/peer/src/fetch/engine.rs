@@ -602,4 +602,6 @@ impl<L: Locator, H: Holders, S: Sink> Drop for Engine<L, H, S> {
 }
 
 #[cfg(test)]
-pub(super) mod tests;
+pub(super) mod fakes;
+#[cfg(test)]
+mod tests;

@@ -6,7 +6,7 @@ use std::os::unix::fs::FileExt;
 use hive::ChunkSet;
 
 use super::PartFile;
-use crate::fetch::engine::tests::{chunk, file};
+use crate::fetch::engine::fakes::{chunk, file};
 
 #[test]
 fn the_finish_finds_a_chunk_damaged_on_disk_and_renames_nothing() {
