@@ -19,7 +19,9 @@
 //!
 //! The engine owns all its state; request tasks report back through a
 //! `JoinSet`, which also aborts whatever is still running when the engine
-//! stops.
+//! stops. It reaches the tracker, the holders and the disk only through the
+//! traits of [`super::traits`] (the daemon's adapters are in [`super::live`]),
+//! so its rules are unit-tested against fakes (`engine/tests.rs`).
 
 use std::{
     collections::{BTreeSet, HashMap},

@@ -40,8 +40,8 @@ pub struct Outcome {
 }
 
 /// Fetches `chunk` from the holder behind `conn`, verifies it and hands it
-/// to `sink`. The request is made now; the future that is returned streams,
-/// verifies and writes, all within `deadline`.
+/// to `sink`: the future asks, streams and verifies within `deadline`, then
+/// writes. It borrows nothing, so it can run as a task of its own.
 pub fn fetch_into<H: Holders, S: Sink>(
     holders: &H,
     conn: &H::Conn,
