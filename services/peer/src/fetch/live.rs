@@ -121,3 +121,24 @@ impl Sink for PartSink {
         self.link.held(name, self.manifest.chunk_count(), chunk);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tonic::{Code, Status};
+
+    use super::{Failure, failure};
+
+    /// How a holder's error answers are told apart: only its own faults are
+    /// strikes, and a withdrawn chunk is not one.
+    #[test]
+    fn a_holders_status_codes_map_to_failures() {
+        let failed = |code| failure(Status::new(code, "why"));
+        assert!(matches!(failed(Code::NotFound), Failure::Lacks));
+        assert!(matches!(failed(Code::DataLoss), Failure::Withdrawn));
+        assert!(matches!(failed(Code::ResourceExhausted), Failure::Busy));
+        assert!(matches!(failed(Code::OutOfRange), Failure::Bad(_)));
+        assert!(matches!(failed(Code::InvalidArgument), Failure::Bad(_)));
+        assert!(matches!(failed(Code::Unavailable), Failure::Unreachable(_)));
+        assert!(matches!(failed(Code::Internal), Failure::Unreachable(_)));
+    }
+}
