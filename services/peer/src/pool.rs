@@ -6,9 +6,16 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
-use hive::grpc::{self, MAX_STREAM_MESSAGE};
+use hive::{
+    grpc::{self, MAX_STREAM_MESSAGE},
+    pb::peer::peer_client,
+};
+use tonic::transport::Channel;
 
-use crate::{error::PeerError, fetch::request::PeerClient};
+use crate::error::PeerError;
+
+/// A client of one holder's Peer service.
+pub type PeerClient = peer_client::PeerClient<Channel>;
 
 /// Channels kept at most; past this the pool starts afresh.
 const MAX_CHANNELS: usize = 1024;

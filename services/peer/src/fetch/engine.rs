@@ -19,7 +19,9 @@
 //!
 //! The engine owns all its state; request tasks report back through a
 //! `JoinSet`, which also aborts whatever is still running when the engine
-//! stops.
+//! stops. It reaches the tracker, the holders and the disk only through the
+//! traits of [`super::traits`] (the daemon's adapters are in [`super::live`]),
+//! so its rules are unit-tested against fakes (`engine/tests.rs`).
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -36,11 +38,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{
-    Ctx,
-    partfile::PartFile,
-    request::{self, Failure, Outcome, PeerClient},
+    request::{self, Failure, Outcome},
+    traits::{Holders, Locator, Sink},
 };
-use crate::{error::PeerError, tracker_link::Located};
+use crate::{Config, error::PeerError, metrics::Counters, tracker_link::Located};
 
 /// Strikes that ban the only source of a chunk.
 const SOLE_SOURCE_STRIKES: u32 = 3;
@@ -73,15 +74,44 @@ pub struct RunStats {
     pub holders_banned: u32,
 }
 
+/// What the engine talks to.
+pub struct Swarm<L, H, S> {
+    pub locator: L,
+    pub holders: H,
+    pub sink: S,
+}
+
+/// The engine's knobs, from the daemon's flags.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Requests in flight to one holder at most.
+    pub per_holder: usize,
+    /// A request with no complete chunk after this long is abandoned.
+    pub chunk_timeout: Duration,
+    /// How often the tracker is asked again.
+    pub relocate_interval: Duration,
+}
+
+impl From<&Config> for Settings {
+    fn from(config: &Config) -> Self {
+        Self {
+            per_holder: config.per_holder,
+            chunk_timeout: config.chunk_timeout,
+            relocate_interval: config.relocate_interval,
+        }
+    }
+}
+
 /// One download's swarm.
-pub struct Engine<'a> {
-    ctx: &'a Ctx,
+pub struct Engine<L: Locator, H: Holders, S: Sink> {
+    swarm: Swarm<L, H, S>,
+    settings: Settings,
+    counters: Arc<Counters>,
     manifest: Arc<Manifest>,
-    part: Arc<PartFile>,
     have: ChunkSet,
     /// Only this holder, if the user named one.
     only: Option<String>,
-    holders: Vec<HolderState>,
+    holders: Vec<HolderState<H::Conn>>,
     by_addr: HashMap<String, usize>,
     /// Chunks neither held nor requested, rarest first.
     pending: BTreeSet<(u32, u32, ChunkIndex)>,
@@ -98,10 +128,10 @@ pub struct Engine<'a> {
     progress: Progress,
 }
 
-struct HolderState {
+struct HolderState<C> {
     addr: String,
     peer_id: String,
-    client: PeerClient,
+    conn: C,
     chunks: ChunkSet,
     inflight: usize,
     limit: usize,
@@ -120,11 +150,12 @@ enum Idle {
     NoSource,
 }
 
-impl<'a> Engine<'a> {
+impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
     pub fn new(
-        ctx: &'a Ctx,
+        swarm: Swarm<L, H, S>,
+        settings: Settings,
+        counters: Arc<Counters>,
         manifest: Arc<Manifest>,
-        part: Arc<PartFile>,
         have: ChunkSet,
         only: Option<String>,
     ) -> Self {
@@ -138,9 +169,10 @@ impl<'a> Engine<'a> {
         };
         let rank = vec![(0, 0); manifest.chunk_count() as usize];
         let mut engine = Self {
-            ctx,
+            swarm,
+            settings,
+            counters,
             manifest,
-            part,
             have,
             only,
             holders: Vec::new(),
@@ -187,7 +219,7 @@ impl<'a> Engine<'a> {
         // Checked like any later answer: a Locate made between rounds may
         // find other content under this name by now.
         self.take(Ok(located));
-        let mut relocate = tokio::time::interval(self.ctx.config.relocate_interval);
+        let mut relocate = tokio::time::interval(self.settings.relocate_interval);
         relocate.reset();
         let mut tick = tokio::time::interval(PROGRESS_EVERY);
         loop {
@@ -248,8 +280,8 @@ impl<'a> Engine<'a> {
         self.last_relocate = Instant::now();
         self.relocate_soon = false;
         if self.locating.is_none() {
-            let (link, manifest) = (self.ctx.link.clone(), self.manifest.clone());
-            self.locating = Some(tokio::spawn(async move { link.relocate(&manifest).await }));
+            let found = self.swarm.locator.relocate(self.manifest.clone());
+            self.locating = Some(tokio::spawn(found));
         }
     }
 
@@ -278,7 +310,7 @@ impl<'a> Engine<'a> {
 
     /// Takes in a Locate answer: new holders, fresh chunk sets, rarity.
     fn merge(&mut self, found: Located) {
-        let me = self.ctx.link.session().map(|s| s.peer_id);
+        let me = self.swarm.locator.me();
         for h in &mut self.holders {
             h.listed = false;
         }
@@ -320,7 +352,7 @@ impl<'a> Engine<'a> {
     }
 
     fn add_holder(&mut self, addr: String, peer_id: String, chunks: ChunkSet) {
-        let client = match self.ctx.pool.client(&addr) {
+        let conn = match self.swarm.holders.connect(&addr) {
             Ok(c) => c,
             Err(e) => {
                 warn!(%addr, error = %e, "holder address unusable");
@@ -331,10 +363,10 @@ impl<'a> Engine<'a> {
         self.holders.push(HolderState {
             addr,
             peer_id,
-            client,
+            conn,
             chunks,
             inflight: 0,
-            limit: self.ctx.config.per_holder.max(1),
+            limit: self.settings.per_holder.max(1),
             strikes: 0,
             banned: false,
             failures: 0,
@@ -361,20 +393,20 @@ impl<'a> Engine<'a> {
     }
 
     /// Whether a request may go to `h` now.
-    fn usable(&self, h: &HolderState) -> bool {
+    fn usable(&self, h: &HolderState<H::Conn>) -> bool {
         !h.banned && h.failures < MAX_FAILURES && h.retry_at <= Instant::now()
     }
 
     /// Whether `h` still counts as a source: not banned or written off, and
     /// either listed by the tracker, named by the user, or not yet failing.
-    fn source(&self, h: &HolderState) -> bool {
+    fn source(&self, h: &HolderState<H::Conn>) -> bool {
         !h.banned
             && h.failures < MAX_FAILURES
             && (h.listed || self.only.is_some() || h.failures == 0)
     }
 
     /// Whether `h` has some chunk still missing here.
-    fn lacking(&self, h: &HolderState) -> bool {
+    fn lacking(&self, h: &HolderState<H::Conn>) -> bool {
         h.chunks.iter().any(|c| !self.have.contains(c))
     }
 
@@ -424,11 +456,12 @@ impl<'a> Engine<'a> {
         let h = &mut self.holders[i];
         h.inflight += 1;
         let job = request::fetch_into(
-            h.client.clone(),
+            &self.swarm.holders,
+            &h.conn,
             self.manifest.clone(),
             chunk,
-            self.ctx.config.chunk_timeout,
-            self.part.clone(),
+            self.settings.chunk_timeout,
+            self.swarm.sink.clone(),
         );
         let handle = self.tasks.spawn(job);
         self.task_of.insert(handle.id(), (i, chunk));
@@ -452,7 +485,7 @@ impl<'a> Engine<'a> {
             return Ok(());
         };
         self.stats.bytes_received += outcome.received;
-        self.ctx.counters.add_fetched(outcome.received);
+        self.counters.add_fetched(outcome.received);
         match outcome.result {
             Ok(()) => self.on_chunk(i, chunk),
             Err(Failure::Write(e)) => return Err(e),
@@ -467,9 +500,7 @@ impl<'a> Engine<'a> {
         if !self.have.insert(chunk) {
             return;
         }
-        let name = self.manifest.name();
-        self.ctx.shares.mark(name, chunk);
-        self.ctx.link.held(name, self.manifest.chunk_count(), chunk);
+        self.swarm.sink.held(chunk);
         self.stats.chunks_fetched += 1;
         self.progress.chunks_done += 1;
         self.progress.bytes_done += u64::from(self.manifest.layout().chunk_len(chunk));
@@ -517,7 +548,7 @@ impl<'a> Engine<'a> {
             .any(|(j, h)| j != i && self.source(h) && h.chunks.contains(chunk));
         let h = &mut self.holders[i];
         h.strikes += 1;
-        self.ctx.counters.add_strike();
+        self.counters.add_strike();
         warn!(addr = %h.addr, %chunk, strikes = h.strikes, reason = why, "bad chunk from holder");
         let limit = if others { 1 } else { SOLE_SOURCE_STRIKES };
         if h.strikes >= limit && !h.banned {
@@ -564,10 +595,15 @@ async fn answer(
     }
 }
 
-impl Drop for Engine<'_> {
+impl<L: Locator, H: Holders, S: Sink> Drop for Engine<L, H, S> {
     fn drop(&mut self) {
         if let Some(handle) = &self.locating {
             handle.abort();
         }
     }
 }
+
+#[cfg(test)]
+pub(super) mod fakes;
+#[cfg(test)]
+mod tests;

@@ -7,8 +7,10 @@
 //! itself, resuming after a restart.
 
 pub mod engine;
+pub mod live;
 pub mod partfile;
 pub mod request;
+pub mod traits;
 
 use std::{
     collections::HashMap,
@@ -23,9 +25,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use self::{
-    engine::{Engine, Progress},
+    engine::{Engine, Progress, Settings, Swarm},
+    live::{LiveEngine, PartSink},
     partfile::{Mode, PartFile, ResumeState},
     request::Failure,
+    traits::{Holders, Sink},
 };
 use crate::{
     Config,
@@ -257,7 +261,14 @@ impl Fetcher {
             })
         });
         ctx.shares.set_downloading(name, true);
-        let mut engine = Engine::new(ctx, manifest.clone(), part.clone(), have, only);
+        let swarm = Swarm {
+            locator: ctx.link.clone(),
+            holders: ctx.pool.clone(),
+            sink: self.sink(&part, &manifest),
+        };
+        let settings = Settings::from(&ctx.config);
+        let counters = ctx.counters.clone();
+        let mut engine = Engine::new(swarm, settings, counters, manifest.clone(), have, only);
         let outcome = self
             .fetch_and_finish(&mut engine, &mut located, &part, &dest, force, tx, cancel)
             .await;
@@ -299,7 +310,7 @@ impl Fetcher {
     #[allow(clippy::too_many_arguments)]
     async fn fetch_and_finish(
         &self,
-        engine: &mut Engine<'_>,
+        engine: &mut LiveEngine,
         located: &mut crate::tracker_link::Located,
         part: &Arc<PartFile>,
         dest: &std::path::Path,
@@ -401,22 +412,23 @@ impl Fetcher {
         }
         fastrand::shuffle(&mut candidates);
         let (part, _, existed) = self.open_part(&manifest, Mode::Chunks).await?;
+        let sink = self.sink(&part, &manifest);
         let mut last = None;
         for addr in candidates.into_iter().take(CHUNK_ATTEMPTS) {
-            let client = ctx.pool.client(&addr)?;
+            let conn = ctx.pool.connect(&addr)?;
             let outcome = request::fetch_into(
-                client,
+                &ctx.pool,
+                &conn,
                 manifest.clone(),
                 chunk,
                 ctx.config.chunk_timeout,
-                part.clone(),
+                sink.clone(),
             )
             .await;
             ctx.counters.add_fetched(outcome.received);
             match outcome.result {
                 Ok(()) => {
-                    ctx.shares.mark(name, chunk);
-                    ctx.link.held(name, manifest.chunk_count(), chunk);
+                    sink.held(chunk);
                     // The resume state is written while the tracker stores
                     // the registration.
                     let have = ctx.shares.holding(name).map(|(_, have, _)| have);
@@ -524,6 +536,16 @@ impl Fetcher {
             part.save_state(&ResumeState::new(manifest, mode, &have))?;
         }
         Ok((part, have, existed))
+    }
+
+    /// Where `part`'s verified chunks go.
+    fn sink(&self, part: &Arc<PartFile>, manifest: &Arc<Manifest>) -> PartSink {
+        PartSink {
+            part: part.clone(),
+            manifest: manifest.clone(),
+            shares: self.ctx.shares.clone(),
+            link: self.ctx.link.clone(),
+        }
     }
 
     fn remember(&self, path: &std::path::Path, stamp: Stamp, manifest: &Manifest) {

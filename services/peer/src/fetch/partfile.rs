@@ -462,3 +462,6 @@ pub fn saved_states(state_dir: &Path) -> Vec<ResumeState> {
     }
     states
 }
+
+#[cfg(test)]
+mod tests;

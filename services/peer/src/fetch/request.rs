@@ -1,17 +1,17 @@
 //! One chunk from one holder: stream it, verify it as it arrives, and only
-//! then write it. A holder that sends too much is cut off at the first byte
-//! past the chunk; one that sends too little or other bytes is caught by the
-//! digest. Nothing unverified ever reaches the part file.
+//! then hand it to the sink. A holder that sends too much is cut off at the
+//! first byte past the chunk; one that sends too little or other bytes is
+//! caught by the digest. Nothing unverified ever reaches the sink (the part
+//! file), whichever [`Holders`] the bytes came from.
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use hive::{ChunkIndex, Manifest, pb::peer as pb};
-use tonic::{Code, transport::Channel};
+use hive::{ChunkIndex, Manifest};
+use tokio_stream::{Stream, StreamExt};
 
-use crate::{error::PeerError, fetch::partfile::PartFile};
-
-pub type PeerClient = pb::peer_client::PeerClient<Channel>;
+use super::traits::{Holders, Sink};
+use crate::error::PeerError;
 
 /// Why a request failed, as the scheduler needs to tell it.
 #[derive(Debug, Clone)]
@@ -39,82 +39,50 @@ pub struct Outcome {
     pub received: u64,
 }
 
-/// Fetches `chunk`, verifies it and writes it into `part`.
-pub async fn fetch_into(
-    client: PeerClient,
+/// Fetches `chunk` from the holder behind `conn`, verifies it and hands it
+/// to `sink`: the future asks, streams and verifies within `deadline`, then
+/// writes. It borrows nothing, so it can run as a task of its own.
+pub fn fetch_into<H: Holders, S: Sink>(
+    holders: &H,
+    conn: &H::Conn,
     manifest: Arc<Manifest>,
     chunk: ChunkIndex,
     deadline: Duration,
-    part: Arc<PartFile>,
-) -> Outcome {
-    let mut received = 0;
-    let got =
-        tokio::time::timeout(deadline, receive(client, &manifest, chunk, &mut received)).await;
-    let frames = match got {
-        Ok(Ok(frames)) => frames,
-        Ok(Err(f)) => {
-            return Outcome {
-                result: Err(f),
-                received,
-            };
-        }
-        Err(_) => {
-            return Outcome {
-                result: Err(Failure::Timeout),
-                received,
-            };
-        }
-    };
-    let offset = manifest.layout().range(chunk).start;
-    if let Err(e) = part.write(offset, frames).await {
-        return Outcome {
-            result: Err(Failure::Write(e)),
-            received,
+    sink: S,
+) -> impl Future<Output = Outcome> + Send + 'static {
+    let open = holders.get_chunk(conn, manifest.name(), chunk);
+    async move {
+        let mut received = 0;
+        let got = tokio::time::timeout(deadline, async {
+            receive(open.await?, &manifest, chunk, &mut received).await
+        })
+        .await;
+        let result = match got {
+            Ok(Ok(frames)) => sink.write(chunk, frames).await.map_err(Failure::Write),
+            Ok(Err(f)) => Err(f),
+            Err(_) => Err(Failure::Timeout),
         };
-    }
-    Outcome {
-        result: Ok(()),
-        received,
+        Outcome { result, received }
     }
 }
 
-/// Streams `chunk` and verifies it, returning its bytes as received.
-pub async fn receive(
-    mut client: PeerClient,
+/// Reads `chunk` from `frames` and verifies it, returning its bytes as
+/// received: this is the check that keeps a holder's wrong bytes out.
+async fn receive(
+    mut frames: impl Stream<Item = Result<Bytes, Failure>> + Unpin,
     manifest: &Manifest,
     chunk: ChunkIndex,
     received: &mut u64,
 ) -> Result<Vec<Bytes>, Failure> {
-    let request = pb::GetChunkRequest {
-        name: manifest.name().to_string(),
-        chunk: chunk.get(),
-    };
-    let mut stream = client
-        .get_chunk(request)
-        .await
-        .map_err(failure)?
-        .into_inner();
     let mut verifier = manifest.verifier(chunk);
-    let mut frames = Vec::new();
-    while let Some(msg) = stream.message().await.map_err(failure)? {
-        *received += msg.data.len() as u64;
+    let mut pieces = Vec::new();
+    while let Some(data) = frames.next().await.transpose()? {
+        *received += data.len() as u64;
         verifier
-            .update(&msg.data)
+            .update(&data)
             .map_err(|e| Failure::Bad(e.to_string()))?;
-        frames.push(msg.data);
+        pieces.push(data);
     }
     verifier.finish().map_err(|e| Failure::Bad(e.to_string()))?;
-    Ok(frames)
-}
-
-fn failure(status: tonic::Status) -> Failure {
-    match status.code() {
-        Code::NotFound => Failure::Lacks,
-        Code::DataLoss => Failure::Withdrawn,
-        Code::ResourceExhausted => Failure::Busy,
-        // A message over our size limit, or a holder disagreeing about the
-        // file's layout: the holder is wrong.
-        Code::OutOfRange | Code::InvalidArgument => Failure::Bad(status.message().to_owned()),
-        _ => Failure::Unreachable(format!("{}: {}", status.code(), status.message())),
-    }
+    Ok(pieces)
 }

@@ -1,0 +1,254 @@
+//! The engine's rules, driven by the fakes of [`super::fakes`] under paused
+//! time: each test is fast and deterministic.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::fakes::{Serve, World, bytes_of, chunk, lock, set};
+use crate::error::PeerError;
+
+#[tokio::test(start_paused = true)]
+async fn the_rarest_chunk_is_requested_first() {
+    let mut w = World::new(4);
+    w.holder("a:1", w.full(), &[Serve::Good]);
+    // Chunk 2 has one holder, chunk 4 two, chunk 1 three, chunk 3 four.
+    w.tracker.counts = Some(vec![3, 1, 4, 2]);
+    let mut engine = w.engine(w.none());
+    w.run(&mut engine).await.expect("the download completes");
+    assert_eq!(
+        w.log().asked_of("a:1"),
+        [chunk(2), chunk(4), chunk(1), chunk(3)]
+    );
+    w.assert_complete();
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_end_game_asks_a_second_holder_and_cancels_the_loser() {
+    let w = World::new(2);
+    // Slow, but well within the chunk deadline: only the end-game helps.
+    let slow = w.settings.chunk_timeout / 2;
+    let fast = Duration::from_millis(10);
+    w.holder("slow:1", w.full(), &[Serve::Slow(slow)]);
+    w.holder("fast:1", w.full(), &[Serve::Slow(fast)]);
+    let started = Instant::now();
+    let mut engine = w.engine(w.none());
+    w.run(&mut engine).await.expect("the download completes");
+    let took = started.elapsed();
+    assert!(
+        took < slow / 10,
+        "the slow holder was not waited for: {took:?}"
+    );
+    // Let the aborted request wind down while the engine still exists: it
+    // is the engine that cancels it, not its drop.
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let log = w.log();
+    let [last] = log.asked_of("slow:1")[..] else {
+        panic!(
+            "the slow holder was asked once: {:?}",
+            log.asked_of("slow:1")
+        );
+    };
+    let mut fast = log.asked_of("fast:1");
+    assert_eq!(fast.len(), 2, "the fast holder was asked both chunks");
+    assert_eq!(fast.pop(), Some(last), "the last chunk was asked twice");
+    assert_eq!(log.cancelled, [("slow:1".to_owned(), last)]);
+    assert_eq!(log.answered_by("slow:1"), []);
+    drop(log);
+    w.assert_complete();
+}
+
+#[tokio::test(start_paused = true)]
+async fn wrong_bytes_are_refused_struck_and_fetched_from_another_holder() {
+    let w = World::new(4);
+    w.holder("liar:1", w.full(), &[Serve::Wrong]);
+    // A little slower, so the liar's answer arrives first.
+    w.holder(
+        "honest:1",
+        w.full(),
+        &[Serve::Slow(Duration::from_millis(10))],
+    );
+    let mut engine = w.engine(w.none());
+    w.run(&mut engine).await.expect("the download completes");
+    assert_eq!(w.log().answered_by("liar:1").len(), 1, "the liar answered");
+    // Someone else has the chunk: banned at the first strike, never asked again.
+    assert_eq!(w.strikes(), 1);
+    assert_eq!(engine.stats.holders_banned, 1);
+    assert_eq!(w.log().asked_of("liar:1").len(), 1);
+    assert_eq!(w.log().answered_by("honest:1").len(), 4);
+    // Every byte in the sink came from the honest holder, verified.
+    w.assert_complete();
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_only_source_is_banned_at_the_third_strike() {
+    let w = World::new(1);
+    w.holder("liar:1", w.full(), &[Serve::Wrong]);
+    let mut engine = w.engine(w.none());
+    let err = w.run(&mut engine).await.expect_err("nobody can supply it");
+    assert!(matches!(err, PeerError::Unavailable(_)), "{err:?}");
+    assert_eq!(w.log().asked_of("liar:1").len(), 3);
+    assert_eq!(w.strikes(), 3);
+    assert_eq!(engine.stats.holders_banned, 1);
+    assert!(
+        w.disk().written.is_empty(),
+        "nothing unverified was written"
+    );
+    assert!(w.disk().held.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_only_source_is_kept_after_two_strikes() {
+    let w = World::new(1);
+    let script = [Serve::Wrong, Serve::Wrong, Serve::Good];
+    w.holder("flaky:1", w.full(), &script);
+    let mut engine = w.engine(w.none());
+    w.run(&mut engine).await.expect("the third answer is good");
+    assert_eq!(w.log().asked_of("flaky:1").len(), 3);
+    assert_eq!(w.strikes(), 2);
+    assert_eq!(engine.stats.holders_banned, 0);
+    w.assert_complete();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_chunk_advertised_but_lacking_is_a_strike() {
+    let w = World::new(2);
+    w.holder("boaster:1", w.full(), &[Serve::Lacks]);
+    w.holder(
+        "honest:1",
+        w.full(),
+        &[Serve::Slow(Duration::from_millis(10))],
+    );
+    let mut engine = w.engine(w.none());
+    w.run(&mut engine).await.expect("the download completes");
+    assert_eq!(w.strikes(), 1);
+    assert_eq!(engine.stats.holders_banned, 1);
+    assert_eq!(w.log().asked_of("boaster:1").len(), 1);
+    w.assert_complete();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_holder_fails_over_to_a_live_one() {
+    let w = World::new(4);
+    w.holder("dead:1", w.full(), &[Serve::Dead]);
+    w.holder("live:1", w.full(), &[Serve::Good]);
+    let mut engine = w.engine(w.none());
+    w.run(&mut engine).await.expect("the download completes");
+    assert!(
+        !w.log().asked_of("dead:1").is_empty(),
+        "the dead holder was tried"
+    );
+    assert_eq!(w.log().answered_by("live:1").len(), 4);
+    assert_eq!(w.strikes(), 0, "being unreachable is no strike");
+    w.assert_complete();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_request_is_given_up_at_the_chunk_deadline() {
+    let w = World::new(1);
+    w.holder("stuck:1", w.full(), &[Serve::Stall, Serve::Good]);
+    let started = Instant::now();
+    let mut engine = w.engine(w.none());
+    w.run(&mut engine)
+        .await
+        .expect("the second request succeeds");
+    let took = started.elapsed();
+    let deadline = w.settings.chunk_timeout;
+    assert!(
+        took >= deadline,
+        "not abandoned before the deadline: {took:?}"
+    );
+    assert!(took < deadline * 2, "asked again soon after: {took:?}");
+    let log = w.log();
+    assert_eq!(log.asked_of("stuck:1"), [chunk(1), chunk(1)]);
+    assert_eq!(log.cancelled, [("stuck:1".to_owned(), chunk(1))]);
+    drop(log);
+    assert_eq!(w.strikes(), 0, "stalling is no strike");
+    w.assert_complete();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_holder_that_appears_later_is_picked_up_by_a_relocate() {
+    let w = World::new(20);
+    let slow = Duration::from_secs(1);
+    w.holder("slow:1", w.full(), &[Serve::Slow(slow)]);
+    let appears = Duration::from_secs(3);
+    w.tracker.list("new:1", w.full(), appears);
+    w.holders.script("new:1", &[Serve::Good]);
+    let started = Instant::now();
+    let mut engine = w.engine(w.none());
+    w.run(&mut engine).await.expect("the download completes");
+    let took = started.elapsed();
+    assert!(took < slow * 10, "the new holder sped it up: {took:?}");
+    assert!(*lock(&w.tracker.calls) >= 1, "the tracker was asked again");
+    let log = w.log();
+    assert!(
+        log.answered_by("new:1").len() >= 10,
+        "the new holder served"
+    );
+    let first = log.asked.iter().find(|(a, _, _)| a == "new:1");
+    let (_, _, at) = first.expect("the new holder was asked");
+    assert!(*at >= started + appears, "not asked before it was listed");
+    drop(log);
+    w.assert_complete();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resumed_download_never_requests_chunks_it_holds() {
+    let w = World::new(6);
+    w.holder("a:1", w.full(), &[Serve::Good]);
+    w.holder("b:1", w.full(), &[Serve::Good]);
+    let have = set(6, &[1, 2, 5]);
+    // The sink already holds those chunks' bytes.
+    for c in have.iter() {
+        let r = w.manifest.layout().range(c);
+        let bytes = bytes_of(&w.data, &w.manifest, c);
+        w.disk().data[r.start as usize..r.end as usize].copy_from_slice(&bytes);
+    }
+    let mut engine = w.engine(have.clone());
+    w.run(&mut engine).await.expect("the download completes");
+    let log = w.log();
+    let mut asked: Vec<_> = log.asked.iter().map(|(_, c, _)| *c).collect();
+    asked.sort();
+    asked.dedup();
+    assert_eq!(asked, [chunk(3), chunk(4), chunk(6)]);
+    drop(log);
+    let mut written = w.disk().written.clone();
+    written.sort();
+    // In the end-game both holders may deliver the last chunk.
+    written.dedup();
+    assert_eq!(written, [chunk(3), chunk(4), chunk(6)]);
+    assert!(w.disk().data == *w.data);
+    assert!(engine.have().is_full());
+    assert_eq!(engine.stats.chunks_fetched, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_chunk_forgotten_after_the_run_is_fetched_again() {
+    let w = World::new(3);
+    w.holder("a:1", w.full(), &[Serve::Good]);
+    let mut engine = w.engine(w.none());
+    w.run(&mut engine).await.expect("the download completes");
+    // The finish found chunk 2 damaged on disk.
+    engine.forget(&set(3, &[2]));
+    assert!(!engine.have().contains(chunk(2)));
+    w.run(&mut engine)
+        .await
+        .expect("the chunk is fetched again");
+    let asked = w.log().asked_of("a:1");
+    assert_eq!(asked.len(), 4);
+    assert_eq!(asked[3], chunk(2), "only the damaged chunk was asked again");
+    assert!(engine.have().is_full());
+}
+
+#[tokio::test(start_paused = true)]
+async fn this_peer_never_asks_itself() {
+    let w = World::new(2);
+    w.holder("me:1", w.full(), &[Serve::Good]);
+    lock(&w.tracker.listed)[0].1.peer_id = "id-me".into();
+    w.holder("other:1", w.full(), &[Serve::Good]);
+    let mut engine = w.engine(w.none());
+    w.run(&mut engine).await.expect("the download completes");
+    assert_eq!(w.log().asked_of("me:1"), []);
+    w.assert_complete();
+}

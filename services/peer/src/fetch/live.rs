@@ -1,0 +1,144 @@
+//! The daemon's side of the engine's traits: the tracker session locates,
+//! the connection pool asks holders over gRPC, and a download's part file
+//! plus the share index and the tracker take its verified chunks.
+
+use std::{
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use hive::{ChunkIndex, FileName, Manifest, pb::peer as pb};
+use tokio_stream::Stream;
+use tonic::{Code, Status, Streaming};
+
+use super::{
+    engine::Engine,
+    partfile::PartFile,
+    request::Failure,
+    traits::{Holders, Locator, Sink},
+};
+use crate::{
+    error::PeerError,
+    pool::{PeerClient, Pool},
+    shares::Shares,
+    tracker_link::{Located, TrackerLink},
+};
+
+/// The engine as the daemon runs it.
+pub type LiveEngine = Engine<TrackerLink, Pool, PartSink>;
+
+impl Locator for TrackerLink {
+    fn relocate(
+        &self,
+        known: Arc<Manifest>,
+    ) -> impl Future<Output = Result<Located, PeerError>> + Send + use<> {
+        let link = self.clone();
+        async move { TrackerLink::relocate(&link, &known).await }
+    }
+
+    fn me(&self) -> Option<String> {
+        self.session().map(|s| s.peer_id)
+    }
+}
+
+impl Holders for Pool {
+    type Conn = PeerClient;
+    type Frames = Frames;
+
+    fn connect(&self, addr: &str) -> Result<PeerClient, PeerError> {
+        self.client(addr)
+    }
+
+    fn get_chunk(
+        &self,
+        conn: &PeerClient,
+        name: &FileName,
+        chunk: ChunkIndex,
+    ) -> impl Future<Output = Result<Frames, Failure>> + Send + use<> {
+        let mut client = conn.clone();
+        let request = pb::GetChunkRequest {
+            name: name.to_string(),
+            chunk: chunk.get(),
+        };
+        async move {
+            let stream = client.get_chunk(request).await.map_err(failure)?;
+            Ok(Frames(stream.into_inner()))
+        }
+    }
+}
+
+/// A GetChunk answer as bytes, its errors as the engine tells them apart.
+pub struct Frames(Streaming<pb::ChunkData>);
+
+impl Stream for Frames {
+    type Item = Result<Bytes, Failure>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.0)
+            .poll_next(cx)
+            .map(|msg| msg.map(|m| m.map(|m| m.data).map_err(failure)))
+    }
+}
+
+fn failure(status: Status) -> Failure {
+    match status.code() {
+        Code::NotFound => Failure::Lacks,
+        Code::DataLoss => Failure::Withdrawn,
+        Code::ResourceExhausted => Failure::Busy,
+        // A message over our size limit, or a holder disagreeing about the
+        // file's layout: the holder is wrong.
+        Code::OutOfRange | Code::InvalidArgument => Failure::Bad(status.message().to_owned()),
+        _ => Failure::Unreachable(format!("{}: {}", status.code(), status.message())),
+    }
+}
+
+/// One download's verified chunks: written into its part file, then marked
+/// in the share index (served from then on) and queued for the tracker.
+#[derive(Clone)]
+pub struct PartSink {
+    pub part: Arc<PartFile>,
+    pub manifest: Arc<Manifest>,
+    pub shares: Shares,
+    pub link: TrackerLink,
+}
+
+impl Sink for PartSink {
+    fn write(
+        &self,
+        chunk: ChunkIndex,
+        pieces: Vec<Bytes>,
+    ) -> impl Future<Output = Result<(), PeerError>> + Send + use<> {
+        let part = self.part.clone();
+        let offset = self.manifest.layout().range(chunk).start;
+        async move { part.write(offset, pieces).await }
+    }
+
+    fn held(&self, chunk: ChunkIndex) {
+        let name = self.manifest.name();
+        self.shares.mark(name, chunk);
+        self.link.held(name, self.manifest.chunk_count(), chunk);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::{Code, Status};
+
+    use super::{Failure, failure};
+
+    /// How a holder's error answers are told apart: only its own faults are
+    /// strikes, and a withdrawn chunk is not one.
+    #[test]
+    fn a_holders_status_codes_map_to_failures() {
+        let failed = |code| failure(Status::new(code, "why"));
+        assert!(matches!(failed(Code::NotFound), Failure::Lacks));
+        assert!(matches!(failed(Code::DataLoss), Failure::Withdrawn));
+        assert!(matches!(failed(Code::ResourceExhausted), Failure::Busy));
+        assert!(matches!(failed(Code::OutOfRange), Failure::Bad(_)));
+        assert!(matches!(failed(Code::InvalidArgument), Failure::Bad(_)));
+        assert!(matches!(failed(Code::Unavailable), Failure::Unreachable(_)));
+        assert!(matches!(failed(Code::Internal), Failure::Unreachable(_)));
+    }
+}

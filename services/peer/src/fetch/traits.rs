@@ -1,0 +1,64 @@
+//! What the swarm engine needs from the world, as three small traits: where
+//! holders come from ([`Locator`]), how one chunk is asked of a holder
+//! ([`Holders`]), and where verified chunks go ([`Sink`]). The daemon's
+//! implementations are thin adapters in [`super::live`]; the engine's unit
+//! tests drive it with fakes.
+//!
+//! Verification is not part of any trait: [`super::request`] checks every
+//! byte a holder sends against the manifest before the sink sees it, whoever
+//! implements [`Holders`].
+
+use std::{future::Future, sync::Arc};
+
+use bytes::Bytes;
+use hive::{ChunkIndex, FileName, Manifest};
+use tokio_stream::Stream;
+
+use super::request::Failure;
+use crate::{error::PeerError, tracker_link::Located};
+
+/// Where holders and their chunk sets come from: the tracker.
+pub trait Locator: Send + Sync + 'static {
+    /// Asks again where the file of `known` is, and who holds which chunks.
+    fn relocate(
+        &self,
+        known: Arc<Manifest>,
+    ) -> impl Future<Output = Result<Located, PeerError>> + Send + use<Self>;
+
+    /// This peer's own id, if it has a session: it never asks itself.
+    fn me(&self) -> Option<String>;
+}
+
+/// How one chunk is asked of one holder.
+pub trait Holders: Send + Sync + 'static {
+    /// A connection to one holder, made once per holder and download.
+    type Conn: Clone + Send + Sync + 'static;
+    /// The chunk's bytes as they arrive, not yet verified.
+    type Frames: Stream<Item = Result<Bytes, Failure>> + Send + Unpin + 'static;
+
+    /// A connection to the holder at `addr` (`host:port`); an error means
+    /// the address is unusable.
+    fn connect(&self, addr: &str) -> Result<Self::Conn, PeerError>;
+
+    /// Asks `conn` for `chunk` of `name`.
+    fn get_chunk(
+        &self,
+        conn: &Self::Conn,
+        name: &FileName,
+        chunk: ChunkIndex,
+    ) -> impl Future<Output = Result<Self::Frames, Failure>> + Send + use<Self>;
+}
+
+/// Where one download's verified chunks go.
+pub trait Sink: Clone + Send + Sync + 'static {
+    /// Stores a verified chunk, as received in pieces.
+    fn write(
+        &self,
+        chunk: ChunkIndex,
+        pieces: Vec<Bytes>,
+    ) -> impl Future<Output = Result<(), PeerError>> + Send + use<Self>;
+
+    /// `chunk` is verified and stored: this peer now holds it (serves it and
+    /// tells the tracker).
+    fn held(&self, chunk: ChunkIndex);
+}
