@@ -24,9 +24,8 @@ use tracing::{debug, instrument, warn};
 
 use crate::{
     error::PeerError,
+    holdings::{ChunkSource, Holdings, ReadError},
     metrics::Counters,
-    shares::{ChunkSource, ReadError, Shares},
-    tracker_link::TrackerLink,
 };
 
 /// Stream messages buffered ahead of the reader.
@@ -38,8 +37,7 @@ const SEGMENT: u64 = 1 << 20;
 pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ChunkData, Status>> + Send>>;
 
 pub struct ChunkServer {
-    pub shares: Shares,
-    pub link: TrackerLink,
+    pub holdings: Holdings,
     pub uploads: Arc<Semaphore>,
     pub send_timeout: Duration,
     /// Cancelled when running uploads must end (after the shutdown grace).
@@ -63,8 +61,8 @@ impl Peer for ChunkServer {
         let permit = self.uploads.clone().try_acquire_owned().map_err(|_| {
             PeerError::Busy("too many uploads in progress; ask another holder".into())
         })?;
-        let source = Arc::new(self.shares.source(&name, req.chunk)?);
-        let (chunk, universe) = (source.chunk, source.manifest.chunk_count());
+        let source = Arc::new(self.holdings.source(&name, req.chunk)?);
+        let chunk = source.chunk;
         // The first segment is read before answering, so a file that is gone
         // or changed gets a status, not a broken stream. A changed file has
         // its whole chunk read and verified first.
@@ -90,9 +88,8 @@ impl Peer for ChunkServer {
             Ok(read) => read,
             Err(ReadError::Changed) => {
                 warn!(file = %name, %chunk, "chunk no longer matches its digest on disk; withdrawn");
-                if self.shares.withdraw(&name, chunk) {
-                    self.link.withdrawn(&name, universe, chunk);
-                }
+                // The tracker hears of it through the holdings.
+                self.holdings.withdraw(&name, chunk);
                 return Err(PeerError::DataLoss(format!(
                     "chunk {chunk} of {name:?} changed on disk; withdrawn"
                 ))

@@ -468,8 +468,7 @@ impl<'a> Engine<'a> {
             return;
         }
         let name = self.manifest.name();
-        self.ctx.shares.mark(name, chunk);
-        self.ctx.link.held(name, self.manifest.chunk_count(), chunk);
+        self.ctx.holdings.mark(name, chunk);
         self.stats.chunks_fetched += 1;
         self.progress.chunks_done += 1;
         self.progress.bytes_done += u64::from(self.manifest.layout().chunk_len(chunk));

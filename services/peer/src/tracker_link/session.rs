@@ -1,0 +1,582 @@
+//! The session task: one state machine, driven by its callers' commands,
+//! the changes the holdings publish, and its own timers (registration
+//! retries, heartbeats, due announcements).
+//!
+//! Failed calls are mapped to [`PeerError`] where they return, and the
+//! session acts on the code: no answer, a lost session, a refused file.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use hive::{
+    ChunkSet, FileName, Manifest,
+    grpc::TOKEN_METADATA,
+    pb::tracker::{self as pb, tracker_client::TrackerClient},
+    wire,
+};
+use tokio::{
+    sync::{mpsc, oneshot, watch},
+    time::Instant,
+};
+use tonic::{
+    Code, Request,
+    metadata::{Ascii, MetadataValue},
+    transport::Channel,
+};
+use tracing::{debug, info, warn};
+
+use super::{Announce, Command, SessionInfo, batch::Batch};
+use crate::{
+    error::PeerError,
+    holdings::{Holdings, HoldingsChange, Kind},
+    scan::Found,
+};
+
+/// A Register request stays under this size; more files go in later calls.
+const REGISTER_BYTES: usize = 512 * 1024;
+const RETRY_MIN: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+/// Announcements that found the tracker down are sent again this much later.
+const FLUSH_RETRY: Duration = Duration::from_millis(800);
+
+/// Where the session stands with the tracker.
+enum State {
+    /// Not registered (not yet, or the tracker lost the session): the next
+    /// attempt is at `at`; each failure doubles `backoff`, up to
+    /// [`RETRY_MAX`].
+    Unregistered { at: Instant, backoff: Duration },
+    /// Accepted by the tracker.
+    Registered(Live),
+    /// Left for good: no session is started again.
+    Left,
+}
+
+/// A session the tracker accepted.
+struct Live {
+    peer_id: String,
+    token: MetadataValue<Ascii>,
+    heartbeat_at: Instant,
+    interval: Duration,
+    /// The last call got no answer: a flush is answered at once.
+    unreachable: bool,
+    /// The manifest of each file the tracker accepted in this session, so a
+    /// file the holdings add is registered only if the tracker does not
+    /// have it in that layout already.
+    announced: HashMap<FileName, Arc<Manifest>>,
+}
+
+pub struct Session {
+    client: TrackerClient<Channel>,
+    announce: Announce,
+    holdings: Holdings,
+    published: watch::Sender<Option<SessionInfo>>,
+    /// Files refused in their own chunk size, for re-adoption.
+    refused: mpsc::UnboundedSender<FileName>,
+    state: State,
+    batch: Batch,
+    /// Flushes waiting for the queued announcements to reach the tracker.
+    waiters: Vec<oneshot::Sender<Result<(), PeerError>>>,
+}
+
+impl Session {
+    pub fn new(
+        client: TrackerClient<Channel>,
+        announce: Announce,
+        holdings: Holdings,
+        published: watch::Sender<Option<SessionInfo>>,
+        refused: mpsc::UnboundedSender<FileName>,
+    ) -> Self {
+        Self {
+            client,
+            announce,
+            holdings,
+            published,
+            refused,
+            state: State::Unregistered {
+                at: Instant::now(),
+                backoff: RETRY_MIN,
+            },
+            batch: Batch::default(),
+            waiters: Vec::new(),
+        }
+    }
+
+    /// Runs until every handle is gone.
+    pub async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut changes: mpsc::UnboundedReceiver<HoldingsChange>,
+    ) -> Result<(), PeerError> {
+        loop {
+            if let State::Unregistered { at, .. } = self.state
+                && Instant::now() >= at
+            {
+                self.register_all().await;
+            }
+            let wake = self.next_wake();
+            tokio::select! {
+                // Commands first: a flush waits on no overdue heartbeat.
+                biased;
+                cmd = commands.recv() => match cmd {
+                    Some(cmd) => {
+                        // A flush covers every change made before it.
+                        while let Ok(change) = changes.try_recv() {
+                            self.on_change(change).await;
+                        }
+                        self.handle(cmd).await;
+                    }
+                    None => return Ok(()),
+                },
+                change = changes.recv() => match change {
+                    Some(change) => self.on_change(change).await,
+                    // Never while this task holds the holdings.
+                    None => return Ok(()),
+                },
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+            let now = Instant::now();
+            if self.batch.is_due(now) {
+                self.flush().await;
+            }
+            if let State::Registered(live) = &self.state
+                && now >= live.heartbeat_at
+            {
+                self.heartbeat().await;
+            }
+        }
+    }
+
+    fn next_wake(&self) -> Instant {
+        let far = Instant::now() + Duration::from_secs(3600);
+        let state = match &self.state {
+            State::Unregistered { at, .. } => Some(*at),
+            State::Registered(live) => Some(live.heartbeat_at),
+            State::Left => None,
+        };
+        [state, self.batch.due()]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(far)
+    }
+
+    async fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Share { files, ack } => {
+                let result = self.share(files).await;
+                let _ = ack.send(result);
+            }
+            Command::Flush { ack } => {
+                if let State::Registered(live) = &self.state
+                    && live.unreachable
+                {
+                    // Known to be down: answer now; the retry schedule stands.
+                    let _ = ack.send(Err(PeerError::Unavailable(
+                        "tracker unreachable; chunk updates stay queued".into(),
+                    )));
+                    return;
+                }
+                self.waiters.push(ack);
+                self.flush().await;
+            }
+            Command::Leave { ack } => {
+                let result = self.leave().await;
+                let _ = ack.send(result);
+            }
+        }
+    }
+
+    /// Queues what the tracker must hear of a change to the holdings.
+    async fn on_change(&mut self, change: HoldingsChange) {
+        let now = Instant::now();
+        match change {
+            HoldingsChange::Marked {
+                name,
+                universe,
+                chunk,
+            } => self.batch.held(&name, universe, chunk, now),
+            HoldingsChange::Withdrawn {
+                name,
+                universe,
+                chunk,
+            } => self.batch.withdrawn(&name, universe, chunk, now),
+            HoldingsChange::Added {
+                manifest,
+                have,
+                kind: Kind::Partial,
+            } => {
+                for chunk in have.iter() {
+                    (self.batch).held(manifest.name(), manifest.chunk_count(), chunk, now);
+                }
+            }
+            HoldingsChange::Added {
+                manifest,
+                kind: Kind::Complete,
+                ..
+            } => self.register_added(manifest).await,
+            // Every chunk of a finished download was announced as it came;
+            // a file no longer held stays listed until the session ends.
+            HoldingsChange::Completed { .. } | HoldingsChange::Removed { .. } => {}
+        }
+    }
+
+    /// Registers a complete file new to the holdings, unless the tracker
+    /// has it from this session already (a share registers its files before
+    /// adding them). Today that is a copy hashed again in the swarm's chunk
+    /// size. Unregistered, the next registration takes it along.
+    async fn register_added(&mut self, manifest: Arc<Manifest>) {
+        let State::Registered(live) = &self.state else {
+            return;
+        };
+        if live.announced.get(manifest.name()) == Some(&manifest) {
+            return;
+        }
+        let file = shared_file(&manifest, &ChunkSet::full(manifest.chunk_count()));
+        let result = self.call_register(vec![file], Some(live)).await;
+        let name = manifest.name().clone();
+        match result {
+            Ok(_) => {
+                info!(file = %name, chunk_size = %manifest.layout().chunk_size(), "shared in the swarm's chunk size");
+                if let State::Registered(live) = &mut self.state {
+                    live.announced.insert(name, manifest);
+                }
+            }
+            Err(e) => {
+                warn!(file = %name, error = %e, "the tracker still refused this file");
+                self.on_session_error(&e);
+            }
+        }
+    }
+
+    /// Registers a new session holding everything in the holdings; answers
+    /// the flushes waiting.
+    async fn register_all(&mut self) {
+        let backoff = match self.state {
+            State::Unregistered { backoff, .. } => backoff,
+            State::Registered(_) | State::Left => return,
+        };
+        let held = self.holdings.snapshot();
+        match self.register_batches(&held).await {
+            Ok(live) => {
+                info!(peer = %live.peer_id, "registered with the tracker");
+                self.state = State::Registered(live);
+                // Everything queued was just sent in full.
+                self.batch.clear();
+                self.answer_waiters(Ok(()));
+            }
+            Err(e) => {
+                warn!(error = %e, retry_in = ?backoff, "cannot register with the tracker");
+                self.answer_waiters(Err(e));
+                self.state = State::Unregistered {
+                    at: Instant::now() + backoff,
+                    backoff: (backoff * 2).min(RETRY_MAX),
+                };
+            }
+        }
+    }
+
+    /// A new session, then its files in requests of bounded size. A file the
+    /// tracker refuses (its name now taken by other content, or known in
+    /// another chunk size) is skipped, with a warning, rather than keeping
+    /// the rest of the peer offline.
+    async fn register_batches(
+        &mut self,
+        held: &[(Arc<Manifest>, ChunkSet)],
+    ) -> Result<Live, PeerError> {
+        let files: Vec<pb::SharedFile> = held.iter().map(|(m, c)| shared_file(m, c)).collect();
+        let mut batches = batches(files);
+        let first = if batches.is_empty() {
+            Vec::new()
+        } else {
+            batches.remove(0)
+        };
+        let first = match self.call_register(first.clone(), None).await {
+            Err(e) if refusal(&e) => {
+                batches.insert(0, first);
+                self.call_register(Vec::new(), None).await?
+            }
+            other => other?,
+        };
+        let interval =
+            Duration::from_millis(first.heartbeat_interval_ms).max(Duration::from_millis(10));
+        let token = first
+            .token
+            .parse()
+            .map_err(|_| PeerError::Internal("the tracker sent an unusable token".into()))?;
+        let mut live = Live {
+            peer_id: first.peer_id,
+            token,
+            heartbeat_at: Instant::now() + interval,
+            interval,
+            unreachable: false,
+            announced: HashMap::new(),
+        };
+        let mut refused = Vec::new();
+        for batch in batches {
+            match self.call_register(batch.clone(), Some(&live)).await {
+                Err(e) if refusal(&e) => {
+                    for file in batch {
+                        let name = file.manifest.as_ref().map(|m| m.name.clone());
+                        let name = name.unwrap_or_default();
+                        match self.call_register(vec![file], Some(&live)).await {
+                            Ok(_) => {}
+                            Err(e) if refusal(&e) => {
+                                warn!(file = %name, error = %e, "the tracker refused this file; not shared");
+                                if let Ok(name) = FileName::new(name) {
+                                    if e.code() == Code::InvalidArgument {
+                                        let _ = self.refused.send(name.clone());
+                                    }
+                                    refused.push(name);
+                                }
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+                other => {
+                    other?;
+                }
+            }
+        }
+        live.announced = held
+            .iter()
+            .filter(|(m, _)| !refused.contains(m.name()))
+            .map(|(m, _)| (m.name().clone(), m.clone()))
+            .collect();
+        self.published.send_replace(Some(SessionInfo {
+            peer_id: live.peer_id.clone(),
+            addr: first.addr,
+        }));
+        Ok(live)
+    }
+
+    async fn call_register(
+        &self,
+        files: Vec<pb::SharedFile>,
+        live: Option<&Live>,
+    ) -> Result<pb::RegisterResponse, PeerError> {
+        let msg = pb::RegisterRequest {
+            files,
+            port: u32::from(self.announce.port),
+            advertise_host: self.announce.host.clone(),
+            peer_id: live.map(|s| s.peer_id.clone()).unwrap_or_default(),
+        };
+        let req = match live {
+            Some(live) => authed(msg, live),
+            None => Request::new(msg),
+        };
+        let answer = self.client.clone().register(req).await;
+        Ok(answer.map_err(|s| PeerError::tracker(&s))?.into_inner())
+    }
+
+    /// Shares new files: extends the session (starting one if needed) and
+    /// adds them to the holdings once the tracker has accepted them.
+    async fn share(&mut self, files: Vec<Found>) -> Result<(), PeerError> {
+        if let State::Unregistered { .. } = self.state {
+            self.register_all().await;
+        }
+        let State::Registered(live) = &self.state else {
+            return Err(PeerError::Unavailable("cannot reach the tracker".into()));
+        };
+        let wire: Vec<pb::SharedFile> = files
+            .iter()
+            .map(|f| shared_file(&f.manifest, &ChunkSet::full(f.manifest.chunk_count())))
+            .collect();
+        for batch in batches(wire) {
+            if let Err(e) = self.call_register(batch, Some(live)).await {
+                self.on_session_error(&e);
+                return Err(match e {
+                    PeerError::Tracker {
+                        code: Code::AlreadyExists,
+                        message,
+                    } => PeerError::Exists(message),
+                    e => e,
+                });
+            }
+        }
+        if let State::Registered(live) = &mut self.state {
+            for f in &files {
+                let m = &f.manifest;
+                live.announced.insert(m.name().clone(), m.clone());
+            }
+        }
+        for f in files {
+            (self.holdings).insert_complete(f.manifest, f.path, f.file, f.stamp)?;
+        }
+        Ok(())
+    }
+
+    async fn heartbeat(&mut self) {
+        let State::Registered(live) = &mut self.state else {
+            return;
+        };
+        live.heartbeat_at = Instant::now() + live.interval;
+        let req = authed(
+            pb::HeartbeatRequest {
+                peer_id: live.peer_id.clone(),
+            },
+            live,
+        );
+        let result = self.client.clone().heartbeat(req).await;
+        let result = result.map_err(|s| PeerError::tracker(&s));
+        live.unreachable = result.as_ref().is_err_and(no_answer);
+        match result {
+            Ok(resp) => {
+                let interval = Duration::from_millis(resp.into_inner().heartbeat_interval_ms);
+                if !interval.is_zero() {
+                    live.interval = interval;
+                }
+            }
+            Err(e) => {
+                self.on_session_error(&e);
+            }
+        }
+    }
+
+    /// Sends the queued announcements, one call per file.
+    async fn flush(&mut self) {
+        match self.state {
+            State::Registered(_) => {}
+            State::Unregistered { .. } => {
+                // Registering sends everything held, queued changes included.
+                self.register_all().await;
+                return;
+            }
+            State::Left => {
+                // Gone for good: a late flush must not start a session.
+                self.batch.clear();
+                let left = PeerError::Unavailable("this peer has left the tracker".into());
+                self.answer_waiters(Err(left));
+                return;
+            }
+        }
+        let mut updates = self.batch.take().into_iter();
+        while let Some(u) = updates.next() {
+            let State::Registered(live) = &mut self.state else {
+                break;
+            };
+            let req = authed(
+                pb::RegisterChunkRequest {
+                    peer_id: live.peer_id.clone(),
+                    name: u.name.to_string(),
+                    chunks: wire::ranges(&u.add),
+                    withdrawn: wire::ranges(&u.remove),
+                },
+                live,
+            );
+            let result = self.client.clone().register_chunk(req).await;
+            let result = result.map_err(|s| PeerError::tracker(&s));
+            live.unreachable = result.as_ref().is_err_and(no_answer);
+            match result {
+                Ok(_) => {
+                    debug!(file = %u.name, chunks = u.add.len(), withdrawn = u.remove.len(), "chunks registered")
+                }
+                Err(e) if e.code() == Code::InvalidArgument => {
+                    warn!(file = %u.name, error = %e, "the tracker refused a chunk update; dropped");
+                }
+                Err(e) => {
+                    if !self.on_session_error(&e) {
+                        // The tracker is unreachable: keep the queue, try later.
+                        let rest = std::iter::once(u).chain(updates).collect();
+                        (self.batch).put_back(rest, Instant::now() + FLUSH_RETRY);
+                    }
+                    // Else the next registration sends everything held.
+                    self.answer_waiters(Err(e));
+                    return;
+                }
+            }
+        }
+        self.answer_waiters(Ok(()));
+    }
+
+    async fn leave(&mut self) -> Result<(), PeerError> {
+        self.flush().await;
+        let State::Registered(live) = std::mem::replace(&mut self.state, State::Left) else {
+            return Ok(());
+        };
+        self.published.send_replace(None);
+        let req = authed(
+            pb::LeaveRequest {
+                peer_id: live.peer_id.clone(),
+            },
+            &live,
+        );
+        match self.client.clone().leave(req).await {
+            Ok(_) => {
+                info!(peer = %live.peer_id, "left the tracker");
+                Ok(())
+            }
+            // Already forgotten: as good as gone.
+            Err(status) if status.code() == Code::NotFound => Ok(()),
+            Err(status) => Err(PeerError::tracker(&status)),
+        }
+    }
+
+    /// Forgets the session if the tracker no longer knows it, so the next
+    /// turn of the loop registers everything again. Returns whether it did.
+    fn on_session_error(&mut self, e: &PeerError) -> bool {
+        let lost = matches!(
+            e.code(),
+            Code::NotFound | Code::Unauthenticated | Code::PermissionDenied
+        );
+        if !lost || !matches!(self.state, State::Registered(_)) {
+            debug!(error = %e, "tracker call failed");
+            return false;
+        }
+        info!(error = %e, "the tracker lost this session; registering again");
+        self.state = State::Unregistered {
+            at: Instant::now(),
+            backoff: RETRY_MIN,
+        };
+        self.published.send_replace(None);
+        true
+    }
+
+    fn answer_waiters(&mut self, result: Result<(), PeerError>) {
+        for w in self.waiters.drain(..) {
+            let _ = w.send(result.clone());
+        }
+    }
+}
+
+/// `msg` with the session's token.
+fn authed<T>(msg: T, live: &Live) -> Request<T> {
+    let mut req = Request::new(msg);
+    req.metadata_mut()
+        .insert(TOKEN_METADATA, live.token.clone());
+    req
+}
+
+/// A call that failed because the tracker did not answer, as opposed to
+/// an answer refusing it (see [`PeerError::tracker`]).
+fn no_answer(e: &PeerError) -> bool {
+    matches!(e, PeerError::Unavailable(_))
+}
+
+/// A refusal of some files' content, as opposed to a failure of the call.
+fn refusal(e: &PeerError) -> bool {
+    matches!(e.code(), Code::AlreadyExists | Code::InvalidArgument)
+}
+
+fn shared_file(m: &Arc<Manifest>, chunks: &ChunkSet) -> pb::SharedFile {
+    pb::SharedFile {
+        manifest: Some(m.as_ref().into()),
+        chunks: wire::ranges(chunks),
+    }
+}
+
+/// Files grouped into requests of at most [`REGISTER_BYTES`] each.
+fn batches(files: Vec<pb::SharedFile>) -> Vec<Vec<pb::SharedFile>> {
+    use prost::Message;
+    let mut out: Vec<Vec<pb::SharedFile>> = Vec::new();
+    let mut size = 0;
+    for f in files {
+        let len = f.encoded_len() + 8;
+        if out.is_empty() || size + len > REGISTER_BYTES {
+            out.push(Vec::new());
+            size = 0;
+        }
+        size += len;
+        out.last_mut().expect("pushed above").push(f);
+    }
+    out
+}
