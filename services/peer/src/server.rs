@@ -208,3 +208,82 @@ impl Upload {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use hive::{
+        ChunkIndex, ChunkSet, ChunkSize, FileName, Manifest,
+        pb::peer::{GetChunkRequest, peer_client::PeerClient, peer_server::PeerServer},
+    };
+    use tokio::net::TcpListener;
+    use tokio_stream::wrappers::TcpListenerStream;
+    use tonic::Code;
+
+    use super::*;
+    use crate::fetch::partfile::PartFile;
+
+    /// Chunk `n` of `name` through a real Peer service; its bytes or status.
+    async fn get_chunk(
+        client: &mut PeerClient<tonic::transport::Channel>,
+        n: u32,
+    ) -> Result<Vec<u8>, Status> {
+        let req = GetChunkRequest {
+            name: "f".into(),
+            chunk: n,
+        };
+        let mut stream = client.get_chunk(req).await?.into_inner();
+        let mut out = Vec::new();
+        while let Some(msg) = stream.message().await? {
+            out.extend_from_slice(&msg.data);
+        }
+        Ok(out)
+    }
+
+    /// A partial holder's part file has zeros where its missing chunks go:
+    /// GetChunk must refuse them, not send the zeros.
+    #[tokio::test]
+    async fn a_partial_holder_serves_only_the_chunks_it_holds() {
+        let run = async {
+            // Four 1 KiB chunks; each byte is its chunk's number.
+            let data: Vec<u8> = (1..=4u8).flat_map(|n| [n; 1024]).collect();
+            let dir = tempfile::tempdir().unwrap();
+            let mut tmp = tempfile::tempfile().unwrap();
+            tmp.write_all(&data).unwrap();
+            let name = FileName::new("f").unwrap();
+            let size = Some(ChunkSize::new(1024).unwrap());
+            let m = Arc::new(Manifest::from_file(&tmp, 4096, name, size).unwrap());
+            let (part, _) = PartFile::open(dir.path(), &m).unwrap();
+            std::os::unix::fs::FileExt::write_all_at(&*part.file, &data[1024..2048], 1024).unwrap();
+            let mut have = ChunkSet::empty(4);
+            have.insert(ChunkIndex::new(2).unwrap());
+            let holdings = Holdings::default();
+            holdings.insert_partial(m, &part, have);
+
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let service = PeerServer::new(ChunkServer {
+                holdings,
+                uploads: Arc::new(Semaphore::new(4)),
+                send_timeout: Duration::from_secs(5),
+                stop: CancellationToken::new(),
+                counters: Arc::default(),
+            });
+            let server = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(TcpListenerStream::new(listener));
+            tokio::spawn(server);
+            let mut client = PeerClient::connect(format!("http://{addr}")).await.unwrap();
+
+            assert_eq!(get_chunk(&mut client, 2).await.unwrap(), &data[1024..2048]);
+            for n in [1, 3, 4] {
+                let err = get_chunk(&mut client, n).await.unwrap_err();
+                assert_eq!(err.code(), Code::NotFound, "chunk {n}: {}", err.message());
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .expect("timed out");
+    }
+}
