@@ -23,6 +23,8 @@ mod adopt;
 pub mod batch;
 pub mod locate;
 mod session;
+#[cfg(test)]
+mod tests;
 
 use std::{
     sync::{Arc, Mutex},
