@@ -9,7 +9,8 @@
 //! holds, and nothing is lost. On shutdown it leaves (message 6).
 //!
 //! # Layout
-//! - [`session`]: the task: its state machine and the calls it makes.
+//! - [`session`]: the task: its state machine, its calls, and (in
+//!   `session/register.rs`) registration.
 //! - [`batch`]: chunk announcements merged per file until they are due (pure).
 //! - [`locate`]: Locate answers, validated (plain functions).
 //! - [`adopt`]: a file refused in its own chunk size, hashed again in the
