@@ -205,7 +205,8 @@ impl Session {
                 kind: Kind::Partial,
             } => {
                 for chunk in have.iter() {
-                    (self.batch).held(manifest.name(), manifest.chunk_count(), chunk, now);
+                    self.batch
+                        .held(manifest.name(), manifest.chunk_count(), chunk, now);
                 }
             }
             HoldingsChange::Added {
@@ -291,7 +292,7 @@ impl Session {
                     if !self.on_session_error(&e) {
                         // The tracker is unreachable: keep the queue, try later.
                         let rest = std::iter::once(u).chain(updates).collect();
-                        (self.batch).put_back(rest, Instant::now() + FLUSH_RETRY);
+                        self.batch.put_back(rest, Instant::now() + FLUSH_RETRY);
                     }
                     // Else the next registration sends everything held.
                     self.answer_waiters(Err(e));

@@ -199,7 +199,8 @@ impl Session {
             }
         }
         for f in files {
-            (self.holdings).insert_complete(f.manifest, f.path, f.file, f.stamp)?;
+            self.holdings
+                .insert_complete(f.manifest, f.path, f.file, f.stamp)?;
         }
         Ok(())
     }
