@@ -315,14 +315,15 @@ impl Session {
             },
             &live,
         );
-        match self.client.clone().leave(req).await {
+        let answer = self.client.clone().leave(req).await;
+        match answer.map_err(|s| PeerError::tracker(&s)) {
             Ok(_) => {
                 info!(peer = %live.peer_id, "left the tracker");
                 Ok(())
             }
             // Already forgotten: as good as gone.
-            Err(status) if status.code() == Code::NotFound => Ok(()),
-            Err(status) => Err(PeerError::tracker(&status)),
+            Err(e) if e.code() == Code::NotFound => Ok(()),
+            Err(e) => Err(e),
         }
     }
 
