@@ -267,7 +267,7 @@ fn leave_on_disk(point: CrashPoint, dir: &std::path::Path, f: &[u8]) {
     }
     let part = write_partial(dir, &m, f, &all, Mode::Whole, &all);
     let dest = dir.canonicalize().unwrap().join("f");
-    let stamp = hive_peer::shares::Stamp::of(&std::fs::metadata(&part).unwrap());
+    let stamp = hive_peer::holdings::Stamp::of(&std::fs::metadata(&part).unwrap());
     let mut cache = hive_peer::scan::HashCache::load(&download::state_dir(dir));
     cache.store(&dest, stamp, &m);
     cache.save().unwrap();

@@ -21,8 +21,8 @@ use tracing::{info, instrument};
 use crate::{
     error::PeerError,
     fetch::{DoneInfo, Fetcher, Phase, StartInfo, Subscription},
+    holdings::{FileView, Kind},
     scan::{self, Found, HashCache},
-    shares::{FileView, Kind},
 };
 
 pub type FetchStream = Pin<Box<dyn Stream<Item = Result<pb::FetchEvent, Status>> + Send>>;
@@ -55,7 +55,7 @@ impl Control for ControlService {
         let found = tokio::task::spawn_blocking(move || hash_all(&req.paths, chunk_size, &cache))
             .await
             .map_err(|e| PeerError::Internal(format!("hashing task failed: {e}")))??;
-        let shares = &self.fetcher.ctx().shares;
+        let holdings = &self.fetcher.ctx().holdings;
         let files: Vec<pb::LocalFile> = found
             .iter()
             .map(|f| {
@@ -69,7 +69,7 @@ impl Control for ControlService {
             })
             .collect();
         for f in &found {
-            if let Some((m, _, _)) = shares.holding(f.manifest.name())
+            if let Some((m, _, _)) = holdings.holding(f.manifest.name())
                 && m.digest() != f.manifest.digest()
             {
                 return Err(PeerError::Exists(format!(
@@ -123,7 +123,7 @@ impl Control for ControlService {
             peer_id: session.peer_id,
             tracker: ctx.config.tracker.clone(),
             addr: session.addr,
-            files: ctx.shares.list().iter().map(local_file).collect(),
+            files: ctx.holdings.list().iter().map(local_file).collect(),
             bytes_served: counters.bytes_served,
             bytes_fetched: counters.bytes_fetched,
             uploads_active: counters.uploads_active as u32,

@@ -4,7 +4,8 @@
 //!
 //! # Layout
 //! - [`config`]: flags and defaults.
-//! - [`shares`]: the share index, by name: what GetChunk may serve.
+//! - [`holdings`]: what this peer holds, by name: what GetChunk may serve,
+//!   and the one place a chunk is gained or lost (each change published).
 //! - [`scan`]: finding and hashing shared files, with a hash cache.
 //! - [`server`]: the public Peer service (GetChunk).
 //! - [`tracker_link`]: the session with the tracker (register, heartbeat,
@@ -22,11 +23,11 @@ pub mod config;
 pub mod control;
 pub mod error;
 pub mod fetch;
+pub mod holdings;
 pub mod metrics;
 pub mod pool;
 pub mod scan;
 pub mod server;
-pub mod shares;
 pub mod tracker_link;
 
 use std::{
@@ -56,10 +57,10 @@ pub use error::PeerError;
 
 use crate::{
     fetch::{Ctx, Fetcher},
+    holdings::Holdings,
     metrics::Counters,
     pool::Pool,
     scan::{HashCache, STATE_DIR},
-    shares::Shares,
     tracker_link::{Announce, TrackerLink},
 };
 
@@ -113,10 +114,10 @@ pub async fn serve(
         .map_err(|e| PeerError::Invalid(format!("--chunk-size: {e}")))?;
 
     // Share what is in the directory, and pick up interrupted downloads.
-    let shares = Shares::default();
+    let holdings = Holdings::default();
     let (cache, resume) = {
-        let (dir, state_dir, shares) = (dir.clone(), state_dir.clone(), shares.clone());
-        tokio::task::spawn_blocking(move || load(&dir, &state_dir, chunk_size, &shares))
+        let (dir, state_dir, holdings) = (dir.clone(), state_dir.clone(), holdings.clone());
+        tokio::task::spawn_blocking(move || load(&dir, &state_dir, chunk_size, &holdings))
             .await
             .map_err(|e| PeerError::Internal(format!("start-up task failed: {e}")))??
     };
@@ -126,7 +127,7 @@ pub async fn serve(
         &config.tracker,
         config.locate_holders,
         announce(&config, public_addr)?,
-        shares.clone(),
+        holdings.clone(),
         cache.clone(),
     )?;
     let counters = Arc::new(Counters::default());
@@ -142,7 +143,7 @@ pub async fn serve(
     }
     let downloads_stop = CancellationToken::new();
     let ctx = Arc::new(Ctx {
-        shares: shares.clone(),
+        holdings: holdings.clone(),
         link: link.clone(),
         pool: Pool::default(),
         config: config.clone(),
@@ -177,8 +178,7 @@ pub async fn serve(
     );
 
     let chunk_server = server::ChunkServer {
-        shares,
-        link: link.clone(),
+        holdings,
         uploads: Arc::new(Semaphore::new(config.max_uploads)),
         send_timeout: config.send_timeout,
         stop: uploads_stop.clone(),
@@ -262,13 +262,13 @@ fn prepare_dirs(dir: &Path) -> Result<(PathBuf, PathBuf), PeerError> {
     Ok((dir, state_dir))
 }
 
-/// Scans the share directory into `shares` and loads saved downloads
+/// Scans the share directory into `holdings` and loads saved downloads
 /// (blocking); returns the hash cache and the downloads to resume.
 fn load(
     dir: &Path,
     state_dir: &Path,
     chunk_size: Option<ChunkSize>,
-    shares: &Shares,
+    holdings: &Holdings,
 ) -> Result<(HashCache, Vec<hive::FileName>), PeerError> {
     let mut cache = HashCache::load(state_dir);
     let found = scan::scan_dir(dir, chunk_size, &mut cache)
@@ -277,11 +277,11 @@ fn load(
         warn!(error = %e, "cannot save the hash cache");
     }
     for f in found {
-        if let Err(e) = shares.insert_complete(f.manifest, f.path, f.file, f.stamp) {
+        if let Err(e) = holdings.insert_complete(f.manifest, f.path, f.file, f.stamp) {
             warn!(error = %e, "skipped");
         }
     }
-    let resume = fetch::load_saved(state_dir, shares);
+    let resume = fetch::load_saved(state_dir, holdings);
     Ok((cache, resume))
 }
 

@@ -17,7 +17,7 @@ use hive::{ChunkSize, Digest, FileName, Layout, Manifest};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
-use crate::shares::Stamp;
+use crate::holdings::Stamp;
 
 /// hive's own state directory inside the share directory; never shared.
 pub const STATE_DIR: &str = ".hive";

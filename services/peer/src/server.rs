@@ -24,9 +24,8 @@ use tracing::{debug, instrument, warn};
 
 use crate::{
     error::PeerError,
+    holdings::{ChunkSource, Holdings, ReadError},
     metrics::Counters,
-    shares::{ChunkSource, ReadError, Shares},
-    tracker_link::TrackerLink,
 };
 
 /// Stream messages buffered ahead of the reader.
@@ -38,8 +37,7 @@ const SEGMENT: u64 = 1 << 20;
 pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ChunkData, Status>> + Send>>;
 
 pub struct ChunkServer {
-    pub shares: Shares,
-    pub link: TrackerLink,
+    pub holdings: Holdings,
     pub uploads: Arc<Semaphore>,
     pub send_timeout: Duration,
     /// Cancelled when running uploads must end (after the shutdown grace).
@@ -63,8 +61,8 @@ impl Peer for ChunkServer {
         let permit = self.uploads.clone().try_acquire_owned().map_err(|_| {
             PeerError::Busy("too many uploads in progress; ask another holder".into())
         })?;
-        let source = Arc::new(self.shares.source(&name, req.chunk)?);
-        let (chunk, universe) = (source.chunk, source.manifest.chunk_count());
+        let source = Arc::new(self.holdings.source(&name, req.chunk)?);
+        let chunk = source.chunk;
         // The first segment is read before answering, so a file that is gone
         // or changed gets a status, not a broken stream. A changed file has
         // its whole chunk read and verified first.
@@ -90,9 +88,8 @@ impl Peer for ChunkServer {
             Ok(read) => read,
             Err(ReadError::Changed) => {
                 warn!(file = %name, %chunk, "chunk no longer matches its digest on disk; withdrawn");
-                if self.shares.withdraw(&name, chunk) {
-                    self.link.withdrawn(&name, universe, chunk);
-                }
+                // The tracker hears of it through the holdings.
+                self.holdings.withdraw(&name, chunk);
                 return Err(PeerError::DataLoss(format!(
                     "chunk {chunk} of {name:?} changed on disk; withdrawn"
                 ))
@@ -209,5 +206,84 @@ impl Upload {
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use hive::{
+        ChunkIndex, ChunkSet, ChunkSize, FileName, Manifest,
+        pb::peer::{GetChunkRequest, peer_client::PeerClient, peer_server::PeerServer},
+    };
+    use tokio::net::TcpListener;
+    use tokio_stream::wrappers::TcpListenerStream;
+    use tonic::Code;
+
+    use super::*;
+    use crate::fetch::partfile::PartFile;
+
+    /// Chunk `n` of `name` through a real Peer service; its bytes or status.
+    async fn get_chunk(
+        client: &mut PeerClient<tonic::transport::Channel>,
+        n: u32,
+    ) -> Result<Vec<u8>, Status> {
+        let req = GetChunkRequest {
+            name: "f".into(),
+            chunk: n,
+        };
+        let mut stream = client.get_chunk(req).await?.into_inner();
+        let mut out = Vec::new();
+        while let Some(msg) = stream.message().await? {
+            out.extend_from_slice(&msg.data);
+        }
+        Ok(out)
+    }
+
+    /// A partial holder's part file has zeros where its missing chunks go:
+    /// GetChunk must refuse them, not send the zeros.
+    #[tokio::test]
+    async fn a_partial_holder_serves_only_the_chunks_it_holds() {
+        let run = async {
+            // Four 1 KiB chunks; each byte is its chunk's number.
+            let data: Vec<u8> = (1..=4u8).flat_map(|n| [n; 1024]).collect();
+            let dir = tempfile::tempdir().unwrap();
+            let mut tmp = tempfile::tempfile().unwrap();
+            tmp.write_all(&data).unwrap();
+            let name = FileName::new("f").unwrap();
+            let size = Some(ChunkSize::new(1024).unwrap());
+            let m = Arc::new(Manifest::from_file(&tmp, 4096, name, size).unwrap());
+            let (part, _) = PartFile::open(dir.path(), &m).unwrap();
+            std::os::unix::fs::FileExt::write_all_at(&*part.file, &data[1024..2048], 1024).unwrap();
+            let mut have = ChunkSet::empty(4);
+            have.insert(ChunkIndex::new(2).unwrap());
+            let holdings = Holdings::default();
+            holdings.insert_partial(m, &part, have);
+
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let service = PeerServer::new(ChunkServer {
+                holdings,
+                uploads: Arc::new(Semaphore::new(4)),
+                send_timeout: Duration::from_secs(5),
+                stop: CancellationToken::new(),
+                counters: Arc::default(),
+            });
+            let server = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(TcpListenerStream::new(listener));
+            tokio::spawn(server);
+            let mut client = PeerClient::connect(format!("http://{addr}")).await.unwrap();
+
+            assert_eq!(get_chunk(&mut client, 2).await.unwrap(), &data[1024..2048]);
+            for n in [1, 3, 4] {
+                let err = get_chunk(&mut client, n).await.unwrap_err();
+                assert_eq!(err.code(), Code::NotFound, "chunk {n}: {}", err.message());
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .expect("timed out");
     }
 }

@@ -1,6 +1,7 @@
 //! The daemon's side of the engine's traits: the tracker session locates,
 //! the connection pool asks holders over gRPC, and a download's part file
-//! plus the share index and the tracker take its verified chunks.
+//! plus the holdings (which serve them and tell the tracker) take its
+//! verified chunks.
 
 use std::{
     pin::Pin,
@@ -21,8 +22,8 @@ use super::{
 };
 use crate::{
     error::PeerError,
+    holdings::Holdings,
     pool::{PeerClient, Pool},
-    shares::Shares,
     tracker_link::{Located, TrackerLink},
 };
 
@@ -95,13 +96,12 @@ fn failure(status: Status) -> Failure {
 }
 
 /// One download's verified chunks: written into its part file, then marked
-/// in the share index (served from then on) and queued for the tracker.
+/// in the holdings, which serve them from then on and tell the tracker.
 #[derive(Clone)]
 pub struct PartSink {
     pub part: Arc<PartFile>,
     pub manifest: Arc<Manifest>,
-    pub shares: Shares,
-    pub link: TrackerLink,
+    pub holdings: Holdings,
 }
 
 impl Sink for PartSink {
@@ -116,9 +116,7 @@ impl Sink for PartSink {
     }
 
     fn held(&self, chunk: ChunkIndex) {
-        let name = self.manifest.name();
-        self.shares.mark(name, chunk);
-        self.link.held(name, self.manifest.chunk_count(), chunk);
+        self.holdings.mark(self.manifest.name(), chunk);
     }
 }
 

@@ -27,17 +27,17 @@ use tracing::{debug, info, warn};
 use self::{
     engine::{Engine, Progress, Settings, Swarm},
     live::{LiveEngine, PartSink},
-    partfile::{Mode, PartFile, ResumeState},
+    partfile::{Mode, PartFile},
     request::Failure,
     traits::{Holders, Sink},
 };
 use crate::{
     Config,
     error::PeerError,
+    holdings::{Holdings, Kind, Stamp},
     metrics::Counters,
     pool::Pool,
     scan::HashCache,
-    shares::{Kind, Shares, Stamp},
     tracker_link::TrackerLink,
 };
 
@@ -49,7 +49,7 @@ const CHUNK_ATTEMPTS: usize = 4;
 
 /// What downloads share.
 pub struct Ctx {
-    pub shares: Shares,
+    pub holdings: Holdings,
     pub link: TrackerLink,
     pub pool: Pool,
     pub config: Config,
@@ -218,10 +218,10 @@ impl Fetcher {
         let mut located = ctx.link.locate(name).await?;
         let manifest = Arc::new(located.manifest.clone());
         let dest = ctx.dir.join(name.as_str());
-        match ctx.shares.holding(name) {
+        match ctx.holdings.holding(name) {
             Some((m, _, Kind::Complete)) if m.digest() == manifest.digest() => {
                 return Ok(DoneInfo::present(
-                    ctx.shares.file(name).map(|f| f.1).unwrap_or(dest),
+                    ctx.holdings.file(name).map(|f| f.1).unwrap_or(dest),
                     &manifest,
                 ));
             }
@@ -233,7 +233,7 @@ impl Fetcher {
             }
             Some((_, _, Kind::Complete)) => {
                 // Being replaced: stop serving the old content now.
-                ctx.shares.remove(name);
+                ctx.holdings.remove(name);
             }
             _ => {}
         }
@@ -260,7 +260,7 @@ impl Fetcher {
                 manifest: manifest.clone(),
             })
         });
-        ctx.shares.set_downloading(name, true);
+        ctx.holdings.set_downloading(name, true);
         let swarm = Swarm {
             locator: ctx.link.clone(),
             holders: ctx.pool.clone(),
@@ -272,10 +272,10 @@ impl Fetcher {
         let outcome = self
             .fetch_and_finish(&mut engine, &mut located, &part, &dest, force, tx, cancel)
             .await;
-        ctx.shares.set_downloading(name, false);
+        ctx.holdings.set_downloading(name, false);
         match outcome {
             Ok(stamp) => {
-                ctx.shares.complete(name, dest.clone(), stamp);
+                ctx.holdings.complete(name, dest.clone(), stamp);
                 self.remember(&dest, stamp, &manifest);
                 if let Err(e) = ctx.link.flush().await {
                     warn!(error = %e, "chunk registrations are queued until the tracker answers");
@@ -295,9 +295,8 @@ impl Fetcher {
             Err(e) => {
                 // Stopped by the user: do not resume on restart. Stopped by
                 // the daemon shutting down: do.
-                let mut state = ResumeState::new(&manifest, Mode::Whole, engine.have());
-                state.paused = e == PeerError::Cancelled && !self.stop.is_cancelled();
-                if let Err(e) = part.save_state(&state) {
+                let paused = e == PeerError::Cancelled && !self.stop.is_cancelled();
+                if let Err(e) = ctx.holdings.save_resume(name, Mode::Whole, paused) {
                     warn!(error = %e, "cannot save resume state");
                 }
                 Err(e)
@@ -358,9 +357,7 @@ impl Fetcher {
                 Err(bad) => {
                     warn!(file = %manifest.name(), chunks = %bad, round, "chunks damaged on disk; fetching them again");
                     for chunk in bad.iter() {
-                        ctx.shares.withdraw(manifest.name(), chunk);
-                        ctx.link
-                            .withdrawn(manifest.name(), manifest.chunk_count(), chunk);
+                        ctx.holdings.withdraw(manifest.name(), chunk);
                     }
                     engine.forget(&bad);
                     *located = ctx.link.relocate(&manifest).await?;
@@ -388,11 +385,11 @@ impl Fetcher {
         let chunk = wire::chunk("chunk", manifest.layout(), number)?;
         // A complete copy has every byte, in whatever chunk size it was
         // hashed; a partial one's chunk set only means something in its own.
-        if let Some((m, have, kind)) = ctx.shares.holding(name)
+        if let Some((m, have, kind)) = ctx.holdings.holding(name)
             && m.digest() == manifest.digest()
             && (kind == Kind::Complete || (m == manifest && have.contains(chunk)))
         {
-            let path = ctx.shares.file(name).map(|f| f.1).unwrap_or_default();
+            let path = ctx.holdings.file(name).map(|f| f.1).unwrap_or_default();
             return Ok(DoneInfo::present(path, &manifest));
         }
         let me = ctx.link.session().map(|s| s.peer_id);
@@ -431,18 +428,14 @@ impl Fetcher {
                     sink.held(chunk);
                     // The resume state is written while the tracker stores
                     // the registration.
-                    let have = ctx.shares.holding(name).map(|(_, have, _)| have);
-                    let (p, m) = (part.clone(), manifest.clone());
+                    let (p, holdings, n) = (part.clone(), ctx.holdings.clone(), name.clone());
                     let save = blocking(move || {
                         // A whole-file download keeps its mode.
                         let mode = match existed {
                             true => p.state().map_or(Mode::Chunks, |s| s.mode),
                             false => Mode::Chunks,
                         };
-                        match have {
-                            Some(have) => p.save_state(&ResumeState::new(&m, mode, &have)),
-                            None => Ok(()),
-                        }
+                        holdings.save_resume(&n, mode, false)
                     });
                     let (saved, flushed) = tokio::join!(save, ctx.link.flush());
                     if let Err(e) = saved {
@@ -497,7 +490,7 @@ impl Fetcher {
     ) -> Result<(Arc<PartFile>, ChunkSet, bool), PeerError> {
         let ctx = &*self.ctx;
         let known = ctx
-            .shares
+            .holdings
             .holding(manifest.name())
             .filter(|(m, _, kind)| *kind == Kind::Partial && m == manifest)
             .map(|(_, have, _)| have);
@@ -514,26 +507,19 @@ impl Fetcher {
         .await?;
         let part = Arc::new(part);
         if ctx
-            .shares
+            .holdings
             .holding(manifest.name())
             .is_none_or(|(m, _, kind)| {
                 (kind == Kind::Partial && m != *manifest) || m.digest() != manifest.digest()
             })
         {
-            ctx.shares.insert_partial(
-                manifest.clone(),
-                part.path.clone(),
-                part.file.clone(),
-                have.clone(),
-            );
-            for chunk in have.iter() {
-                ctx.link
-                    .held(manifest.name(), manifest.chunk_count(), chunk);
-            }
+            // Announced with the chunks it holds.
+            ctx.holdings
+                .insert_partial(manifest.clone(), &part, have.clone());
         }
         // A single chunk saves the state once it is written.
         if mode == Mode::Whole {
-            part.save_state(&ResumeState::new(manifest, mode, &have))?;
+            ctx.holdings.save_resume(manifest.name(), mode, false)?;
         }
         Ok((part, have, existed))
     }
@@ -543,8 +529,7 @@ impl Fetcher {
         PartSink {
             part: part.clone(),
             manifest: manifest.clone(),
-            shares: self.ctx.shares.clone(),
-            link: self.ctx.link.clone(),
+            holdings: self.ctx.holdings.clone(),
         }
     }
 
@@ -599,7 +584,7 @@ async fn blocking<T: Send + 'static>(
 /// Loads the downloads saved in `state_dir` into the share index (every
 /// chunk re-verified; blocking) and returns the whole-file downloads to carry
 /// on with.
-pub fn load_saved(state_dir: &std::path::Path, shares: &Shares) -> Vec<FileName> {
+pub fn load_saved(state_dir: &std::path::Path, holdings: &Holdings) -> Vec<FileName> {
     let mut resume = Vec::new();
     for state in partfile::saved_states(state_dir) {
         let Some(manifest) = state.manifest() else {
@@ -627,12 +612,7 @@ pub fn load_saved(state_dir: &std::path::Path, shares: &Shares) -> Vec<FileName>
         if state.mode == Mode::Whole && !state.paused {
             resume.push(manifest.name().clone());
         }
-        shares.insert_partial(
-            Arc::new(manifest),
-            part.path.clone(),
-            part.file.clone(),
-            have,
-        );
+        holdings.insert_partial(Arc::new(manifest), &part, have);
     }
     resume
 }

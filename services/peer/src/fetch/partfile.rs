@@ -88,6 +88,22 @@ impl ResumeState {
     }
 }
 
+/// Where one download's resume state is saved.
+#[derive(Debug, Clone)]
+pub struct StateFile(PathBuf);
+
+impl StateFile {
+    /// Saves the resume state atomically (temp file, then rename). Not
+    /// fsynced: the state is a hint, verified again on resume.
+    pub fn save(&self, state: &ResumeState) -> Result<(), PeerError> {
+        let tmp = self.0.with_extension("state.tmp");
+        let bytes = serde_json::to_vec(state).map_err(|e| PeerError::Internal(e.to_string()))?;
+        std::fs::write(&tmp, bytes)
+            .and_then(|()| std::fs::rename(&tmp, &self.0))
+            .map_err(|e| PeerError::io("saving resume state", &e))
+    }
+}
+
 /// One download's files.
 pub struct PartFile {
     pub path: PathBuf,
@@ -301,14 +317,15 @@ impl PartFile {
             .map_err(|e| PeerError::io("writing a chunk", &e))
     }
 
-    /// Saves the resume state atomically (temp file, then rename). Not
-    /// fsynced: the state is a hint, verified again on resume.
+    /// Saves the resume state (see [`StateFile::save`]).
     pub fn save_state(&self, state: &ResumeState) -> Result<(), PeerError> {
-        let tmp = self.state_path.with_extension("state.tmp");
-        let bytes = serde_json::to_vec(state).map_err(|e| PeerError::Internal(e.to_string()))?;
-        std::fs::write(&tmp, bytes)
-            .and_then(|()| std::fs::rename(&tmp, &self.state_path))
-            .map_err(|e| PeerError::io("saving resume state", &e))
+        self.state_file().save(state)
+    }
+
+    /// Where the resume state is saved, as a handle that outlives the part
+    /// file's writer.
+    pub fn state_file(&self) -> StateFile {
+        StateFile(self.state_path.clone())
     }
 
     /// The chunks of the part file that match the manifest (blocking).

@@ -1,0 +1,201 @@
+//! The peer's session with the tracker, owned by one task.
+//!
+//! The task registers everything the peer holds (seed message 1), heartbeats,
+//! and announces what the holdings publish (message 4) in batches, so a
+//! 1,024-chunk download costs a handful of calls, not 1,024. Queued
+//! announcements survive a tracker outage. When the tracker has forgotten
+//! the peer (a heartbeat answered NOT_FOUND: restarted, or the peer was
+//! silent past the TTL), the task registers again with every chunk it
+//! holds, and nothing is lost. On shutdown it leaves (message 6).
+//!
+//! # Layout
+//! - [`session`]: the task: its state machine, its calls, and (in
+//!   `session/register.rs`) registration.
+//! - [`batch`]: chunk announcements merged per file until they are due (pure).
+//! - [`locate`]: Locate answers, validated (plain functions).
+//! - [`adopt`]: a file refused in its own chunk size, hashed again in the
+//!   swarm's; the session hears of it from the holdings.
+//!
+//! This module is the client side of the wire boundary: everything it hands
+//! out (a located file, its holders) is validated domain data, and every
+//! failed call is a [`PeerError`] from the boundary on.
+
+mod adopt;
+pub mod batch;
+pub mod locate;
+mod session;
+#[cfg(test)]
+mod tests;
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use hive::{FileName, Manifest, pb::tracker::tracker_client::TrackerClient};
+use tokio::sync::{mpsc, oneshot, watch};
+use tonic::transport::Channel;
+
+pub use self::locate::{Holder, Located};
+use crate::{
+    error::PeerError,
+    holdings::Holdings,
+    scan::{Found, HashCache},
+};
+
+/// Deadline of every call to the tracker.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a flush waits for the tracker before its caller goes on (the
+/// announcements stay queued): a download never hangs on a tracker that is
+/// down.
+const FLUSH_WAIT: Duration = Duration::from_secs(2);
+
+/// Where this peer serves, as the tracker should hear it.
+#[derive(Debug, Clone)]
+pub struct Announce {
+    pub port: u16,
+    /// Only used by trackers that trust advertised hosts.
+    pub host: String,
+}
+
+/// The session as others may see it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub peer_id: String,
+    /// The address the tracker gives other peers for us.
+    pub addr: String,
+}
+
+/// What callers ask of the session task.
+enum Command {
+    Share {
+        files: Vec<Found>,
+        ack: oneshot::Sender<Result<(), PeerError>>,
+    },
+    Flush {
+        ack: oneshot::Sender<Result<(), PeerError>>,
+    },
+    Leave {
+        ack: oneshot::Sender<Result<(), PeerError>>,
+    },
+}
+
+/// A cheap handle to the session task, and a client for read-only calls.
+#[derive(Clone)]
+pub struct TrackerLink {
+    tx: mpsc::UnboundedSender<Command>,
+    session: watch::Receiver<Option<SessionInfo>>,
+    client: TrackerClient<Channel>,
+    /// Most holders a Locate asks for.
+    locate_holders: u32,
+}
+
+impl TrackerLink {
+    /// Starts the session task for the tracker at `url`. It registers what
+    /// `holdings` holds as soon as the tracker answers, and announces every
+    /// change they publish from now on. Its Locates ask for `locate_holders`
+    /// holders at most.
+    pub fn start(
+        url: &str,
+        locate_holders: u32,
+        announce: Announce,
+        holdings: Holdings,
+        cache: Arc<Mutex<HashCache>>,
+    ) -> Result<Self, PeerError> {
+        let channel = hive::grpc::endpoint(&hive::grpc::uri_of(url))
+            .map_err(|e| PeerError::Invalid(format!("bad tracker URL {url:?}: {e}")))?
+            .timeout(CALL_TIMEOUT)
+            .connect_lazy();
+        let client = TrackerClient::new(channel);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (session_tx, session) = watch::channel(None);
+        let (refused_tx, refused) = mpsc::unbounded_channel();
+        let changes = holdings.subscribe();
+        hive::task::spawn(
+            "adopt-layout",
+            adopt::run(client.clone(), holdings.clone(), cache, refused),
+        );
+        let session_task =
+            session::Session::new(client.clone(), announce, holdings, session_tx, refused_tx);
+        hive::task::spawn("tracker-link", session_task.run(rx, changes));
+        Ok(Self {
+            tx,
+            session,
+            client,
+            locate_holders,
+        })
+    }
+
+    /// The current session, if the tracker has accepted this peer.
+    pub fn session(&self) -> Option<SessionInfo> {
+        self.session.borrow().clone()
+    }
+
+    /// Resolves once the tracker has accepted this peer (again).
+    pub fn sessions(&self) -> watch::Receiver<Option<SessionInfo>> {
+        self.session.clone()
+    }
+
+    /// Registers new complete files; once the tracker accepts them they are
+    /// added to the holdings. All or nothing.
+    pub async fn share(&self, files: Vec<Found>) -> Result<(), PeerError> {
+        let (ack, done) = oneshot::channel();
+        self.send(Command::Share { files, ack })?;
+        done.await.map_err(|_| stopped())?
+    }
+
+    /// Sends every queued announcement now (including every change the
+    /// holdings published before this call); resolves when the tracker has
+    /// them, or with an error when it cannot be reached: at once if its
+    /// last call failed, else after [`FLUSH_WAIT`]. Announcements that were
+    /// not sent stay queued and go out once the tracker answers.
+    pub async fn flush(&self) -> Result<(), PeerError> {
+        let (ack, done) = oneshot::channel();
+        self.send(Command::Flush { ack })?;
+        match tokio::time::timeout(FLUSH_WAIT, done).await {
+            Ok(answer) => answer.map_err(|_| stopped())?,
+            Err(_) => Err(PeerError::Unavailable(format!(
+                "the tracker has not answered in {FLUSH_WAIT:?}; chunk updates stay queued"
+            ))),
+        }
+    }
+
+    /// Leaves the tracker (message 6) after a last flush; the session is not
+    /// renewed afterwards.
+    pub async fn leave(&self) -> Result<(), PeerError> {
+        let (ack, done) = oneshot::channel();
+        self.send(Command::Leave { ack })?;
+        done.await.map_err(|_| stopped())?
+    }
+
+    /// Seed message 3: where `name` is, validated; this peer is never among
+    /// the holders. Holders are returned as the tracker lists them; a holder
+    /// with a malformed entry is skipped.
+    pub async fn locate(&self, name: &FileName) -> Result<Located, PeerError> {
+        let me = self.session().map(|s| s.peer_id);
+        locate::locate(&self.client, name, None, self.locate_holders, me.as_deref()).await
+    }
+
+    /// Asks again where a file is, for a download that has its manifest:
+    /// the tracker leaves the manifest out unless the content changed.
+    pub async fn relocate(&self, known: &Manifest) -> Result<Located, PeerError> {
+        let me = self.session().map(|s| s.peer_id);
+        let holders = self.locate_holders;
+        locate::locate(
+            &self.client,
+            known.name(),
+            Some(known),
+            holders,
+            me.as_deref(),
+        )
+        .await
+    }
+
+    fn send(&self, cmd: Command) -> Result<(), PeerError> {
+        self.tx.send(cmd).map_err(|_| stopped())
+    }
+}
+
+fn stopped() -> PeerError {
+    PeerError::Unavailable("the tracker session has stopped".into())
+}

@@ -1,0 +1,236 @@
+//! Registration: a new session with everything held, files shared later,
+//! and a file the holdings add. A file the tracker refuses (its name taken
+//! by other content, or its content known in another chunk size) is left
+//! out rather than keeping the rest of the peer offline; one refused in its
+//! own chunk size is handed to re-adoption.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use hive::{ChunkSet, FileName, Manifest, pb::tracker as pb, wire};
+use tokio::time::Instant;
+use tonic::{Code, Request};
+use tracing::{info, warn};
+
+use super::{Live, RETRY_MAX, Session, State, authed};
+use crate::{error::PeerError, scan::Found, tracker_link::SessionInfo};
+
+/// A Register request stays under this size; more files go in later calls.
+const REGISTER_BYTES: usize = 512 * 1024;
+
+impl Session {
+    /// Registers a complete file new to the holdings, unless the tracker
+    /// has it from this session already (a share registers its files before
+    /// adding them). Today that is a copy hashed again in the swarm's chunk
+    /// size. Unregistered, the next registration takes it along.
+    pub(super) async fn register_added(&mut self, manifest: Arc<Manifest>) {
+        let State::Registered(live) = &self.state else {
+            return;
+        };
+        if live.announced.get(manifest.name()) == Some(&manifest) {
+            return;
+        }
+        let file = shared_file(&manifest, &ChunkSet::full(manifest.chunk_count()));
+        let result = self.call_register(vec![file], Some(live)).await;
+        let name = manifest.name().clone();
+        match result {
+            Ok(_) => {
+                info!(file = %name, chunk_size = %manifest.layout().chunk_size(), "shared in the swarm's chunk size");
+                if let State::Registered(live) = &mut self.state {
+                    live.announced.insert(name, manifest);
+                }
+            }
+            Err(e) => {
+                warn!(file = %name, error = %e, "the tracker still refused this file");
+                self.on_session_error(&e);
+            }
+        }
+    }
+
+    /// Registers a new session holding everything in the holdings; answers
+    /// the flushes waiting.
+    pub(super) async fn register_all(&mut self) {
+        let backoff = match self.state {
+            State::Unregistered { backoff, .. } => backoff,
+            State::Registered(_) | State::Left => return,
+        };
+        let held = self.holdings.snapshot();
+        match self.register_batches(&held).await {
+            Ok(live) => {
+                info!(peer = %live.peer_id, "registered with the tracker");
+                self.state = State::Registered(live);
+                // Everything queued was just sent in full.
+                self.batch.clear();
+                self.answer_waiters(Ok(()));
+            }
+            Err(e) => {
+                warn!(error = %e, retry_in = ?backoff, "cannot register with the tracker");
+                self.answer_waiters(Err(e));
+                self.state = State::Unregistered {
+                    at: Instant::now() + backoff,
+                    backoff: (backoff * 2).min(RETRY_MAX),
+                };
+            }
+        }
+    }
+
+    /// A new session, then its files in requests of bounded size. A file the
+    /// tracker refuses (its name now taken by other content, or known in
+    /// another chunk size) is skipped, with a warning, rather than keeping
+    /// the rest of the peer offline.
+    async fn register_batches(
+        &mut self,
+        held: &[(Arc<Manifest>, ChunkSet)],
+    ) -> Result<Live, PeerError> {
+        let files: Vec<pb::SharedFile> = held.iter().map(|(m, c)| shared_file(m, c)).collect();
+        let mut batches = batches(files);
+        let first = if batches.is_empty() {
+            Vec::new()
+        } else {
+            batches.remove(0)
+        };
+        let first = match self.call_register(first.clone(), None).await {
+            Err(e) if refusal(&e) => {
+                batches.insert(0, first);
+                self.call_register(Vec::new(), None).await?
+            }
+            other => other?,
+        };
+        let interval =
+            Duration::from_millis(first.heartbeat_interval_ms).max(Duration::from_millis(10));
+        let token = first
+            .token
+            .parse()
+            .map_err(|_| PeerError::Internal("the tracker sent an unusable token".into()))?;
+        let mut live = Live {
+            peer_id: first.peer_id,
+            token,
+            heartbeat_at: Instant::now() + interval,
+            interval,
+            unreachable: false,
+            announced: HashMap::new(),
+        };
+        let mut refused = Vec::new();
+        for batch in batches {
+            match self.call_register(batch.clone(), Some(&live)).await {
+                Err(e) if refusal(&e) => {
+                    for file in batch {
+                        let name = file.manifest.as_ref().map(|m| m.name.clone());
+                        let name = name.unwrap_or_default();
+                        match self.call_register(vec![file], Some(&live)).await {
+                            Ok(_) => {}
+                            Err(e) if refusal(&e) => {
+                                warn!(file = %name, error = %e, "the tracker refused this file; not shared");
+                                if let Ok(name) = FileName::new(name) {
+                                    if e.code() == Code::InvalidArgument {
+                                        let _ = self.refused.send(name.clone());
+                                    }
+                                    refused.push(name);
+                                }
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+                other => {
+                    other?;
+                }
+            }
+        }
+        live.announced = held
+            .iter()
+            .filter(|(m, _)| !refused.contains(m.name()))
+            .map(|(m, _)| (m.name().clone(), m.clone()))
+            .collect();
+        self.published.send_replace(Some(SessionInfo {
+            peer_id: live.peer_id.clone(),
+            addr: first.addr,
+        }));
+        Ok(live)
+    }
+
+    async fn call_register(
+        &self,
+        files: Vec<pb::SharedFile>,
+        live: Option<&Live>,
+    ) -> Result<pb::RegisterResponse, PeerError> {
+        let msg = pb::RegisterRequest {
+            files,
+            port: u32::from(self.announce.port),
+            advertise_host: self.announce.host.clone(),
+            peer_id: live.map(|s| s.peer_id.clone()).unwrap_or_default(),
+        };
+        let req = match live {
+            Some(live) => authed(msg, live),
+            None => Request::new(msg),
+        };
+        let answer = self.client.clone().register(req).await;
+        Ok(answer.map_err(|s| PeerError::tracker(&s))?.into_inner())
+    }
+
+    /// Shares new files: extends the session (starting one if needed) and
+    /// adds them to the holdings once the tracker has accepted them.
+    pub(super) async fn share(&mut self, files: Vec<Found>) -> Result<(), PeerError> {
+        if let State::Unregistered { .. } = self.state {
+            self.register_all().await;
+        }
+        let State::Registered(live) = &self.state else {
+            return Err(PeerError::Unavailable("cannot reach the tracker".into()));
+        };
+        let wire: Vec<pb::SharedFile> = files
+            .iter()
+            .map(|f| shared_file(&f.manifest, &ChunkSet::full(f.manifest.chunk_count())))
+            .collect();
+        for batch in batches(wire) {
+            if let Err(e) = self.call_register(batch, Some(live)).await {
+                self.on_session_error(&e);
+                return Err(match e {
+                    PeerError::Tracker {
+                        code: Code::AlreadyExists,
+                        message,
+                    } => PeerError::Exists(message),
+                    e => e,
+                });
+            }
+        }
+        if let State::Registered(live) = &mut self.state {
+            for f in &files {
+                let m = &f.manifest;
+                live.announced.insert(m.name().clone(), m.clone());
+            }
+        }
+        for f in files {
+            self.holdings
+                .insert_complete(f.manifest, f.path, f.file, f.stamp)?;
+        }
+        Ok(())
+    }
+}
+
+/// A refusal of some files' content, as opposed to a failure of the call.
+fn refusal(e: &PeerError) -> bool {
+    matches!(e.code(), Code::AlreadyExists | Code::InvalidArgument)
+}
+
+fn shared_file(m: &Arc<Manifest>, chunks: &ChunkSet) -> pb::SharedFile {
+    pb::SharedFile {
+        manifest: Some(m.as_ref().into()),
+        chunks: wire::ranges(chunks),
+    }
+}
+
+/// Files grouped into requests of at most [`REGISTER_BYTES`] each.
+fn batches(files: Vec<pb::SharedFile>) -> Vec<Vec<pb::SharedFile>> {
+    use prost::Message;
+    let mut out: Vec<Vec<pb::SharedFile>> = Vec::new();
+    let mut size = 0;
+    for f in files {
+        let len = f.encoded_len() + 8;
+        if out.is_empty() || size + len > REGISTER_BYTES {
+            out.push(Vec::new());
+            size = 0;
+        }
+        size += len;
+        out.last_mut().expect("pushed above").push(f);
+    }
+    out
+}
