@@ -6,7 +6,7 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
-use hive::grpc::{self, MAX_STREAM_MESSAGE};
+use hive_runtime::grpc::{self, MAX_STREAM_MESSAGE};
 
 use crate::{error::PeerError, fetch::request::PeerClient};
 

@@ -20,10 +20,10 @@ use std::{
 
 use hive::{
     ChunkIndex, ChunkSet, FileName, Manifest,
-    grpc::TOKEN_METADATA,
     pb::tracker::{self as pb, tracker_client::TrackerClient},
     wire,
 };
+use hive_runtime::grpc::TOKEN_METADATA;
 use tokio::{
     sync::{mpsc, oneshot, watch},
     time::Instant,
@@ -126,7 +126,7 @@ impl TrackerLink {
         shares: Shares,
         cache: Arc<Mutex<HashCache>>,
     ) -> Result<Self, PeerError> {
-        let channel = hive::grpc::endpoint(&hive::grpc::uri_of(url))
+        let channel = hive_runtime::grpc::endpoint(&hive_runtime::grpc::uri_of(url))
             .map_err(|e| PeerError::Invalid(format!("bad tracker URL {url:?}: {e}")))?
             .timeout(CALL_TIMEOUT)
             .connect_lazy();
@@ -149,7 +149,7 @@ impl TrackerLink {
             unreachable: false,
             left: false,
         };
-        hive::task::spawn("tracker-link", actor.run(rx));
+        hive_runtime::task::spawn("tracker-link", actor.run(rx));
         Ok(Self {
             tx,
             session,
@@ -704,7 +704,7 @@ impl Actor {
             self.cache.clone(),
             self.me.clone(),
         );
-        hive::task::spawn("adopt-layout", async move {
+        hive_runtime::task::spawn("adopt-layout", async move {
             let Some((ours, _, Kind::Complete)) = shares.holding(&name) else {
                 return Ok(());
             };

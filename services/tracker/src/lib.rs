@@ -34,10 +34,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hive::{
-    metrics::RpcMetrics,
-    pb::tracker::tracker_server::{SERVICE_NAME as TRACKER_SERVICE, TrackerServer},
-};
+use hive::pb::tracker::tracker_server::{SERVICE_NAME as TRACKER_SERVICE, TrackerServer};
+use hive_runtime::metrics::RpcMetrics;
 use prometheus_client::{metrics::gauge::Gauge, registry::Registry as MetricsRegistry};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -66,7 +64,7 @@ pub enum ServeError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Reflection(#[from] hive::grpc::ReflectionError),
+    Reflection(#[from] hive_runtime::grpc::ReflectionError),
     #[error(transparent)]
     Transport(#[from] tonic::transport::Error),
     #[error("{0}")]
@@ -113,38 +111,41 @@ pub async fn serve(
     let gauges = Gauges::register(&mut metrics_registry);
     if let Some(listener) = metrics {
         let registry = Arc::new(metrics_registry);
-        hive::task::spawn(
+        hive_runtime::task::spawn(
             "metrics",
-            hive::metrics::serve(listener, registry, stop.clone()),
+            hive_runtime::metrics::serve(listener, registry, stop.clone()),
         );
     }
-    let sweeper = hive::task::spawn(
+    let sweeper = hive_runtime::task::spawn(
         "sweeper",
         sweep(tracker.clone(), config.ttl, gauges, stop.clone()),
     );
 
     let broken = tracker.broken();
-    let (routes, health) = hive::grpc::introspection(TRACKER_SERVICE)?;
+    let (routes, health) = hive_runtime::grpc::introspection(TRACKER_SERVICE)?;
     let service = TrackerServer::new(service::TrackerService::new(tracker.clone(), config))
         .max_decoding_message_size(config.max_message_bytes);
     health
         .set_serving::<TrackerServer<service::TrackerService>>()
         .await;
 
-    let result = hive::grpc::server()
+    let result = hive_runtime::grpc::server()
         .timeout(REQUEST_TIMEOUT)
         .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION)
         .load_shed(true)
         .max_concurrent_streams(MAX_STREAMS)
         .layer(rpc.layer())
-        .layer(hive::grpc::SmallFramesLayer)
+        .layer(hive_runtime::grpc::SmallFramesLayer)
         .add_routes(routes.add_service(service))
-        .serve_with_incoming_shutdown(hive::grpc::incoming_small_answers(listener), async {
-            tokio::select! {
-                () = shutdown => {}
-                () = broken.cancelled() => {}
-            }
-        })
+        .serve_with_incoming_shutdown(
+            hive_runtime::grpc::incoming_small_answers(listener),
+            async {
+                tokio::select! {
+                    () = shutdown => {}
+                    () = broken.cancelled() => {}
+                }
+            },
+        )
         .await;
     stop.cancel();
     if let Err(e) = sweeper.await {

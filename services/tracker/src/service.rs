@@ -6,10 +6,10 @@ use std::{net::SocketAddr, time::Duration};
 
 use hive::{
     Manifest,
-    grpc::TOKEN_METADATA,
     pb::{tracker as pb, types},
     wire::{self, WireError},
 };
+use hive_runtime::grpc::TOKEN_METADATA;
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 use tracing::{info, instrument};
 
