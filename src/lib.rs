@@ -2,7 +2,8 @@
 //! with no transport, HTTP or CLI code (that is `hive-runtime`'s).
 //!
 //! # Layout
-//! - [`pb`]: the generated gRPC stubs, and nothing else.
+//! - [`pb`]: the generated proto types and gRPC stubs (without transport),
+//!   and the descriptor set that server reflection serves.
 //! - [`name`]: [`FileName`], the validated name a file is known by.
 //! - [`chunk`]: chunk sizes, counts and byte ranges ([`Layout`], [`ChunkIndex`]).
 //! - [`chunkset`]: [`ChunkSet`], a bitmap of chunks held.
