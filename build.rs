@@ -21,7 +21,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out_dir.join("descriptor.bin"),
         compiler.encode_file_descriptor_set(),
     )?;
+    // No `connect()` constructors: they need tonic's transport, which the
+    // core does without. Callers build a channel and call `XClient::new`.
     tonic_prost_build::configure()
+        .build_transport(false)
         .bytes(".")
         .compile_fds(compiler.file_descriptor_set())?;
     println!("cargo:rerun-if-changed=proto");

@@ -1,9 +1,9 @@
-//! hive's shared domain code: what the tracker, the peer daemon and `peerctl`
-//! agree on.
+//! hive's core: what the tracker, the peer daemon and `peerctl` agree on,
+//! with no transport, HTTP or CLI code (that is `hive-runtime`'s).
 //!
 //! # Layout
-//! - [`pb`]: the generated gRPC stubs, and nothing else.
-//! - [`metrics`]: Prometheus metrics: per-RPC counts and latencies, and `/metrics` over HTTP.
+//! - [`pb`]: the generated proto types and gRPC stubs (without transport),
+//!   and the descriptor set that server reflection serves.
 //! - [`name`]: [`FileName`], the validated name a file is known by.
 //! - [`chunk`]: chunk sizes, counts and byte ranges ([`Layout`], [`ChunkIndex`]).
 //! - [`chunkset`]: [`ChunkSet`], a bitmap of chunks held.
@@ -11,24 +11,14 @@
 //! - [`manifest`]: [`Manifest`], a file's name, layout and digests, always consistent.
 //! - [`wire`]: conversions between the stubs and the domain types; bad input
 //!   becomes a [`wire::WireError`] (INVALID_ARGUMENT at the edge).
-//! - [`shutdown`]: the daemons' Ctrl-C / SIGTERM handling.
-//! - [`task`]: spawning named background tasks whose failures are logged.
-//! - [`telemetry`]: the daemons' logging set-up.
-//! - [`grpc`]: transport settings and the reflection and health services every
-//!   hive gRPC port serves.
 #![forbid(unsafe_code)]
 
 pub mod chunk;
 pub mod chunkset;
 pub mod digest;
-pub mod grpc;
 pub mod manifest;
-pub mod metrics;
 pub mod name;
 pub mod pb;
-pub mod shutdown;
-pub mod task;
-pub mod telemetry;
 pub mod wire;
 
 pub use chunk::{ChunkIndex, ChunkSize, Layout};

@@ -1,5 +1,9 @@
 //! The gRPC stubs generated from `proto/` by `build.rs`. Only this module
 //! includes generated code; everything else converts through [`crate::wire`].
+//!
+//! The stubs are generated without tonic's transport: a client is
+//! `XClient::new(channel)` over a channel the caller dials (the daemons use
+//! `hive_runtime::grpc::endpoint`).
 #![allow(clippy::all, clippy::pedantic, missing_docs)]
 
 /// Mirrors the proto packages so that cross-package references resolve.

@@ -296,7 +296,7 @@ async fn a_holder_advertising_chunks_it_lacks_is_struck() {
 async fn an_oversized_message_is_refused_without_buffering_it() {
     within(90, async {
         const MIB: u64 = 1024;
-        let window = u64::from(hive::grpc::STREAM_WINDOW) / 1024;
+        let window = u64::from(hive_runtime::grpc::STREAM_WINDOW) / 1024;
         let tracker = TestTracker::start().await;
         let f = data(4 * 1024 * 1024, 5);
         let _honest = EvilPeer::builder("f", &f).start(&tracker).await;

@@ -480,7 +480,7 @@ async fn locate_caps_holders_and_counts_them_all() {
 /// h2 writes a DATA frame of 1,024 bytes or more (256 on connections with
 /// vectored writes) to the socket on its own before it takes the next
 /// frame, so the tracker sends its answers in smaller frames, which answers
-/// ready together share (hive::grpc::frames).
+/// ready together share (hive_runtime::grpc::frames).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_arrive_in_frames_h2_can_batch() {
     within(60, async {

@@ -1,12 +1,12 @@
 //! The raw tonic baselines: a bulk file stream and a unary ping, served with
-//! exactly hive's transport settings ([`hive::grpc::server`] on
-//! [`hive::grpc::incoming`]) and hive's stream message size, and none of
+//! exactly hive's transport settings ([`hive_runtime::grpc::server`] on
+//! [`hive_runtime::grpc::incoming`]) and hive's stream message size, and none of
 //! hive's own work (no share index, no upload cap, no per-chunk requests).
 
 use std::{fs::File, os::unix::fs::FileExt, pin::Pin, sync::Arc};
 
 use bytes::Bytes;
-use hive::grpc::STREAM_MESSAGE_BYTES;
+use hive_runtime::grpc::STREAM_MESSAGE_BYTES;
 use tokio::{net::TcpListener, sync::mpsc};
 use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
@@ -131,10 +131,13 @@ impl Ping for PingService {
 /// SIGTERM.
 pub async fn serve(listener: TcpListener, file: Option<File>) -> anyhow::Result<()> {
     let bulk = BulkService::new(file)?;
-    hive::grpc::server()
+    hive_runtime::grpc::server()
         .add_service(BulkServer::new(bulk))
         .add_service(PingServer::new(PingService))
-        .serve_with_incoming_shutdown(hive::grpc::incoming(listener), hive::shutdown::signal())
+        .serve_with_incoming_shutdown(
+            hive_runtime::grpc::incoming(listener),
+            hive_runtime::shutdown::signal(),
+        )
         .await?;
     Ok(())
 }

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use hive::{
     Manifest,
-    grpc::TOKEN_METADATA,
     pb::{tracker as pb, types},
 };
+use hive_runtime::grpc::TOKEN_METADATA;
 use tonic::{Request, metadata::MetadataValue, transport::Channel};
 
 pub type Client = pb::tracker_client::TrackerClient<Channel>;
@@ -17,10 +17,12 @@ pub type Client = pb::tracker_client::TrackerClient<Channel>;
 /// transport settings and a 30 s deadline on every call: what the load's
 /// callers use for the tracker and for the ping baseline alike.
 pub async fn channel(addr: &str) -> anyhow::Result<Channel> {
-    Ok(hive::grpc::endpoint(&hive::grpc::uri_of(addr))?
-        .timeout(Duration::from_secs(30))
-        .connect()
-        .await?)
+    Ok(
+        hive_runtime::grpc::endpoint(&hive_runtime::grpc::uri_of(addr))?
+            .timeout(Duration::from_secs(30))
+            .connect()
+            .await?,
+    )
 }
 
 /// A tracker client on its own [`channel`].

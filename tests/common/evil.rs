@@ -230,10 +230,10 @@ impl Builder {
         let addr = listener.local_addr().expect("local addr");
         let stop = CancellationToken::new();
         let service = PeerServer::new(Service(shared.clone())).max_encoding_message_size(64 << 20);
-        let server = hive::grpc::server()
+        let server = hive_runtime::grpc::server()
             .add_service(service)
             .serve_with_incoming_shutdown(
-                hive::grpc::incoming(listener),
+                hive_runtime::grpc::incoming(listener),
                 stop.clone().cancelled_owned(),
             );
         tokio::spawn(async move {
@@ -440,7 +440,7 @@ impl Peer for Service {
 
 /// The messages (or final error) of one faulty or honest answer.
 fn messages(s: &Shared, n: u32) -> (Vec<Bytes>, Option<Status>) {
-    const MESSAGE: usize = hive::grpc::STREAM_MESSAGE_BYTES;
+    const MESSAGE: usize = hive_runtime::grpc::STREAM_MESSAGE_BYTES;
     let chunk = s.chunk(n);
     let split = |bytes: &[u8]| -> Vec<Bytes> {
         bytes.chunks(MESSAGE).map(Bytes::copy_from_slice).collect()

@@ -508,7 +508,7 @@ pub fn hex(bytes: &[u8]) -> String {
 pub fn with_token<T>(msg: T, token: &str) -> tonic::Request<T> {
     let mut req = tonic::Request::new(msg);
     req.metadata_mut().insert(
-        hive::grpc::TOKEN_METADATA,
+        hive_runtime::grpc::TOKEN_METADATA,
         token.parse().expect("ascii token"),
     );
     req

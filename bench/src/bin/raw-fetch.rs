@@ -23,9 +23,9 @@ use clap::{Parser, ValueEnum};
 use hive::{
     ChunkIndex, ChunkSize, Digest, Layout,
     digest::{self, ChunkHasher},
-    grpc::{self, MAX_STREAM_MESSAGE},
 };
 use hive_bench::pb::{self, bulk_client::BulkClient};
+use hive_runtime::grpc::{self, MAX_STREAM_MESSAGE};
 use serde_json::json;
 use tonic::transport::Channel;
 

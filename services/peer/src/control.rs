@@ -100,14 +100,14 @@ impl Control for ControlService {
         let (tx, rx) = mpsc::channel(16);
         if req.chunk != 0 {
             let fetcher = self.fetcher.clone();
-            hive::task::spawn("fetch-chunk", async move {
+            hive_runtime::task::spawn("fetch-chunk", async move {
                 let result = fetcher.chunk(&name, req.chunk, from).await;
                 let _ = tx.send(done(result)).await;
                 Ok::<(), PeerError>(())
             });
         } else {
             let sub = self.fetcher.whole(name, req.force, from);
-            hive::task::spawn("fetch-progress", forward(sub, tx));
+            hive_runtime::task::spawn("fetch-progress", forward(sub, tx));
         }
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }

@@ -40,12 +40,12 @@ use std::{
 
 use hive::{
     ChunkSize,
-    metrics::RpcMetrics,
     pb::{
         control::control_server::{ControlServer, SERVICE_NAME as CONTROL_SERVICE},
         peer::peer_server::{PeerServer, SERVICE_NAME as PEER_SERVICE},
     },
 };
+use hive_runtime::metrics::RpcMetrics;
 use prometheus_client::registry::Registry;
 use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -136,9 +136,9 @@ pub async fn serve(
     let rpc = RpcMetrics::register(&mut registry, "hive_peer");
     let metrics_stop = CancellationToken::new();
     if let Some(listener) = listeners.metrics {
-        hive::task::spawn(
+        hive_runtime::task::spawn(
             "metrics",
-            hive::metrics::serve(listener, Arc::new(registry), metrics_stop.clone()),
+            hive_runtime::metrics::serve(listener, Arc::new(registry), metrics_stop.clone()),
         );
     }
     let downloads_stop = CancellationToken::new();
@@ -162,9 +162,9 @@ pub async fn serve(
     let drain = CancellationToken::new();
     let uploads_stop = CancellationToken::new();
     let (public_routes, public_health) =
-        hive::grpc::introspection(PEER_SERVICE).map_err(internal)?;
+        hive_runtime::grpc::introspection(PEER_SERVICE).map_err(internal)?;
     let (control_routes, control_health) =
-        hive::grpc::introspection(CONTROL_SERVICE).map_err(internal)?;
+        hive_runtime::grpc::introspection(CONTROL_SERVICE).map_err(internal)?;
     // A new reporter says SERVING; this peer is not, until the tracker has
     // accepted it. Set before either port answers, so no caller sees it.
     for reporter in [&public_health, &control_health] {
@@ -172,7 +172,7 @@ pub async fn serve(
             .set_service_status("", ServingStatus::NotServing)
             .await;
     }
-    hive::task::spawn(
+    hive_runtime::task::spawn(
         "health",
         report_health(link.clone(), vec![public_health, control_health]),
     );
@@ -184,17 +184,17 @@ pub async fn serve(
         stop: uploads_stop.clone(),
         counters,
     };
-    let public = hive::grpc::server()
+    let public = hive_runtime::grpc::server()
         .max_concurrent_streams(MAX_STREAMS)
         .max_connection_age(MAX_CONNECTION_AGE)
         .max_connection_age_grace(CONNECTION_AGE_GRACE)
         .layer(rpc.layer())
         .add_routes(public_routes.add_service(PeerServer::new(chunk_server)))
         .serve_with_incoming_shutdown(
-            hive::grpc::incoming(listeners.public),
+            hive_runtime::grpc::incoming(listeners.public),
             drain.clone().cancelled_owned(),
         );
-    let control = hive::grpc::server()
+    let control = hive_runtime::grpc::server()
         .layer(rpc.layer())
         .add_routes(
             control_routes.add_service(ControlServer::new(control::ControlService {
@@ -205,7 +205,7 @@ pub async fn serve(
             })),
         )
         .serve_with_incoming_shutdown(
-            hive::grpc::incoming(listeners.control),
+            hive_runtime::grpc::incoming(listeners.control),
             drain.clone().cancelled_owned(),
         );
     let public = tokio::spawn(public);
@@ -239,7 +239,7 @@ pub async fn serve(
         .is_err()
     {
         uploads_stop.cancel();
-        let closed = hive::grpc::abort_connections_on(public_addr);
+        let closed = hive_runtime::grpc::abort_connections_on(public_addr);
         warn!(grace = ?config.grace, connections = closed, "uploads still running after the grace period; ended");
         let _ = tokio::time::timeout(CLOSE_OUT, servers).await;
     }

@@ -6,10 +6,8 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
-use hive::{
-    grpc::{self, MAX_STREAM_MESSAGE},
-    pb::peer::peer_client,
-};
+use hive::pb::peer::peer_client;
+use hive_runtime::grpc::{self, MAX_STREAM_MESSAGE};
 use tonic::transport::Channel;
 
 use crate::error::PeerError;

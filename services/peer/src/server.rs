@@ -12,10 +12,10 @@
 use std::{net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 
 use hive::{
-    grpc::STREAM_MESSAGE_BYTES,
     pb::peer::{self as pb, peer_server::Peer},
     wire,
 };
+use hive_runtime::grpc::STREAM_MESSAGE_BYTES;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tokio_util::sync::CancellationToken;
@@ -113,7 +113,7 @@ impl Peer for ChunkServer {
             counters: counters.clone(),
             conn,
         };
-        hive::task::spawn("upload", upload.run());
+        hive_runtime::task::spawn("upload", upload.run());
         let guard = counters.upload();
         let stream = ReceiverStream::new(rx).map(move |item| {
             // Held until the stream is dropped.
@@ -196,7 +196,7 @@ impl Upload {
                 Err(_) => {
                     warn!(timeout = ?self.timeout, "the reader stopped taking data; upload abandoned, connection closed");
                     if let Some((local, remote)) = self.conn {
-                        hive::grpc::abort_connection(local, remote);
+                        hive_runtime::grpc::abort_connection(local, remote);
                     }
                     false
                 }
@@ -274,7 +274,12 @@ mod tests {
                 .add_service(service)
                 .serve_with_incoming(TcpListenerStream::new(listener));
             tokio::spawn(server);
-            let mut client = PeerClient::connect(format!("http://{addr}")).await.unwrap();
+            let channel = hive_runtime::grpc::endpoint(&format!("http://{addr}"))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            let mut client = PeerClient::new(channel);
 
             assert_eq!(get_chunk(&mut client, 2).await.unwrap(), &data[1024..2048]);
             for n in [1, 3, 4] {

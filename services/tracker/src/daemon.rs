@@ -8,10 +8,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hive::{
-    metrics::RpcMetrics,
-    pb::tracker::tracker_server::{SERVICE_NAME as TRACKER_SERVICE, TrackerServer},
-};
+use hive::pb::tracker::tracker_server::{SERVICE_NAME as TRACKER_SERVICE, TrackerServer};
+use hive_runtime::metrics::RpcMetrics;
 use prometheus_client::{metrics::gauge::Gauge, registry::Registry as MetricsRegistry};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -40,7 +38,7 @@ pub enum ServeError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Reflection(#[from] hive::grpc::ReflectionError),
+    Reflection(#[from] hive_runtime::grpc::ReflectionError),
     #[error(transparent)]
     Transport(#[from] tonic::transport::Error),
     #[error("{0}")]
@@ -83,7 +81,7 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let stop = CancellationToken::new();
     let (rpc, gauges) = start_metrics(metrics, stop.clone());
-    let sweeper = hive::task::spawn(
+    let sweeper = hive_runtime::task::spawn(
         "sweeper",
         sweep(tracker.clone(), config.ttl, gauges, stop.clone()),
     );
@@ -119,19 +117,22 @@ async fn serve_grpc(
     rpc: &RpcMetrics,
     stopping: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let (routes, health) = hive::grpc::introspection(TRACKER_SERVICE)?;
+    let (routes, health) = hive_runtime::grpc::introspection(TRACKER_SERVICE)?;
     let service = TrackerServer::new(TrackerService::new(tracker.clone(), config))
         .max_decoding_message_size(config.max_message_bytes);
     health.set_serving::<TrackerServer<TrackerService>>().await;
-    hive::grpc::server()
+    hive_runtime::grpc::server()
         .timeout(REQUEST_TIMEOUT)
         .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION)
         .load_shed(true)
         .max_concurrent_streams(MAX_STREAMS)
         .layer(rpc.layer())
-        .layer(hive::grpc::SmallFramesLayer)
+        .layer(hive_runtime::grpc::SmallFramesLayer)
         .add_routes(routes.add_service(service))
-        .serve_with_incoming_shutdown(hive::grpc::incoming_small_answers(listener), stopping)
+        .serve_with_incoming_shutdown(
+            hive_runtime::grpc::incoming_small_answers(listener),
+            stopping,
+        )
         .await?;
     Ok(())
 }
@@ -142,9 +143,9 @@ fn start_metrics(listener: Option<TcpListener>, stop: CancellationToken) -> (Rpc
     let rpc = RpcMetrics::register(&mut registry, "hive_tracker");
     let gauges = Gauges::register(&mut registry);
     if let Some(listener) = listener {
-        hive::task::spawn(
+        hive_runtime::task::spawn(
             "metrics",
-            hive::metrics::serve(listener, Arc::new(registry), stop),
+            hive_runtime::metrics::serve(listener, Arc::new(registry), stop),
         );
     }
     (rpc, gauges)

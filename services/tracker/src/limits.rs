@@ -17,7 +17,7 @@ use std::{
     time::Instant,
 };
 
-use hive::grpc::TOKEN_METADATA;
+use hive_runtime::grpc::TOKEN_METADATA;
 use tonic::{Request, Status};
 
 /// A refill rate and a burst, in requests; a rate of 0 means no limit.

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 use clap::Parser;
-use hive::telemetry::{Telemetry, init_logging};
+use hive_runtime::telemetry::{Telemetry, init_logging};
 use hive_tracker::Config;
 use tokio::net::TcpListener;
 
@@ -36,13 +36,13 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     init_logging(args.telemetry.log_format);
     // Before the first `listening on`: a stop signal from then on is graceful.
-    let shutdown = hive::shutdown::signal();
+    let shutdown = hive_runtime::shutdown::signal();
     let tracker = hive_tracker::open(&args.config).context("cannot open the catalog")?;
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     println!("listening on {}", listener.local_addr()?);
-    let metrics = hive::metrics::bind(args.telemetry.metrics).await?;
+    let metrics = hive_runtime::metrics::bind(args.telemetry.metrics).await?;
     hive_tracker::serve(listener, tracker, &args.config, metrics, shutdown).await?;
     Ok(())
 }

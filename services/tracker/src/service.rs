@@ -7,10 +7,10 @@ use std::{net::SocketAddr, ops::RangeInclusive, time::Duration};
 
 use hive::{
     Digest, FileName, Manifest,
-    grpc::TOKEN_METADATA,
     pb::{tracker as pb, types},
     wire::{self, WireError},
 };
+use hive_runtime::grpc::TOKEN_METADATA;
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 use tracing::{info, instrument};
 

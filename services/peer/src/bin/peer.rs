@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use hive::telemetry::{Telemetry, init_logging};
 use hive_peer::{Config, Listeners};
+use hive_runtime::telemetry::{Telemetry, init_logging};
 use tokio::net::TcpListener;
 
 /// hive's peer daemon: shares a directory, serves chunks, downloads files.
@@ -54,7 +54,7 @@ async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     init_logging(args.telemetry.log_format);
     // Before the first `listening on`: a stop signal from then on is graceful.
-    let shutdown = hive::shutdown::signal();
+    let shutdown = hive_runtime::shutdown::signal();
     if !args.control.ip().is_loopback() {
         bail!(
             "--control {} must be a loopback address: the control API is local only",
@@ -69,7 +69,7 @@ async fn run() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.control))?;
     println!("control on {}", control.local_addr()?);
-    let metrics = hive::metrics::bind(args.telemetry.metrics).await?;
+    let metrics = hive_runtime::metrics::bind(args.telemetry.metrics).await?;
     let listeners = Listeners {
         public,
         control,

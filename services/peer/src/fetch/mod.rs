@@ -192,7 +192,7 @@ impl Fetcher {
             },
         );
         let this = self.clone();
-        hive::task::spawn("download", async move {
+        hive_runtime::task::spawn("download", async move {
             let _active = this.ctx.counters.download();
             let result = this.download(&name, force, only, &tx, &cancel).await;
             if let Err(e) = &result {

@@ -102,7 +102,7 @@ impl TrackerLink {
         holdings: Holdings,
         cache: Arc<Mutex<HashCache>>,
     ) -> Result<Self, PeerError> {
-        let channel = hive::grpc::endpoint(&hive::grpc::uri_of(url))
+        let channel = hive_runtime::grpc::endpoint(&hive_runtime::grpc::uri_of(url))
             .map_err(|e| PeerError::Invalid(format!("bad tracker URL {url:?}: {e}")))?
             .timeout(CALL_TIMEOUT)
             .connect_lazy();
@@ -111,13 +111,13 @@ impl TrackerLink {
         let (session_tx, session) = watch::channel(None);
         let (refused_tx, refused) = mpsc::unbounded_channel();
         let changes = holdings.subscribe();
-        hive::task::spawn(
+        hive_runtime::task::spawn(
             "adopt-layout",
             adopt::run(client.clone(), holdings.clone(), cache, refused),
         );
         let session_task =
             session::Session::new(client.clone(), announce, holdings, session_tx, refused_tx);
-        hive::task::spawn("tracker-link", session_task.run(rx, changes));
+        hive_runtime::task::spawn("tracker-link", session_task.run(rx, changes));
         Ok(Self {
             tx,
             session,

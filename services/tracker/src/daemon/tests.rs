@@ -7,7 +7,6 @@ use std::{net::SocketAddr, path::Path, time::Duration};
 
 use hive::{
     FileName, Manifest,
-    grpc::TOKEN_METADATA,
     pb::{
         tracker::{
             ListFilesRequest, LocateRequest, RegisterChunkRequest, RegisterRequest,
@@ -16,6 +15,7 @@ use hive::{
         types::{self, ChunkRange},
     },
 };
+use hive_runtime::grpc::{TOKEN_METADATA, endpoint};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, transport::Channel};
@@ -47,9 +47,12 @@ async fn start(dir: &Path, fsync: Fsync) -> Running {
         let (tracker, stop) = (tracker.clone(), stop.clone());
         async move { serve(listener, tracker, &config, None, stop.cancelled_owned()).await }
     });
-    let client = TrackerClient::connect(format!("http://{addr}"))
+    let channel = endpoint(&format!("http://{addr}"))
+        .expect("endpoint")
+        .connect()
         .await
         .expect("connect");
+    let client = TrackerClient::new(channel);
     Running {
         tracker,
         client,

@@ -187,12 +187,12 @@ impl Journal {
             checkpointing: tokio::sync::Mutex::new(()),
             broken: broken.clone(),
         });
-        hive::task::spawn(
+        hive_runtime::task::spawn(
             "checkpoint",
             checkpoints(shared.clone(), options.checkpoint_interval, stop.clone()),
         );
         if options.fsync == Fsync::Always {
-            hive::task::spawn("fsync", syncs(shared.clone(), stop.clone()));
+            hive_runtime::task::spawn("fsync", syncs(shared.clone(), stop.clone()));
         }
         Ok(Self {
             handle: Some(Arc::new(Handle {

@@ -30,7 +30,7 @@ pub async fn run(
         from: from.unwrap_or_default(),
         force,
     };
-    let mut signals = hive::shutdown::Signals::install();
+    let mut signals = hive_runtime::shutdown::Signals::install();
     let mut stream = client.fetch(request).await?.into_inner();
     let mut view = View::new(json);
     loop {

@@ -47,7 +47,7 @@ async fn main() -> ExitCode {
             ExitCode::from(1)
         }
         Err(Failure::Status(s)) => {
-            report(json, hive::grpc::code_name(s.code()), s.message());
+            report(json, hive_runtime::grpc::code_name(s.code()), s.message());
             ExitCode::from(64 + s.code() as u8)
         }
     }
@@ -110,8 +110,8 @@ async fn run(cli: Cli) -> Outcome {
 }
 
 async fn connect(url: &str, what: &str) -> Result<Channel, Failure> {
-    let uri = hive::grpc::uri_of(url);
-    hive::grpc::endpoint(&uri)
+    let uri = hive_runtime::grpc::uri_of(url);
+    hive_runtime::grpc::endpoint(&uri)
         .map_err(|e| Failure::Local(format!("bad {what} URL {url:?}: {e}")))?
         .connect_timeout(Duration::from_secs(3))
         .connect()

@@ -12,10 +12,10 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use hive::{
     FileName, Manifest,
-    grpc::TOKEN_METADATA,
     pb::tracker::{self as pb, tracker_client::TrackerClient},
     wire,
 };
+use hive_runtime::grpc::TOKEN_METADATA;
 use tokio::{
     sync::{mpsc, oneshot, watch},
     time::Instant,

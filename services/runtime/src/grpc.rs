@@ -11,7 +11,7 @@ use tonic::{
 use tonic_health::server::HealthReporter;
 pub use tonic_reflection::server::Error as ReflectionError;
 
-use crate::pb;
+use hive::pb;
 
 mod conn;
 mod frames;

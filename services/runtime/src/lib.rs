@@ -1,0 +1,20 @@
+//! What hive's daemons run on, beside the core's domain types: gRPC
+//! transport and its tuning, the introspection every port serves, metrics,
+//! logging, background tasks and shutdown. `peerctl` uses the client side.
+//!
+//! # Layout
+//! - [`grpc`]: transport settings and the reflection and health services every
+//!   hive gRPC port serves; accepted connections with a handshake timeout
+//!   (`grpc/conn.rs`) and small answers cut into small HTTP/2 frames
+//!   (`grpc/frames.rs`).
+//! - [`metrics`]: Prometheus metrics: per-RPC counts and latencies, and `/metrics` over HTTP.
+//! - [`telemetry`]: the daemons' logging set-up and shared operator flags.
+//! - [`task`]: spawning named background tasks whose failures are logged.
+//! - [`shutdown`]: the daemons' Ctrl-C / SIGTERM handling.
+#![forbid(unsafe_code)]
+
+pub mod grpc;
+pub mod metrics;
+pub mod shutdown;
+pub mod task;
+pub mod telemetry;
