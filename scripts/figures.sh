@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every test and prints the figures they report: each TESTPLAN case
+# Runs every test and prints the figures they report: each test plan case
 # prints one or more `FIGURE <ID>: ...` lines (docs/RELIABILITY.md quotes
 # them). HIVE_LONG_TESTS=1 adds the long variants (e.g. 20-peer churn).
 #

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The longer run of hive's property tests (tests/properties.rs, TESTPLAN
+# The longer run of hive's property tests (tests/properties.rs, test plan
 # BI-8): the same properties `cargo test` runs, with many more cases, again
 # and again with fresh random seeds until the time is up. Stops at the first
 # failure and prints proptest's shrunk minimal input.

@@ -1,4 +1,4 @@
-//! Churn (TESTPLAN CP-1) on loopback: a swarm of real peers, one stable
+//! Churn (docs/RELIABILITY.md: CP-1) on loopback: a swarm of real peers, one stable
 //! seeder keeping at least one live holder of every chunk, and a random
 //! other peer SIGKILLed and restarted every couple of seconds while
 //! several downloads run. Every download must complete with the right

@@ -1,4 +1,4 @@
-//! The status-code contract (DESIGN §7, TESTPLAN §3.1): every refusal has
+//! The status-code contract (docs/ARCHITECTURE.md, "Status codes"): every refusal has
 //! its code, and leaves the tracker exactly as it was.
 
 mod common;

@@ -1,4 +1,4 @@
-//! Crashes and restarts (TESTPLAN §C: CR-1, CR-2, CR-4, CR-5, CR-6, and
+//! Crashes and restarts (docs/RELIABILITY.md §C: CR-1, CR-2, CR-4, CR-5, CR-6, and
 //! CP-4's stalled holder): a download survives its own daemon's SIGKILL
 //! without fetching a verified chunk twice, a holder dying with requests in
 //! flight costs only a reassignment, finishing a file can be interrupted at

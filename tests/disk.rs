@@ -1,4 +1,4 @@
-//! A full disk (TESTPLAN FS-3), on a small tmpfs mounted as the leecher's
+//! A full disk (docs/RELIABILITY.md: FS-3), on a small tmpfs mounted as the leecher's
 //! directory (the tests need root, or CAP_SYS_ADMIN, to mount; without it
 //! each test says so loudly on stderr and stops there).
 //!

@@ -1,4 +1,4 @@
-//! Malicious holders (TESTPLAN §B, MP-1 to MP-5, and a slow-loris holder),
+//! Malicious holders (docs/RELIABILITY.md §B, MP-1 to MP-5, and a slow-loris holder),
 //! played by the in-process evil peer of `common::evil` against a real
 //! downloading daemon.
 //!

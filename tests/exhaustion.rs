@@ -1,4 +1,4 @@
-//! Resource exhaustion (TESTPLAN RE-1, RE-2, RE-4) and wire-level junk
+//! Resource exhaustion (docs/RELIABILITY.md: RE-1, RE-2, RE-4) and wire-level junk
 //! (BI-7), against real daemons. Each test prints the figure it measures as
 //! a `FIGURE <ID>: ...` line on stderr.
 

@@ -1,4 +1,4 @@
-//! A tracker that lies (TESTPLAN FS-2): the downloader validates everything
+//! A tracker that lies (docs/RELIABILITY.md: FS-2): the downloader validates everything
 //! the tracker says again, and never writes outside its directory.
 
 mod common;

@@ -1,4 +1,4 @@
-//! Property tests (TESTPLAN BI-8) for everything hive validates before it
+//! Property tests (docs/RELIABILITY.md: BI-8) for everything hive validates before it
 //! trusts the network: file names, chunk math, chunk sets and their wire
 //! ranges, BLAKE3 tree digests and manifests.
 //!
@@ -157,7 +157,7 @@ fn file_bytes(max_len: usize) -> impl Strategy<Value = (Vec<u8>, ChunkSize)> {
 
 // ---- models ----------------------------------------------------------------
 
-/// DESIGN §3 as written: 1-255 bytes of UTF-8, no `/`, `\`, NUL or control
+/// The name rule as docs/ARCHITECTURE.md states it: 1-255 bytes of UTF-8, no `/`, `\`, NUL or control
 /// character, not `.` or `..`, no drive prefix.
 fn name_is_valid(name: &str) -> bool {
     let drive = matches!(name.as_bytes(), [l, b':', ..] if l.is_ascii_alphabetic());

@@ -1,6 +1,6 @@
 //! Whole-file downloads from a swarm (issue 3): many holders at once, files
 //! at chunk boundaries, a holder whose disk rotted, and the last holder
-//! going away mid-download, and a holder behind a slow link (TESTPLAN MP-1
+//! going away mid-download, and a holder behind a slow link (docs/RELIABILITY.md: MP-1
 //! with a real peer, CP-5, CP-6).
 //!
 //! "Mid-download" is made deterministic, never left to timing: the holders

@@ -1,4 +1,4 @@
-//! The tracker under restarts, floods and quotas (TESTPLAN CR-3, BI-4, RE-3,
+//! The tracker under restarts, floods and quotas (docs/RELIABILITY.md: CR-3, BI-4, RE-3,
 //! RE-5, AU-1): nothing acknowledged is lost to `kill -9`, a forgotten swarm
 //! re-registers by itself, and limits refuse with RESOURCE_EXHAUSTED without
 //! changing anything.

@@ -18,7 +18,7 @@ use crate::pb::{
 };
 
 /// Bytes read from disk at a time: one `pread` in one blocking task, then
-/// split into stream messages without copying (PERF.md: one blocking read
+/// split into stream messages without copying (docs/PERFORMANCE.md: one blocking read
 /// per 64 KiB costs 37%; read big pieces once).
 const READ_BLOCK: usize = 1 << 20;
 /// Messages buffered ahead of the network.

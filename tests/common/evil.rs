@@ -1,4 +1,4 @@
-//! The evil-peer harness (TESTPLAN §B): an in-process holder that speaks
+//! The evil-peer harness (docs/RELIABILITY.md §B): an in-process holder that speaks
 //! `hive.peer.v1.Peer` on 127.0.0.1:0, registers itself with the tracker
 //! through the raw Tracker API (and heartbeats with its session token), and
 //! serves one file with a chosen [`Fault`], or honestly.
@@ -9,7 +9,7 @@
 //!   time: how far a download gets is then decided by the test, not by
 //!   timing. A downloader that gives up on a held request costs no permit.
 //! - [`Builder::link`] puts it behind a slow link: a latency before each
-//!   answer and a byte rate shared by all its streams (TESTPLAN CP-6
+//!   answer and a byte rate shared by all its streams (docs/RELIABILITY.md: CP-6
 //!   without netem).
 //! - [`EvilPeer::leave`] makes it go like a peer shutting down: Leave at the
 //!   tracker, held requests answered UNAVAILABLE, no new connections.

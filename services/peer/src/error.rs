@@ -1,4 +1,4 @@
-//! The one place that decides the peer daemon's gRPC status codes (DESIGN §7).
+//! The one place that decides the peer daemon's gRPC status codes (docs/ARCHITECTURE.md, "Status codes").
 //! Errors carry text, not sources, so a download's outcome can be shared
 //! with every caller following it.
 

@@ -1,6 +1,6 @@
 //! What every hive gRPC port and client has in common: the introspection
 //! services (reflection v1 and v1alpha, grpc.health.v1), HTTP/2 settings
-//! measured to matter for bulk streams (PERF.md), and metadata names.
+//! measured to matter for bulk streams (docs/PERFORMANCE.md), and metadata names.
 
 use std::time::Duration;
 
@@ -32,7 +32,7 @@ pub const STREAM_MESSAGE_BYTES: usize = 256 * 1024;
 pub const MAX_STREAM_MESSAGE: usize = STREAM_MESSAGE_BYTES + 1024;
 
 /// The largest HTTP/2 frame; a receiver that allows it moves bulk data with
-/// far fewer frames (1.3-2.3x on loopback, PERF.md).
+/// far fewer frames (1.3-2.3x on loopback, docs/PERFORMANCE.md).
 pub const MAX_FRAME_SIZE: u32 = 16_777_215;
 /// HTTP/2 flow-control windows for receiving bulk streams. A window is also
 /// how much a holder may push before the receiver reads it, per stream and

@@ -1,4 +1,4 @@
-//! The one place that decides the tracker's gRPC status codes (DESIGN §7).
+//! The one place that decides the tracker's gRPC status codes (docs/ARCHITECTURE.md, "Status codes").
 
 use hive::wire::WireError;
 use tonic::Status;

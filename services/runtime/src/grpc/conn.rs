@@ -1,5 +1,5 @@
 //! Accepted connections, with the two guards hyper and tonic do not give an
-//! HTTP/2 server (TESTPLAN RE-1, RE-2):
+//! HTTP/2 server (docs/RELIABILITY.md: RE-1, RE-2):
 //! - a handshake timeout: a connection that has not sent the 24-byte
 //!   HTTP/2 client preface within [`HANDSHAKE_TIMEOUT`] is closed (hyper
 //!   has no such timer for HTTP/2, so an idle socket would be held forever:
