@@ -6,8 +6,8 @@
 //!   SERVING (watched, not polled) once the tracker has accepted it.
 //! - Each daemon is killed when its guard drops; its stderr goes to a log
 //!   file that is printed if the test fails.
-//! - The binaries are built once per test binary (`cargo build --bins`), in
-//!   the same profile as the tests, so they are never stale.
+//! - The daemons are built once per test binary (`cargo build --bins -p
+//!   hive-tracker -p hive-peer`), in the same profile as the tests, so they are never stale.
 #![allow(dead_code)]
 
 pub mod procfs;
@@ -62,7 +62,15 @@ pub fn bin(name: &str) -> PathBuf {
             .expect("target/<profile>")
             .to_owned();
         let mut cmd = std::process::Command::new(env!("CARGO"));
-        cmd.args(["build", "--quiet", "--bins"]);
+        cmd.args([
+            "build",
+            "--quiet",
+            "--bins",
+            "-p",
+            "hive-tracker",
+            "-p",
+            "hive-peer",
+        ]);
         if dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }
