@@ -30,7 +30,7 @@ cd "$(dirname "$0")/.."
 VERSION=27.1.0
 TOOLS=$PWD/target/tools
 MUTANTS=$TOOLS/bin/cargo-mutants
-if ! "$MUTANTS" --version 2>/dev/null | grep -q "$VERSION"; then
+if ! "$MUTANTS" mutants --version 2>/dev/null | grep -q "$VERSION"; then
   echo "==> installing cargo-mutants $VERSION into $TOOLS"
   cargo install --quiet --locked --root "$TOOLS" cargo-mutants --version "$VERSION"
 fi
@@ -48,9 +48,10 @@ run() {
   local out=target/mutants/$target
   mkdir -p "$out"
   echo "==> $target"
-  # --in-place would edit this checkout; the default copies the tree (and
-  # target/, so nothing is built cold) into a scratch directory instead.
-  "$MUTANTS" mutants --no-shuffle --copy-target=true --output "$out" \
+  # --in-place would edit this checkout; the default copies the tree
+  # (without target/: the first build there is cold) into a scratch
+  # directory instead, so this checkout can be worked on meanwhile.
+  "$MUTANTS" mutants --no-shuffle --copy-target=false --output "$out" \
     "${shard[@]}" "${extra[@]}" "$@" || true
   if [[ -d $out/mutants.out ]]; then
     local f n
