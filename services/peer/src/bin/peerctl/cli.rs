@@ -13,21 +13,18 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "peerctl", version)]
 pub struct Cli {
-    /// The tracker's URL (for files and locate).
-    #[arg(
-        long,
-        global = true,
-        env = "HIVE_TRACKER",
-        default_value = "http://127.0.0.1:65001"
-    )]
-    pub tracker: String,
+    /// The tracker's URL (for files and locate). By default the tracker the
+    /// daemon at --peer uses, or http://127.0.0.1:65001 if no daemon answers.
+    #[arg(long, global = true, env = "HIVE_TRACKER", value_parser = hive_peer::config::parse_url)]
+    pub tracker: Option<String>,
 
     /// The local peer daemon's control URL.
     #[arg(
         long,
         global = true,
         env = "HIVE_PEER",
-        default_value = "http://127.0.0.1:65049"
+        default_value = "http://127.0.0.1:65049",
+        value_parser = hive_peer::config::parse_url
     )]
     pub peer: String,
 
