@@ -50,7 +50,11 @@ async fn run() -> anyhow::Result<()> {
     let shutdown = hive::shutdown::signal();
     let tracker = hive_tracker::open(&args.config).context("cannot open the catalog")?;
     let listener = TcpListener::bind(args.listen).await.map_err(|e| {
-        bind_error(&format!("cannot listen on {}: {e}", args.listen), &e, "--listen")
+        bind_error(
+            &format!("cannot listen on {}: {e}", args.listen),
+            &e,
+            "--listen",
+        )
     })?;
     println!("listening on {}", listener.local_addr()?);
     let metrics = hive::metrics::bind(args.telemetry.metrics)

@@ -73,7 +73,12 @@ async fn run() -> anyhow::Result<()> {
     }
     let public = bind(args.listen, "--listen", "the public port other peers dial").await?;
     println!("listening on {}", public.local_addr()?);
-    let control = bind(args.control, "--control", "the control port peerctl talks to").await?;
+    let control = bind(
+        args.control,
+        "--control",
+        "the control port peerctl talks to",
+    )
+    .await?;
     println!("control on {}", control.local_addr()?);
     let metrics = hive::metrics::bind(args.telemetry.metrics)
         .await

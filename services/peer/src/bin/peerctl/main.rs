@@ -123,10 +123,7 @@ async fn command(cli: &Cli, target: &Target) -> Outcome {
         } => share(target, paths, chunk_size, cli.json).await,
         Command::Status => status(target, cli.json).await,
         Command::Leave => {
-            control(target)
-                .await?
-                .leave(ctl::LeaveRequest {})
-                .await?;
+            control(target).await?.leave(ctl::LeaveRequest {}).await?;
             if cli.json {
                 println!("{}", json!({ "left": true }));
             } else {

@@ -41,7 +41,10 @@ impl Target {
     /// one the daemon at --peer uses, else the default.
     pub async fn tracker(cli: &Cli) -> Self {
         let (url, fix) = match &cli.tracker {
-            Some(url) => (url.clone(), "give the tracker's address with --tracker".into()),
+            Some(url) => (
+                url.clone(),
+                "give the tracker's address with --tracker".into(),
+            ),
             None => match daemon_tracker(&cli.peer).await {
                 Some(url) => {
                     let fix = format!(
@@ -80,7 +83,10 @@ impl Target {
         let uri = hive::grpc::uri_of(&self.url);
         hive::grpc::endpoint(&uri)
             .map_err(|e| {
-                Failure::Local(format!("bad {} URL {:?}: {e}; {}", self.what, self.url, self.fix))
+                Failure::Local(format!(
+                    "bad {} URL {:?}: {e}; {}",
+                    self.what, self.url, self.fix
+                ))
             })?
             .connect_timeout(Duration::from_secs(3))
             .connect()
