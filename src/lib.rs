@@ -14,12 +14,14 @@
 //! - [`shutdown`]: the daemons' Ctrl-C / SIGTERM handling.
 //! - [`task`]: spawning named background tasks whose failures are logged.
 //! - [`telemetry`]: the daemons' logging set-up.
+//! - [`config_file`]: `--config PATH`, the daemons' settings from a TOML file.
 //! - [`grpc`]: transport settings and the reflection and health services every
 //!   hive gRPC port serves.
 #![forbid(unsafe_code)]
 
 pub mod chunk;
 pub mod chunkset;
+pub mod config_file;
 pub mod digest;
 pub mod grpc;
 pub mod manifest;

@@ -320,3 +320,111 @@ async fn long_chunk_lists_fit_the_terminal_and_stay_whole_in_json() {
     })
     .await;
 }
+
+/// Starts `bin_name` with `args` and `env` (and no other `HIVE_*`
+/// variable), and reads the `lines` addresses it prints once bound.
+async fn start(
+    bin_name: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    lines: usize,
+) -> (tokio::process::Child, Vec<std::net::SocketAddr>) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut cmd = Command::new(bin(bin_name));
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("HIVE_") {
+            cmd.env_remove(key);
+        }
+    }
+    let mut child = cmd
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut addrs = Vec::new();
+    while addrs.len() < lines {
+        let line = out.next_line().await.unwrap().expect("exited early");
+        addrs.extend(
+            line.rsplit(' ')
+                .next()
+                .and_then(|a| a.parse::<std::net::SocketAddr>().ok()),
+        );
+    }
+    tokio::spawn(async move { while let Ok(Some(_)) = out.next_line().await {} });
+    (child, addrs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_file_sets_what_flags_and_the_environment_leave() {
+    within(90, async {
+        let tracker = TestTracker::start().await;
+        let other = TestPeer::start(&tracker, &[]).await;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("share");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("f"), b"from the file's dir").unwrap();
+        let config = tmp.path().join("peer.toml");
+        // tracker: HIVE_TRACKER overrides it; control: the flag does (the
+        // file's is taken); dir and listen: only here.
+        std::fs::write(
+            &config,
+            format!(
+                "tracker = \"http://127.0.0.1:1\"\ncontrol = \"{}\"\ndir = {:?}\nlisten = \"127.0.0.1:0\"\n",
+                other.control,
+                dir.display().to_string()
+            ),
+        )
+        .unwrap();
+        let config = config.display().to_string();
+        let (_peer, addrs) = start(
+            "peer",
+            &["--config", &config, "--control", "127.0.0.1:0"],
+            &[("HIVE_TRACKER", &tracker.url())],
+            2,
+        )
+        .await;
+        assert!(addrs[0].ip().is_loopback(), "listen = {}", addrs[0]);
+        let control = addrs[1].to_string();
+        serving(addrs[1]).await;
+        let out = run("peerctl", &["--peer", &control, "--json", "status"]).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(status["tracker"], tracker.url().as_str(), "{status}");
+        assert_eq!(status["files"][0]["name"], "f", "{status}");
+
+        // The tracker reads one too: here its address and an in-memory catalog.
+        let config = tmp.path().join("tracker.toml");
+        std::fs::write(&config, "listen = \"127.0.0.1:0\"\nin-memory = true\n").unwrap();
+        let config = config.display().to_string();
+        let (_tracker, addrs) = start("tracker", &["--config", &config], &[], 1).await;
+        assert!(addrs[0].ip().is_loopback() && addrs[0].port() != 65001, "{}", addrs[0]);
+    })
+    .await;
+}
+
+/// Waits (watching, not polling) until the peer with control port
+/// `control` reports SERVING: the tracker has accepted it.
+async fn serving(control: std::net::SocketAddr) {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let mut health = HealthClient::new(channel(control).await);
+    let mut stream = health
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health watch")
+        .into_inner();
+    while let Some(msg) = stream.message().await.expect("health stream") {
+        if msg.status == ServingStatus::Serving as i32 {
+            return;
+        }
+    }
+    panic!("health stream ended");
+}

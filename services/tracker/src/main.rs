@@ -1,6 +1,6 @@
 //! `tracker`: hive's tracker daemon.
 
-use std::{net::SocketAddr, process::ExitCode};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use anyhow::Context;
 use clap::Parser;
@@ -24,6 +24,11 @@ struct Args {
     #[arg(long, env = "HIVE_LISTEN", default_value = "0.0.0.0:65001")]
     listen: SocketAddr,
 
+    /// A TOML file of settings: each key is a long flag without its dashes
+    /// (`max-uploads = 64`). Flags and HIVE_* variables override it.
+    #[arg(long = "config", env = "HIVE_CONFIG", value_name = "PATH")]
+    config_file: Option<PathBuf>,
+
     #[command(flatten)]
     telemetry: Telemetry,
 
@@ -44,7 +49,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let args: Args = hive::config_file::parse();
     init_logging(args.telemetry.log_format);
     // Before the first `listening on`: a stop signal from then on is graceful.
     let shutdown = hive::shutdown::signal();

@@ -1,6 +1,6 @@
 //! `peer`: hive's peer daemon.
 
-use std::{net::SocketAddr, process::ExitCode};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use anyhow::bail;
 use clap::Parser;
@@ -21,6 +21,11 @@ struct Args {
     /// loopback address. Printed on stdout as `control on ADDR`.
     #[arg(long, env = "HIVE_CONTROL", default_value = "127.0.0.1:65049")]
     control: SocketAddr,
+
+    /// A TOML file of settings: each key is a long flag without its dashes
+    /// (`max-uploads = 64`). Flags and HIVE_* variables override it.
+    #[arg(long = "config", env = "HIVE_CONFIG", value_name = "PATH")]
+    config_file: Option<PathBuf>,
 
     #[command(flatten)]
     telemetry: Telemetry,
@@ -61,7 +66,7 @@ fn keep_buffers() {
 }
 
 async fn run() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let args: Args = hive::config_file::parse();
     init_logging(args.telemetry.log_format);
     // Before the first `listening on`: a stop signal from then on is graceful.
     let shutdown = hive::shutdown::signal();
