@@ -403,6 +403,33 @@ async fn a_config_file_sets_what_flags_and_the_environment_leave() {
         let config = config.display().to_string();
         let (_tracker, addrs) = start("tracker", &["--config", &config], &[], 1).await;
         assert!(addrs[0].ip().is_loopback() && addrs[0].port() != 65001, "{}", addrs[0]);
+
+        // The examples in docs/ are valid: every key is a flag, every value
+        // parses (the addresses and directories overridden for the test).
+        let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/config");
+        let example = docs.join("tracker.toml").display().to_string();
+        let data = tmp.path().join("catalog").display().to_string();
+        let (_example_tracker, _) = start(
+            "tracker",
+            &["--config", &example, "--listen", "127.0.0.1:0", "--data-dir", &data],
+            &[],
+            1,
+        )
+        .await;
+        let example = docs.join("peer.toml").display().to_string();
+        let share = tmp.path().join("example").display().to_string();
+        let url = tracker.url();
+        let (_example_peer, addrs) = start(
+            "peer",
+            &[
+                "--config", &example, "--tracker", &url, "--listen", "127.0.0.1:0",
+                "--control", "127.0.0.1:0", "--dir", &share,
+            ],
+            &[],
+            2,
+        )
+        .await;
+        serving(addrs[1]).await;
     })
     .await;
 }
