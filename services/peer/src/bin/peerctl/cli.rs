@@ -9,7 +9,8 @@ use clap::{Parser, Subcommand};
 /// Exit status: 0 on success, 2 for a usage error, 1 for a local failure,
 /// and 64 + the gRPC status code when a daemon refuses (as grpcurl does):
 /// 69 NOT_FOUND, 70 ALREADY_EXISTS, 72 RESOURCE_EXHAUSTED, 78 UNAVAILABLE,
-/// 79 DATA_LOSS, 67 INVALID_ARGUMENT, 65 CANCELLED.
+/// 79 DATA_LOSS, 67 INVALID_ARGUMENT, 65 CANCELLED, 76 UNIMPLEMENTED (another
+/// kind of daemon at that address: the message names the flag to change).
 #[derive(Parser, Debug)]
 #[command(name = "peerctl", version)]
 pub struct Cli {
