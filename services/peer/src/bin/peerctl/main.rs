@@ -82,10 +82,7 @@ fn die_on_broken_pipe() {
 /// One clear line on stderr; with --json, a JSON object on stdout too. A
 /// daemon that refused without a word still gets a message.
 fn report(json: bool, code: &str, message: &str) {
-    let message = match message {
-        "" => "the daemon refused without giving a reason",
-        m => m,
-    };
+    let message = said(message);
     if json {
         println!(
             "{}",
@@ -93,6 +90,14 @@ fn report(json: bool, code: &str, message: &str) {
         );
     }
     eprintln!("peerctl: {message} ({code})");
+}
+
+/// A failure's message, never empty.
+fn said(message: &str) -> &str {
+    match message.trim() {
+        "" => "the daemon refused without giving a reason",
+        m => m,
+    }
 }
 
 async fn run(cli: Cli) -> Outcome {
@@ -424,5 +429,15 @@ async fn health(target: &Target, json: bool) -> Outcome {
             Code::Unavailable,
             format!("{addr} is {}", status.as_str_name()),
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn no_message_is_empty() {
+        assert_eq!(super::said("gone"), "gone");
+        assert!(!super::said("").is_empty());
+        assert!(!super::said(" ").trim().is_empty());
     }
 }
