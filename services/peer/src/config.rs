@@ -6,8 +6,9 @@ use clap::Parser;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
-    /// The tracker's URL.
-    #[arg(long, env = "HIVE_TRACKER", default_value = "http://127.0.0.1:65001")]
+    /// The tracker's URL: http://HOST:PORT (https:// is refused: hive has no
+    /// TLS yet).
+    #[arg(long, env = "HIVE_TRACKER", default_value = "http://127.0.0.1:65001", value_parser = parse_url)]
     pub tracker: String,
 
     /// Directory whose files are shared at start, and where downloads land
@@ -79,6 +80,23 @@ impl Default for Config {
     }
 }
 
+/// A daemon's URL, `http://HOST:PORT` or `HOST:PORT`. Any other scheme is
+/// refused: `https://` above all, which hive would otherwise use in plaintext
+/// (it has no TLS yet).
+pub fn parse_url(s: &str) -> Result<String, String> {
+    match s.split_once("://") {
+        None => Ok(s.to_owned()),
+        Some((scheme, _)) if scheme.eq_ignore_ascii_case("http") => Ok(s.to_owned()),
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => Err(format!(
+            "hive has no TLS yet, so https:// would travel in plaintext; \
+             give http://{rest} on a network you trust"
+        )),
+        Some((scheme, rest)) => Err(format!(
+            "hive speaks gRPC over http:// only, not {scheme}://; give http://{rest}"
+        )),
+    }
+}
+
 /// A byte count with an optional K/KiB/M/MiB/G/GiB suffix (powers of 1024).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
@@ -98,7 +116,17 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{parse_size, parse_url};
+
+    #[test]
+    fn only_plain_http_urls_parse() {
+        assert_eq!(parse_url("http://h:1").as_deref(), Ok("http://h:1"));
+        assert_eq!(parse_url("HTTP://h:1").as_deref(), Ok("HTTP://h:1"));
+        assert_eq!(parse_url("h:1").as_deref(), Ok("h:1"));
+        assert!(parse_url("https://h:1").is_err());
+        assert!(parse_url("HTTPS://h:1").is_err());
+        assert!(parse_url("grpcs://h:1").is_err());
+    }
 
     #[test]
     fn sizes_parse() {

@@ -51,9 +51,21 @@ impl PeerError {
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
                 Self::Unavailable(format!("tracker unreachable: {}", status.message()))
             }
+            // Whatever answers there serves no Tracker service.
+            Code::Unimplemented => Self::Tracker {
+                code: Code::Unimplemented,
+                message: "the address given as --tracker is not a hive tracker (it is a peer?)"
+                    .into(),
+            },
             code => Self::Tracker {
                 code,
-                message: status.message().to_owned(),
+                message: match status.message() {
+                    "" => format!(
+                        "refused with {} and no reason",
+                        hive_runtime::grpc::code_name(code)
+                    ),
+                    m => m.to_owned(),
+                },
             },
         }
     }
@@ -85,5 +97,22 @@ impl From<PeerError> for Status {
             error!(%detail, "internal error");
         }
         Status::new(e.code(), e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::{Code, Status};
+
+    use super::PeerError;
+
+    #[test]
+    fn a_tracker_refusal_always_says_something() {
+        let e = PeerError::tracker(&Status::new(Code::Unimplemented, ""));
+        assert_eq!(e.code(), Code::Unimplemented);
+        assert!(e.to_string().contains("--tracker"), "{e}");
+        let e = PeerError::tracker(&Status::new(Code::PermissionDenied, ""));
+        assert_eq!(e.code(), Code::PermissionDenied);
+        assert!(e.to_string().contains("PERMISSION_DENIED"), "{e}");
     }
 }

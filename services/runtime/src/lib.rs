@@ -11,8 +11,11 @@
 //! - [`telemetry`]: the daemons' logging set-up and shared operator flags.
 //! - [`task`]: spawning named background tasks whose failures are logged.
 //! - [`shutdown`]: the daemons' Ctrl-C / SIGTERM handling.
+//! - [`config_file`]: `--config PATH`, the daemons' settings from a TOML file
+//!   (flags and `HIVE_*` variables override it).
 #![forbid(unsafe_code)]
 
+pub mod config_file;
 pub mod grpc;
 pub mod metrics;
 pub mod shutdown;

@@ -1,6 +1,6 @@
 //! `tracker`: hive's tracker daemon.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use anyhow::Context;
 use clap::Parser;
@@ -24,6 +24,11 @@ struct Args {
     #[arg(long, env = "HIVE_LISTEN", default_value = "0.0.0.0:65001")]
     listen: SocketAddr,
 
+    /// A TOML file of settings: each key is a long flag without its dashes
+    /// (`max-uploads = 64`). Flags and HIVE_* variables override it.
+    #[arg(long = "config", env = "HIVE_CONFIG", value_name = "PATH")]
+    config_file: Option<PathBuf>,
+
     #[command(flatten)]
     telemetry: Telemetry,
 
@@ -32,17 +37,47 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, its causes after colons.
+            eprintln!("tracker: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    let args: Args = hive_runtime::config_file::parse();
     init_logging(args.telemetry.log_format);
     // Before the first `listening on`: a stop signal from then on is graceful.
     let shutdown = hive_runtime::shutdown::signal();
     let tracker = hive_tracker::open(&args.config).context("cannot open the catalog")?;
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener = TcpListener::bind(args.listen).await.map_err(|e| {
+        bind_error(
+            &format!("cannot listen on {}: {e}", args.listen),
+            &e,
+            "--listen",
+        )
+    })?;
     println!("listening on {}", listener.local_addr()?);
-    let metrics = hive_runtime::metrics::bind(args.telemetry.metrics).await?;
+    let metrics = hive_runtime::metrics::bind(args.telemetry.metrics)
+        .await
+        .map_err(|e| bind_error(&e.to_string(), &e, "--metrics"))?;
     hive_tracker::serve(listener, tracker, &args.config, metrics, shutdown).await?;
     Ok(())
+}
+
+/// `what` went wrong binding the port `flag` sets: when the address is
+/// taken, says how to move it.
+fn bind_error(what: &str, e: &std::io::Error, flag: &str) -> anyhow::Error {
+    if e.kind() == std::io::ErrorKind::AddrInUse {
+        anyhow::anyhow!(
+            "{what} (another tracker running here?); choose another with {flag} ADDR, \
+             port 0 picks a free one"
+        )
+    } else {
+        anyhow::anyhow!("{what} (set by {flag})")
+    }
 }

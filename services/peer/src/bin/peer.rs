@@ -1,8 +1,8 @@
 //! `peer`: hive's peer daemon.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Parser;
 use hive_peer::{Config, Listeners};
 use hive_runtime::telemetry::{Telemetry, init_logging};
@@ -22,6 +22,11 @@ struct Args {
     #[arg(long, env = "HIVE_CONTROL", default_value = "127.0.0.1:65049")]
     control: SocketAddr,
 
+    /// A TOML file of settings: each key is a long flag without its dashes
+    /// (`max-uploads = 64`). Flags and HIVE_* variables override it.
+    #[arg(long = "config", env = "HIVE_CONFIG", value_name = "PATH")]
+    config_file: Option<PathBuf>,
+
     #[command(flatten)]
     telemetry: Telemetry,
 
@@ -29,9 +34,19 @@ struct Args {
     config: Config,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     keep_buffers();
-    tokio::runtime::Runtime::new()?.block_on(run())
+    let result = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(run()));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, its causes after colons.
+            eprintln!("peer: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// glibc's allocator hands large freed buffers (the HTTP/2 and gRPC receive
@@ -51,7 +66,7 @@ fn keep_buffers() {
 }
 
 async fn run() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let args: Args = hive_runtime::config_file::parse();
     init_logging(args.telemetry.log_format);
     // Before the first `listening on`: a stop signal from then on is graceful.
     let shutdown = hive_runtime::shutdown::signal();
@@ -61,15 +76,18 @@ async fn run() -> anyhow::Result<()> {
             args.control
         );
     }
-    let public = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let public = bind(args.listen, "--listen", "the public port other peers dial").await?;
     println!("listening on {}", public.local_addr()?);
-    let control = TcpListener::bind(args.control)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.control))?;
+    let control = bind(
+        args.control,
+        "--control",
+        "the control port peerctl talks to",
+    )
+    .await?;
     println!("control on {}", control.local_addr()?);
-    let metrics = hive_runtime::metrics::bind(args.telemetry.metrics).await?;
+    let metrics = hive_runtime::metrics::bind(args.telemetry.metrics)
+        .await
+        .map_err(|e| bind_error(&e.to_string(), &e, "--metrics"))?;
     let listeners = Listeners {
         public,
         control,
@@ -77,4 +95,24 @@ async fn run() -> anyhow::Result<()> {
     };
     hive_peer::serve(listeners, args.config, shutdown).await?;
     Ok(())
+}
+
+/// Binds `addr`, the port `flag` sets; a failure names the port and the flag.
+async fn bind(addr: SocketAddr, flag: &str, port: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| bind_error(&format!("cannot listen on {addr}, {port}: {e}"), &e, flag))
+}
+
+/// `what` went wrong binding the port `flag` sets: when the address is
+/// taken (most often by a second peer on this machine), says how to move it.
+fn bind_error(what: &str, e: &std::io::Error, flag: &str) -> anyhow::Error {
+    if e.kind() == std::io::ErrorKind::AddrInUse {
+        anyhow::anyhow!(
+            "{what} (another peer running here?); choose another with {flag} ADDR, \
+             port 0 picks a free one"
+        )
+    } else {
+        anyhow::anyhow!("{what} (set by {flag})")
+    }
 }

@@ -9,25 +9,23 @@ use clap::{Parser, Subcommand};
 /// Exit status: 0 on success, 2 for a usage error, 1 for a local failure,
 /// and 64 + the gRPC status code when a daemon refuses (as grpcurl does):
 /// 69 NOT_FOUND, 70 ALREADY_EXISTS, 72 RESOURCE_EXHAUSTED, 78 UNAVAILABLE,
-/// 79 DATA_LOSS, 67 INVALID_ARGUMENT, 65 CANCELLED.
+/// 79 DATA_LOSS, 67 INVALID_ARGUMENT, 65 CANCELLED, 76 UNIMPLEMENTED (another
+/// kind of daemon at that address: the message names the flag to change).
 #[derive(Parser, Debug)]
 #[command(name = "peerctl", version)]
 pub struct Cli {
-    /// The tracker's URL (for files and locate).
-    #[arg(
-        long,
-        global = true,
-        env = "HIVE_TRACKER",
-        default_value = "http://127.0.0.1:65001"
-    )]
-    pub tracker: String,
+    /// The tracker's URL (for files and locate). By default the tracker the
+    /// daemon at --peer uses, or http://127.0.0.1:65001 if no daemon answers.
+    #[arg(long, global = true, env = "HIVE_TRACKER", value_parser = hive_peer::config::parse_url)]
+    pub tracker: Option<String>,
 
     /// The local peer daemon's control URL.
     #[arg(
         long,
         global = true,
         env = "HIVE_PEER",
-        default_value = "http://127.0.0.1:65049"
+        default_value = "http://127.0.0.1:65049",
+        value_parser = hive_peer::config::parse_url
     )]
     pub peer: String,
 

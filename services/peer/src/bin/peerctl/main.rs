@@ -3,8 +3,9 @@
 mod cli;
 mod fetch;
 mod output;
+mod target;
 
-use std::{process::ExitCode, time::Duration};
+use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 use hive::pb::{
@@ -19,7 +20,8 @@ use tonic_health::pb::{
 
 use crate::{
     cli::{Cli, Command},
-    output::{bytes, hex, holder_ranges, ranges, ranges_json, short, table},
+    output::{bytes, hex, holder_ranges, ranges_json, short, table},
+    target::Target,
 };
 
 /// A failure, and the exit status it gives.
@@ -36,11 +38,21 @@ impl From<Status> for Failure {
 
 pub type Outcome = Result<(), Failure>;
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    die_on_broken_pipe();
     let cli = Cli::parse();
     let json = cli.json;
-    match run(cli).await {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            report(json, "LOCAL", &format!("cannot start: {e}"));
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Local(msg)) => {
             report(json, "LOCAL", &msg);
@@ -53,8 +65,24 @@ async fn main() -> ExitCode {
     }
 }
 
-/// One clear line on stderr; with --json, a JSON object on stdout too.
+/// Output into a closed pipe (`peerctl files | head -1`) ends peerctl
+/// quietly, killed by SIGPIPE as coreutils are (the shell shows 141). Rust
+/// ignores SIGPIPE by default, which turns it into an error that `println!`
+/// panics on (exit 101). peerctl's sockets are unaffected: Rust sends on
+/// them with MSG_NOSIGNAL and gets EPIPE as an error.
+fn die_on_broken_pipe() {
+    #[cfg(unix)]
+    // SAFETY: sets a signal's disposition back to the default, before any
+    // other thread exists; no Rust code relies on SIGPIPE being ignored.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// One clear line on stderr; with --json, a JSON object on stdout too. A
+/// daemon that refused without a word still gets a message.
 fn report(json: bool, code: &str, message: &str) {
+    let message = said(message);
     if json {
         println!(
             "{}",
@@ -64,29 +92,43 @@ fn report(json: bool, code: &str, message: &str) {
     eprintln!("peerctl: {message} ({code})");
 }
 
+/// A failure's message, never empty.
+fn said(message: &str) -> &str {
+    match message.trim() {
+        "" => "the daemon refused without giving a reason",
+        m => m,
+    }
+}
+
 async fn run(cli: Cli) -> Outcome {
+    let target = match cli.command {
+        Command::Files | Command::Locate { .. } => Target::tracker(&cli).await,
+        Command::Health { ref addr } => Target::any(addr.as_deref().unwrap_or(&cli.peer)),
+        _ => Target::peer(&cli),
+    };
+    command(&cli, &target).await.map_err(|f| target.explain(f))
+}
+
+async fn command(cli: &Cli, target: &Target) -> Outcome {
     match cli.command {
-        Command::Files => files(&cli.tracker, cli.json).await,
-        Command::Locate { ref file } => locate(&cli.tracker, file, cli.json).await,
+        Command::Files => files(target, cli.json).await,
+        Command::Locate { ref file } => locate(target, file, cli.json).await,
         Command::Fetch {
             ref file,
             chunk,
             ref from,
             force,
         } => {
-            let client = control(&cli.peer).await?;
+            let client = control(target).await?;
             fetch::run(client, file, chunk, from.clone(), force, cli.json).await
         }
         Command::Share {
             ref paths,
             chunk_size,
-        } => share(&cli.peer, paths, chunk_size, cli.json).await,
-        Command::Status => status(&cli.peer, cli.json).await,
+        } => share(target, paths, chunk_size, cli.json).await,
+        Command::Status => status(target, cli.json).await,
         Command::Leave => {
-            control(&cli.peer)
-                .await?
-                .leave(ctl::LeaveRequest {})
-                .await?;
+            control(target).await?.leave(ctl::LeaveRequest {}).await?;
             if cli.json {
                 println!("{}", json!({ "left": true }));
             } else {
@@ -94,9 +136,7 @@ async fn run(cli: Cli) -> Outcome {
             }
             Ok(())
         }
-        Command::Health { ref addr } => {
-            health(addr.as_deref().unwrap_or(&cli.peer), cli.json).await
-        }
+        Command::Health { .. } => health(target, cli.json).await,
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -109,31 +149,17 @@ async fn run(cli: Cli) -> Outcome {
     }
 }
 
-async fn connect(url: &str, what: &str) -> Result<Channel, Failure> {
-    let uri = hive_runtime::grpc::uri_of(url);
-    hive_runtime::grpc::endpoint(&uri)
-        .map_err(|e| Failure::Local(format!("bad {what} URL {url:?}: {e}")))?
-        .connect_timeout(Duration::from_secs(3))
-        .connect()
-        .await
-        .map_err(|e| {
-            Failure::Status(Status::unavailable(format!(
-                "cannot reach the {what} at {uri}: {e}"
-            )))
-        })
+async fn control(target: &Target) -> Result<ControlClient<Channel>, Failure> {
+    Ok(ControlClient::new(target.connect().await?))
 }
 
-async fn control(url: &str) -> Result<ControlClient<Channel>, Failure> {
-    Ok(ControlClient::new(connect(url, "peer daemon").await?))
-}
-
-async fn tracker(url: &str) -> Result<TrackerClient<Channel>, Failure> {
-    Ok(TrackerClient::new(connect(url, "tracker").await?))
+async fn tracker(target: &Target) -> Result<TrackerClient<Channel>, Failure> {
+    Ok(TrackerClient::new(target.connect().await?))
 }
 
 /// Seed message 2: every file, every page.
-async fn files(url: &str, json: bool) -> Outcome {
-    let mut client = tracker(url).await?;
+async fn files(target: &Target, json: bool) -> Outcome {
+    let mut client = tracker(target).await?;
     let mut all = Vec::new();
     let mut page_token = String::new();
     loop {
@@ -170,6 +196,7 @@ async fn files(url: &str, json: bool) -> Outcome {
         return Ok(());
     }
     let mut rows = Vec::new();
+    let mut chunks = Vec::new();
     for f in &all {
         rows.push(vec![
             f.name.clone(),
@@ -178,17 +205,21 @@ async fn files(url: &str, json: bool) -> Outcome {
             f.holder_count.to_string(),
             short(&hex(&f.digest)).to_owned(),
         ]);
+        chunks.push(None);
         for h in &f.holders {
             rows.push(vec![
                 format!("  {}", h.addr),
                 String::new(),
-                ranges(&holder_ranges(h, f.chunk_count)),
+                String::new(),
                 String::new(),
                 String::new(),
             ]);
+            chunks.push(Some(holder_ranges(h, f.chunk_count)));
         }
     }
-    table(&["NAME", "SIZE", "CHUNKS", "HOLDERS", "DIGEST"], &rows);
+    let header = ["NAME", "SIZE", "CHUNKS", "HOLDERS", "DIGEST"];
+    output::fill_ranges(&header, &mut rows, 2, &chunks);
+    table(&header, &rows);
     Ok(())
 }
 
@@ -200,8 +231,8 @@ fn holder_json(h: &trk::Holder, chunk_count: u32) -> serde_json::Value {
 }
 
 /// Seed message 3.
-async fn locate(url: &str, file: &str, json: bool) -> Outcome {
-    let found = tracker(url)
+async fn locate(target: &Target, file: &str, json: bool) -> Outcome {
+    let found = tracker(target)
         .await?
         .locate(trk::LocateRequest {
             name: file.to_owned(),
@@ -237,7 +268,7 @@ async fn locate(url: &str, file: &str, json: bool) -> Outcome {
         output::count(found.holder_count, "live holder"),
         output::availability(&found.chunk_holders)
     );
-    let rows: Vec<Vec<String>> = found
+    let mut rows: Vec<Vec<String>> = found
         .holders
         .iter()
         .map(|h| {
@@ -245,18 +276,25 @@ async fn locate(url: &str, file: &str, json: bool) -> Outcome {
                 h.addr.clone(),
                 h.peer_id.clone(),
                 format!("{}/{chunk_count}", h.chunk_count),
-                ranges(&holder_ranges(h, chunk_count)),
+                String::new(),
             ]
         })
         .collect();
+    let chunks: Vec<_> = found
+        .holders
+        .iter()
+        .map(|h| Some(holder_ranges(h, chunk_count)))
+        .collect();
     if !rows.is_empty() {
-        table(&["HOLDER", "PEER", "HELD", "CHUNKS"], &rows);
+        let header = ["HOLDER", "PEER", "HELD", "CHUNKS"];
+        output::fill_ranges(&header, &mut rows, 3, &chunks);
+        table(&header, &rows);
     }
     Ok(())
 }
 
 async fn share(
-    url: &str,
+    target: &Target,
     paths: &[std::path::PathBuf],
     chunk_size: Option<u64>,
     json: bool,
@@ -275,7 +313,7 @@ async fn share(
             u32::try_from(n).map_err(|_| Failure::Local(format!("chunk size {n} is too large")))?
         }
     };
-    let shared = control(url)
+    let shared = control(target)
         .await?
         .share(ctl::ShareRequest { paths, chunk_size })
         .await?
@@ -284,8 +322,8 @@ async fn share(
     Ok(())
 }
 
-async fn status(url: &str, json: bool) -> Outcome {
-    let s = control(url)
+async fn status(target: &Target, json: bool) -> Outcome {
+    let s = control(target)
         .await?
         .status(ctl::StatusRequest {})
         .await?
@@ -370,8 +408,9 @@ fn print_local(files: &[ctl::LocalFile], json: bool, key: &str) {
     );
 }
 
-async fn health(addr: &str, json: bool) -> Outcome {
-    let channel = connect(addr, "daemon").await?;
+async fn health(target: &Target, json: bool) -> Outcome {
+    let addr = &target.url;
+    let channel = target.connect().await?;
     let resp = HealthClient::new(channel)
         .check(HealthCheckRequest {
             service: String::new(),
@@ -390,5 +429,15 @@ async fn health(addr: &str, json: bool) -> Outcome {
             Code::Unavailable,
             format!("{addr} is {}", status.as_str_name()),
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn no_message_is_empty() {
+        assert_eq!(super::said("gone"), "gone");
+        assert!(!super::said("").is_empty());
+        assert!(!super::said(" ").trim().is_empty());
     }
 }

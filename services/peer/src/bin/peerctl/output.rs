@@ -68,6 +68,69 @@ pub fn ranges(r: &[ChunkRange]) -> String {
         .join(",")
 }
 
+/// Wire ranges as users read them, cut to at most `max` columns with a
+/// count of them all: `1-3,5-10,… (612 ranges)`.
+pub fn ranges_within(r: &[ChunkRange], max: usize) -> String {
+    let full = ranges(r);
+    if full.chars().count() <= max {
+        return full;
+    }
+    let rest = format!("… ({} ranges)", r.len());
+    let mut out = String::new();
+    for part in full.split(',') {
+        // The part, its comma and the rest must still fit.
+        if out.len() + part.len() + 1 + rest.chars().count() > max {
+            break;
+        }
+        out.push_str(part);
+        out.push(',');
+    }
+    out + &rest
+}
+
+/// Columns a line of a table may take: $COLUMNS if set, else the width of
+/// the terminal on stdout, else 80.
+pub fn width() -> usize {
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse().ok())
+        .or_else(|| {
+            rustix::termios::tcgetwinsize(std::io::stdout())
+                .ok()
+                .map(|w| usize::from(w.ws_col))
+        })
+        .filter(|&w| w > 0)
+        .unwrap_or(80)
+}
+
+/// Chunk ranges get at least this many columns, however wide the others are.
+const MIN_RANGES_WIDTH: usize = 24;
+
+/// Fills column `col` of each row with its chunk ranges (if it has any),
+/// cut so that the table fits [`width`]: a holder of a file fetched in bits
+/// may hold hundreds of ranges. `--json` shows them all.
+pub fn fill_ranges(
+    header: &[&str],
+    rows: &mut [Vec<String>],
+    col: usize,
+    ranges: &[Option<Vec<ChunkRange>>],
+) {
+    let others: usize = (0..header.len())
+        .filter(|&i| i != col)
+        .map(|i| {
+            let cells = rows.iter().filter_map(|r| r.get(i));
+            let widest = cells.map(|c| c.chars().count()).max().unwrap_or(0);
+            widest.max(header[i].len()) + 2
+        })
+        .sum();
+    let budget = width().saturating_sub(others).max(MIN_RANGES_WIDTH);
+    for (row, r) in rows.iter_mut().zip(ranges) {
+        if let Some(r) = r {
+            row[col] = ranges_within(r, budget);
+        }
+    }
+}
+
 /// Wire ranges for JSON: `[[1, 3], [7, 7]]`.
 pub fn ranges_json(r: &[ChunkRange]) -> Value {
     json!(r.iter().map(|r| [r.first, r.last]).collect::<Vec<_>>())
@@ -110,7 +173,30 @@ pub fn availability(counts: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::availability;
+    use super::{availability, ranges_within};
+    use hive::pb::types::ChunkRange;
+
+    /// Chunks 1, 3, 5, ... : `n` ranges of one chunk each.
+    fn odd(n: u32) -> Vec<ChunkRange> {
+        (0..n)
+            .map(|i| ChunkRange {
+                first: 2 * i + 1,
+                last: 2 * i + 1,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn long_range_lists_are_cut_to_the_width() {
+        assert_eq!(ranges_within(&odd(3), 80), "1,3,5");
+        assert_eq!(ranges_within(&odd(3), 5), "1,3,5");
+        // 1,3,5,7,9,... is 2 columns a range; the tail "… (612 ranges)" 14.
+        let cut = ranges_within(&odd(612), 30);
+        assert_eq!(cut, "1,3,5,7,9,11,13,… (612 ranges)");
+        assert!(cut.chars().count() <= 30);
+        // Too narrow for any range: just the count.
+        assert_eq!(ranges_within(&odd(612), 10), "… (612 ranges)");
+    }
 
     #[test]
     fn availability_reads_as_a_sentence() {
