@@ -15,7 +15,10 @@
 //! - [`fetch`]: downloads: the swarm engine, single chunks, part files and
 //!   resume.
 //! - [`pool`]: one connection per holder.
-//! - [`control`]: the local Control service.
+//! - [`share`]: sharing files by path: hash, check, register.
+//! - [`status`]: a snapshot of the daemon for `peerctl status`.
+//! - [`control`]: the local Control service: each handler converts the
+//!   request, calls one operation above and maps its answer.
 //! - [`metrics`]: counters of what moved.
 //! - [`error`]: the daemon's errors and their gRPC status codes.
 
@@ -31,6 +34,8 @@ pub mod metrics;
 pub mod pool;
 pub mod scan;
 pub mod server;
+pub mod share;
+pub mod status;
 pub mod tracker_link;
 
 pub use config::Config;

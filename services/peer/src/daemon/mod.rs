@@ -34,6 +34,8 @@ use crate::{
     metrics::Counters,
     pool::Pool,
     server,
+    share::Sharing,
+    status::Overview,
     tracker_link::TrackerLink,
 };
 
@@ -109,6 +111,7 @@ pub async fn serve(
             hive_runtime::metrics::serve(listener, Arc::new(registry), stops.metrics.clone()),
         );
     }
+    let sharing = Sharing::new(holdings.clone(), link.clone(), cache.clone());
     let ctx = Arc::new(Ctx {
         holdings: holdings.clone(),
         link: link.clone(),
@@ -117,7 +120,7 @@ pub async fn serve(
         counters: counters.clone(),
         dir,
         state_dir,
-        cache: cache.clone(),
+        cache,
     });
     let fetcher = Fetcher::new(ctx, stops.downloads.clone());
     for name in resume {
@@ -142,11 +145,25 @@ pub async fn serve(
     );
 
     let chunk_server = server::ChunkServer {
-        holdings,
+        holdings: holdings.clone(),
         uploads: Arc::new(Semaphore::new(config.max_uploads)),
         send_timeout: config.send_timeout,
         stop: stops.uploads.clone(),
-        counters,
+        counters: counters.clone(),
+    };
+    let control_service = control::ControlService {
+        sharing,
+        fetcher: fetcher.clone(),
+        overview: Overview {
+            link: link.clone(),
+            holdings: holdings.clone(),
+            counters,
+            fetcher,
+            tracker: config.tracker.clone(),
+            listen: public_addr.to_string(),
+        },
+        link: link.clone(),
+        shutdown: stops.leave.clone(),
     };
     let public = hive_runtime::grpc::server()
         .max_concurrent_streams(MAX_STREAMS)
@@ -160,14 +177,7 @@ pub async fn serve(
         );
     let control = hive_runtime::grpc::server()
         .layer(rpc.layer())
-        .add_routes(
-            control_routes.add_service(ControlServer::new(control::ControlService {
-                fetcher: fetcher.clone(),
-                cache,
-                listen: public_addr.to_string(),
-                shutdown: stops.leave.clone(),
-            })),
-        )
+        .add_routes(control_routes.add_service(ControlServer::new(control_service)))
         .serve_with_incoming_shutdown(
             hive_runtime::grpc::incoming(listeners.control),
             stops.drain.clone().cancelled_owned(),

@@ -139,10 +139,6 @@ impl Fetcher {
         }
     }
 
-    pub fn ctx(&self) -> &Ctx {
-        &self.ctx
-    }
-
     /// Downloads running now.
     pub fn active(&self) -> usize {
         self.lock().len()
