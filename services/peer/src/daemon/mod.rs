@@ -1,7 +1,7 @@
 //! The daemon's wiring: [`serve`] builds every part from the flags, runs the
 //! public Peer service and the local Control service, and takes them down on
-//! the one shutdown path ([`shutdown`]). What happens before serving (the
-//! directories, the first scan, resume, health) is in [`startup`].
+//! the one shutdown path (`shutdown`). What happens before serving (the
+//! directories, the first scan, resume, health) is in `startup`.
 
 mod shutdown;
 mod startup;
