@@ -116,3 +116,98 @@ fn file_name_of(path: &Path) -> Result<FileName, PeerError> {
         .ok_or_else(|| PeerError::Invalid(format!("{}: no usable file name", path.display())))?;
     FileName::new(raw).map_err(|e| PeerError::Invalid(format!("{}: {e}", path.display())))
 }
+
+#[cfg(test)]
+mod tests {
+    //! The rules `share` decides before the tracker hears of anything; the
+    //! tracker here is unreachable, so a share that got past them would fail
+    //! otherwise.
+
+    use std::{future::Future, time::Duration};
+
+    use tempfile::TempDir;
+
+    use super::*;
+    use crate::{scan, tracker_link::Announce};
+
+    fn sharing(dir: &TempDir) -> (Sharing, Holdings) {
+        let holdings = Holdings::default();
+        let cache = Arc::new(Mutex::new(HashCache::load(dir.path())));
+        let announce = Announce {
+            port: 1,
+            host: String::new(),
+        };
+        // Nothing listens on port 1: a call that reaches the tracker fails.
+        let link = TrackerLink::start(
+            "http://127.0.0.1:1",
+            10,
+            announce,
+            holdings.clone(),
+            cache.clone(),
+        )
+        .expect("a well-formed URL");
+        (Sharing::new(holdings.clone(), link, cache), holdings)
+    }
+
+    fn write(dir: &Path, name: &str, body: &[u8]) -> PathBuf {
+        std::fs::create_dir_all(dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, body).unwrap();
+        path
+    }
+
+    async fn within<T>(f: impl Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(5), f)
+            .await
+            .expect("share answered in time")
+    }
+
+    #[tokio::test]
+    async fn sharing_nothing_is_invalid() {
+        let tmp = TempDir::new().unwrap();
+        let (sharing, _) = sharing(&tmp);
+        let e = within(sharing.share(Vec::new(), None)).await.unwrap_err();
+        assert!(matches!(e, PeerError::Invalid(_)), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn two_paths_with_one_name_are_refused() {
+        let tmp = TempDir::new().unwrap();
+        let (sharing, holdings) = sharing(&tmp);
+        let a = write(&tmp.path().join("a"), "same", b"one");
+        let b = write(&tmp.path().join("b"), "same", b"two");
+        let e = within(sharing.share(vec![a, b], None)).await.unwrap_err();
+        assert!(matches!(e, PeerError::Invalid(_)), "{e:?}");
+        assert!(holdings.list().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_directory_is_not_shared() {
+        let tmp = TempDir::new().unwrap();
+        let (sharing, _) = sharing(&tmp);
+        let dir = tmp.path().join("folder");
+        std::fs::create_dir(&dir).unwrap();
+        let e = within(sharing.share(vec![dir], None)).await.unwrap_err();
+        assert!(matches!(e, PeerError::Invalid(_)), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn other_content_under_a_held_name_is_refused_and_the_held_file_stays() {
+        let tmp = TempDir::new().unwrap();
+        let (sharing, holdings) = sharing(&tmp);
+        let held = write(&tmp.path().join("held"), "f.txt", b"the held content");
+        let mut cache = HashCache::load(tmp.path());
+        let name = FileName::new("f.txt").unwrap();
+        let f = scan::hash_path(&held, name.clone(), None, &mut cache).unwrap();
+        let digest = f.manifest.digest();
+        holdings
+            .insert_complete(f.manifest, f.path, f.file, f.stamp)
+            .unwrap();
+
+        let other = write(&tmp.path().join("new"), "f.txt", b"other content");
+        let e = within(sharing.share(vec![other], None)).await.unwrap_err();
+        assert!(matches!(e, PeerError::Exists(_)), "{e:?}");
+        let (m, _, kind) = holdings.holding(&name).expect("still held");
+        assert_eq!((m.digest(), kind), (digest, Kind::Complete));
+    }
+}
