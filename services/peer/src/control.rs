@@ -4,7 +4,7 @@
 use std::{path::PathBuf, pin::Pin};
 
 use hive::{
-    ChunkSize,
+    ChunkSize, FileName,
     pb::control::{self as pb, control_server::Control, fetch_event::Event},
     wire,
 };
@@ -66,12 +66,8 @@ impl Control for ControlService {
         };
         let (tx, rx) = mpsc::channel(16);
         if req.chunk != 0 {
-            let fetcher = self.fetcher.clone();
-            hive_runtime::task::spawn("fetch-chunk", async move {
-                let result = fetcher.chunk(&name, req.chunk, from).await;
-                let _ = tx.send(done(result)).await;
-                Ok::<(), PeerError>(())
-            });
+            let chunk = one_chunk(self.fetcher.clone(), name, req.chunk, from, tx);
+            hive_runtime::task::spawn("fetch-chunk", chunk);
         } else {
             let sub = self.fetcher.whole(name, req.force, from);
             hive_runtime::task::spawn("fetch-progress", forward(sub, tx));
@@ -121,6 +117,19 @@ fn holder_addr(addr: &str) -> Result<String, PeerError> {
             "--from {addr:?}: expected HOST:PORT"
         )))
     }
+}
+
+/// Fetches one chunk and sends the caller its outcome.
+async fn one_chunk(
+    fetcher: Fetcher,
+    name: FileName,
+    chunk: u32,
+    from: Option<String>,
+    tx: mpsc::Sender<Result<pb::FetchEvent, Status>>,
+) -> Result<(), PeerError> {
+    let result = fetcher.chunk(&name, chunk, from).await;
+    let _ = tx.send(done(result)).await;
+    Ok(())
 }
 
 /// Relays a download's phases to one caller until it finishes or the caller
