@@ -1,11 +1,7 @@
 //! The local Control service that peerctl drives: Share, Fetch, Status,
 //! Leave. It listens on loopback only.
 
-use std::{
-    path::Path,
-    pin::Pin,
-    sync::{Arc, Mutex, PoisonError},
-};
+use std::{path::PathBuf, pin::Pin};
 
 use hive::{
     ChunkSize, FileName,
@@ -22,16 +18,18 @@ use crate::{
     error::PeerError,
     fetch::{DoneInfo, Fetcher, Phase, StartInfo, Subscription},
     holdings::{FileView, Kind},
-    scan::{self, Found, HashCache},
+    share::Sharing,
+    status::{Overview, Snapshot},
+    tracker_link::TrackerLink,
 };
 
 pub type FetchStream = Pin<Box<dyn Stream<Item = Result<pb::FetchEvent, Status>> + Send>>;
 
 pub struct ControlService {
+    pub sharing: Sharing,
     pub fetcher: Fetcher,
-    pub cache: Arc<Mutex<HashCache>>,
-    /// The Peer service's bound address.
-    pub listen: String,
+    pub overview: Overview,
+    pub link: TrackerLink,
     /// Cancelled to stop the daemon (after Leave).
     pub shutdown: CancellationToken,
 }
@@ -44,44 +42,13 @@ impl Control for ControlService {
         request: Request<pb::ShareRequest>,
     ) -> Result<Response<pb::ShareResponse>, Status> {
         let req = request.into_inner();
-        let chunk_size = match req.chunk_size {
-            0 => None,
-            n => Some(ChunkSize::new(u64::from(n)).map_err(|e| PeerError::Invalid(e.to_string()))?),
-        };
-        if req.paths.is_empty() {
-            return Err(PeerError::Invalid("no paths to share".into()).into());
-        }
-        let cache = self.cache.clone();
-        let found = tokio::task::spawn_blocking(move || hash_all(&req.paths, chunk_size, &cache))
-            .await
-            .map_err(|e| PeerError::Internal(format!("hashing task failed: {e}")))??;
-        let holdings = &self.fetcher.ctx().holdings;
-        let files: Vec<pb::LocalFile> = found
-            .iter()
-            .map(|f| {
-                local_file(&FileView {
-                    manifest: f.manifest.clone(),
-                    have: hive::ChunkSet::full(f.manifest.chunk_count()),
-                    kind: Kind::Complete,
-                    path: f.path.clone(),
-                    downloading: false,
-                })
-            })
-            .collect();
-        for f in &found {
-            if let Some((m, _, _)) = holdings.holding(f.manifest.name())
-                && m.digest() != f.manifest.digest()
-            {
-                return Err(PeerError::Exists(format!(
-                    "{:?} is already shared here with other content",
-                    f.manifest.name()
-                ))
-                .into());
-            }
-        }
-        self.fetcher.ctx().link.share(found).await?;
+        let chunk_size = chunk_size(req.chunk_size)?;
+        let paths = req.paths.into_iter().map(PathBuf::from).collect();
+        let files = self.sharing.share(paths, chunk_size).await?;
         info!(files = files.len(), "shared");
-        Ok(Response::new(pb::ShareResponse { files }))
+        Ok(Response::new(pb::ShareResponse {
+            files: files.iter().map(local_file).collect(),
+        }))
     }
 
     type FetchStream = FetchStream;
@@ -99,12 +66,8 @@ impl Control for ControlService {
         };
         let (tx, rx) = mpsc::channel(16);
         if req.chunk != 0 {
-            let fetcher = self.fetcher.clone();
-            hive_runtime::task::spawn("fetch-chunk", async move {
-                let result = fetcher.chunk(&name, req.chunk, from).await;
-                let _ = tx.send(done(result)).await;
-                Ok::<(), PeerError>(())
-            });
+            let chunk = one_chunk(self.fetcher.clone(), name, req.chunk, from, tx);
+            hive_runtime::task::spawn("fetch-chunk", chunk);
         } else {
             let sub = self.fetcher.whole(name, req.force, from);
             hive_runtime::task::spawn("fetch-progress", forward(sub, tx));
@@ -116,20 +79,7 @@ impl Control for ControlService {
         &self,
         _: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        let ctx = self.fetcher.ctx();
-        let session = ctx.link.session().unwrap_or_default();
-        let counters = ctx.counters.snapshot();
-        Ok(Response::new(pb::StatusResponse {
-            peer_id: session.peer_id,
-            tracker: ctx.config.tracker.clone(),
-            addr: session.addr,
-            files: ctx.holdings.list().iter().map(local_file).collect(),
-            bytes_served: counters.bytes_served,
-            bytes_fetched: counters.bytes_fetched,
-            uploads_active: counters.uploads_active as u32,
-            downloads_active: self.fetcher.active() as u32,
-            listen: self.listen.clone(),
-        }))
+        Ok(Response::new(status(self.overview.snapshot())))
     }
 
     #[instrument(skip_all)]
@@ -137,7 +87,7 @@ impl Control for ControlService {
         &self,
         _: Request<pb::LeaveRequest>,
     ) -> Result<Response<pb::LeaveResponse>, Status> {
-        let result = self.fetcher.ctx().link.leave().await;
+        let result = self.link.leave().await;
         // Stop either way: the user asked this peer to go.
         self.shutdown.cancel();
         result?;
@@ -145,45 +95,14 @@ impl Control for ControlService {
     }
 }
 
-/// Hashes every path, or fails on the first that cannot be shared.
-fn hash_all(
-    paths: &[String],
-    chunk_size: Option<ChunkSize>,
-    cache: &Mutex<HashCache>,
-) -> Result<Vec<Found>, PeerError> {
-    // Hashing holds the cache lock: shares are rare, and this keeps one
-    // consistent cache file.
-    let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
-    let mut found: Vec<Found> = Vec::new();
-    for raw in paths {
-        let path = Path::new(raw)
-            .canonicalize()
-            .map_err(|e| PeerError::io(raw, &e))?;
-        let name = file_name_of(&path)?;
-        if found.iter().any(|f| f.manifest.name() == &name) {
-            return Err(PeerError::Invalid(format!("two paths named {name:?}")));
-        }
-        let f = scan::hash_path(&path, name, chunk_size, &mut cache).map_err(|e| match e {
-            scan::ScanError::NotRegular(p) => {
-                PeerError::Invalid(format!("{}: not a regular file", p.display()))
-            }
-            scan::ScanError::BadName { reason, .. } => PeerError::Invalid(reason),
-            scan::ScanError::Io { path, source } => PeerError::io(path.display(), &source),
-        })?;
-        found.push(f);
+/// The chunk size asked for; 0 means the daemon's default.
+fn chunk_size(raw: u32) -> Result<Option<ChunkSize>, PeerError> {
+    match raw {
+        0 => Ok(None),
+        n => ChunkSize::new(u64::from(n))
+            .map(Some)
+            .map_err(|e| PeerError::Invalid(e.to_string())),
     }
-    if let Err(e) = cache.save() {
-        tracing::warn!(error = %e, "cannot save the hash cache");
-    }
-    Ok(found)
-}
-
-fn file_name_of(path: &Path) -> Result<FileName, PeerError> {
-    let raw = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| PeerError::Invalid(format!("{}: no usable file name", path.display())))?;
-    FileName::new(raw).map_err(|e| PeerError::Invalid(format!("{}: {e}", path.display())))
 }
 
 /// A `host:port` the user named as the holder to ask.
@@ -198,6 +117,19 @@ fn holder_addr(addr: &str) -> Result<String, PeerError> {
             "--from {addr:?}: expected HOST:PORT"
         )))
     }
+}
+
+/// Fetches one chunk and sends the caller its outcome.
+async fn one_chunk(
+    fetcher: Fetcher,
+    name: FileName,
+    chunk: u32,
+    from: Option<String>,
+    tx: mpsc::Sender<Result<pb::FetchEvent, Status>>,
+) -> Result<(), PeerError> {
+    let result = fetcher.chunk(&name, chunk, from).await;
+    let _ = tx.send(done(result)).await;
+    Ok(())
 }
 
 /// Relays a download's phases to one caller until it finishes or the caller
@@ -272,6 +204,20 @@ fn done(result: Result<DoneInfo, PeerError>) -> Result<pb::FetchEvent, Status> {
         already_present: d.already_present,
         holders_banned: d.holders_banned,
     })))
+}
+
+fn status(s: Snapshot) -> pb::StatusResponse {
+    pb::StatusResponse {
+        peer_id: s.session.peer_id,
+        tracker: s.tracker,
+        addr: s.session.addr,
+        files: s.files.iter().map(local_file).collect(),
+        bytes_served: s.counters.bytes_served,
+        bytes_fetched: s.counters.bytes_fetched,
+        uploads_active: s.counters.uploads_active as u32,
+        downloads_active: s.downloads_active as u32,
+        listen: s.listen,
+    }
 }
 
 fn local_file(f: &FileView) -> pb::LocalFile {

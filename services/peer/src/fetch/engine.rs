@@ -22,6 +22,10 @@
 //! stops. It reaches the tracker, the holders and the disk only through the
 //! traits of [`super::traits`] (the daemon's adapters are in [`super::live`]),
 //! so its rules are unit-tested against fakes (`engine/tests.rs`).
+//!
+//! This file holds the run loop and what a finished request does; the
+//! holders and their strike rules are in `engine/holders.rs`, chunk picking
+//! in `engine/pick.rs`, and Locate in `engine/locate.rs`.
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -35,29 +39,17 @@ use tokio::{
     time::Instant,
 };
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
 
+use self::{holders::HolderState, locate::answer};
 use super::{
-    request::{self, Failure, Outcome},
+    request::{Failure, Outcome},
     traits::{Holders, Locator, Sink},
 };
 use crate::{Config, error::PeerError, metrics::Counters, tracker_link::Located};
 
-/// Strikes that ban the only source of a chunk.
-const SOLE_SOURCE_STRIKES: u32 = 3;
-/// Consecutive failures after which a holder is written off.
-const MAX_FAILURES: u32 = 5;
-/// At most this many holders fetch the same chunk in the end-game.
-const MAX_COPIES: usize = 2;
 /// The tracker is asked at most this often when a holder seems gone.
 const RELOCATE_MIN: Duration = Duration::from_secs(1);
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
-/// A download keeps at most this many chunk bytes in flight over all its
-/// holders (and at least two chunks): memory stays bounded however many
-/// holders there are and however large the chunks (16 MiB for the largest
-/// files).
-const MAX_INFLIGHT_BYTES: u64 = 16 << 20;
-
 /// What the engine reports while it runs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Progress {
@@ -128,21 +120,7 @@ pub struct Engine<L: Locator, H: Holders, S: Sink> {
     progress: Progress,
 }
 
-struct HolderState<C> {
-    addr: String,
-    peer_id: String,
-    conn: C,
-    chunks: ChunkSet,
-    inflight: usize,
-    limit: usize,
-    strikes: u32,
-    banned: bool,
-    failures: u32,
-    retry_at: Instant,
-    /// Whether the last Locate listed it.
-    listed: bool,
-}
-
+/// Why nothing is in flight.
 enum Idle {
     /// Some holder will be worth asking again at this time.
     Until(Instant),
@@ -275,199 +253,6 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
         report(&self.progress);
     }
 
-    /// Starts a Locate in the background, unless one is in flight.
-    fn start_locate(&mut self) {
-        self.last_relocate = Instant::now();
-        self.relocate_soon = false;
-        if self.locating.is_none() {
-            let found = self.swarm.locator.relocate(self.manifest.clone());
-            self.locating = Some(tokio::spawn(found));
-        }
-    }
-
-    /// Asks the tracker again and waits for the answer; returns whether some
-    /// holder can now supply a missing chunk.
-    async fn relocate_now(&mut self) -> bool {
-        self.start_locate();
-        let found = answer(&mut self.locating).await;
-        self.locating = None;
-        self.take(found);
-        self.holders
-            .iter()
-            .any(|h| self.source(h) && self.lacking(h))
-    }
-
-    /// Takes in the outcome of a Locate.
-    fn take(&mut self, found: Result<Located, PeerError>) {
-        match found {
-            Ok(found) if found.manifest.digest() == self.manifest.digest() => self.merge(found),
-            Ok(_) => {
-                warn!(file = %self.manifest.name(), "the tracker now has other content under this name")
-            }
-            Err(e) => debug!(error = %e, "locate failed; carrying on with known holders"),
-        }
-    }
-
-    /// Takes in a Locate answer: new holders, fresh chunk sets, rarity.
-    fn merge(&mut self, found: Located) {
-        let me = self.swarm.locator.me();
-        for h in &mut self.holders {
-            h.listed = false;
-        }
-        for holder in found.holders {
-            if me.as_deref() == Some(holder.peer_id.as_str()) {
-                continue;
-            }
-            if self.only.as_ref().is_some_and(|only| *only != holder.addr) {
-                continue;
-            }
-            match self.by_addr.get(&holder.addr) {
-                Some(&i) => {
-                    let h = &mut self.holders[i];
-                    if h.peer_id != holder.peer_id && !h.banned {
-                        // The peer restarted: give it a fresh start.
-                        h.failures = 0;
-                        h.peer_id = holder.peer_id;
-                    }
-                    h.chunks = holder.chunks;
-                    h.listed = true;
-                }
-                None => {
-                    let chunks = holder.chunks;
-                    self.add_holder(holder.addr, holder.peer_id, chunks);
-                }
-            }
-        }
-        if let Some(only) = self.only.clone()
-            && !self.by_addr.contains_key(&only)
-        {
-            // Not listed (yet): take the user's word that it has everything.
-            self.add_holder(
-                only,
-                String::new(),
-                ChunkSet::full(self.manifest.chunk_count()),
-            );
-        }
-        self.rerank(&found.chunk_holders);
-    }
-
-    fn add_holder(&mut self, addr: String, peer_id: String, chunks: ChunkSet) {
-        let conn = match self.swarm.holders.connect(&addr) {
-            Ok(c) => c,
-            Err(e) => {
-                warn!(%addr, error = %e, "holder address unusable");
-                return;
-            }
-        };
-        self.by_addr.insert(addr.clone(), self.holders.len());
-        self.holders.push(HolderState {
-            addr,
-            peer_id,
-            conn,
-            chunks,
-            inflight: 0,
-            limit: self.settings.per_holder.max(1),
-            strikes: 0,
-            banned: false,
-            failures: 0,
-            retry_at: Instant::now(),
-            listed: true,
-        });
-    }
-
-    /// Rebuilds the rarest-first order from per-chunk holder counts.
-    fn rerank(&mut self, counts: &[u32]) {
-        self.pending.clear();
-        for chunk in self.manifest.layout().chunks() {
-            let rarity = counts.get(chunk.position()).copied().unwrap_or(0);
-            self.rank[chunk.position()] = (rarity, fastrand::u32(..));
-            if !self.have.contains(chunk) && !self.inflight.contains_key(&chunk) {
-                self.pending.insert(self.key(chunk));
-            }
-        }
-    }
-
-    fn key(&self, chunk: ChunkIndex) -> (u32, u32, ChunkIndex) {
-        let (rarity, tie) = self.rank[chunk.position()];
-        (rarity, tie, chunk)
-    }
-
-    /// Whether a request may go to `h` now.
-    fn usable(&self, h: &HolderState<H::Conn>) -> bool {
-        !h.banned && h.failures < MAX_FAILURES && h.retry_at <= Instant::now()
-    }
-
-    /// Whether `h` still counts as a source: not banned or written off, and
-    /// either listed by the tracker, named by the user, or not yet failing.
-    fn source(&self, h: &HolderState<H::Conn>) -> bool {
-        !h.banned
-            && h.failures < MAX_FAILURES
-            && (h.listed || self.only.is_some() || h.failures == 0)
-    }
-
-    /// Whether `h` has some chunk still missing here.
-    fn lacking(&self, h: &HolderState<H::Conn>) -> bool {
-        h.chunks.iter().any(|c| !self.have.contains(c))
-    }
-
-    /// Fills every holder's free request slots.
-    fn assign(&mut self) {
-        let chunk = u64::from(self.manifest.layout().chunk_size().get());
-        let most = (MAX_INFLIGHT_BYTES / chunk).max(2) as usize;
-        loop {
-            let mut started = false;
-            for i in 0..self.holders.len() {
-                let h = &self.holders[i];
-                if !self.usable(h) || h.inflight >= h.limit || self.task_of.len() >= most {
-                    continue;
-                }
-                if let Some(chunk) = self.pick(i) {
-                    self.start(i, chunk);
-                    started = true;
-                }
-            }
-            if !started {
-                return;
-            }
-        }
-    }
-
-    /// The next chunk for holder `i`: the rarest unrequested one it has, or
-    /// in the end-game a requested one it is not already fetching.
-    fn pick(&self, i: usize) -> Option<ChunkIndex> {
-        let h = &self.holders[i];
-        if let Some(&(_, _, chunk)) = self.pending.iter().find(|(_, _, c)| h.chunks.contains(*c)) {
-            return Some(chunk);
-        }
-        if !self.pending.is_empty() {
-            return None;
-        }
-        self.inflight
-            .iter()
-            .filter(|(c, who)| {
-                who.len() < MAX_COPIES && h.chunks.contains(**c) && who.iter().all(|(j, _)| *j != i)
-            })
-            .min_by_key(|(c, who)| (who.len(), self.rank[c.position()]))
-            .map(|(c, _)| *c)
-    }
-
-    fn start(&mut self, i: usize, chunk: ChunkIndex) {
-        self.pending.remove(&self.key(chunk));
-        let h = &mut self.holders[i];
-        h.inflight += 1;
-        let job = request::fetch_into(
-            &self.swarm.holders,
-            &h.conn,
-            self.manifest.clone(),
-            chunk,
-            self.settings.chunk_timeout,
-            self.swarm.sink.clone(),
-        );
-        let handle = self.tasks.spawn(job);
-        self.task_of.insert(handle.id(), (i, chunk));
-        self.inflight.entry(chunk).or_default().push((i, handle));
-    }
-
     /// Handles a finished request; `None` if it was aborted or panicked.
     fn on_outcome(&mut self, id: Id, outcome: Option<Outcome>) -> Result<(), PeerError> {
         let Some((i, chunk)) = self.task_of.remove(&id) else {
@@ -511,88 +296,6 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
             }
         }
     }
-
-    fn on_failure(&mut self, i: usize, chunk: ChunkIndex, failure: Failure) {
-        let addr = self.holders[i].addr.clone();
-        match failure {
-            Failure::Bad(why) => self.strike(i, chunk, &why),
-            Failure::Lacks => {
-                self.holders[i].chunks.remove(chunk);
-                self.strike(i, chunk, "advertised a chunk it does not have");
-            }
-            Failure::Withdrawn => {
-                self.holders[i].chunks.remove(chunk);
-            }
-            Failure::Busy => {
-                let h = &mut self.holders[i];
-                h.limit = h.limit.saturating_sub(1).max(1);
-                h.retry_at = Instant::now() + Duration::from_millis(200);
-            }
-            Failure::Unreachable(_) | Failure::Timeout => {
-                let h = &mut self.holders[i];
-                h.failures += 1;
-                h.retry_at =
-                    Instant::now() + Duration::from_millis(250) * 2u32.pow(h.failures.min(6));
-                self.relocate_soon = true;
-                debug!(%addr, %chunk, ?failure, failures = h.failures, "request failed");
-            }
-            Failure::Write(_) => {}
-        }
-    }
-
-    fn strike(&mut self, i: usize, chunk: ChunkIndex, why: &str) {
-        let others = self
-            .holders
-            .iter()
-            .enumerate()
-            .any(|(j, h)| j != i && self.source(h) && h.chunks.contains(chunk));
-        let h = &mut self.holders[i];
-        h.strikes += 1;
-        self.counters.add_strike();
-        warn!(addr = %h.addr, %chunk, strikes = h.strikes, reason = why, "bad chunk from holder");
-        let limit = if others { 1 } else { SOLE_SOURCE_STRIKES };
-        if h.strikes >= limit && !h.banned {
-            h.banned = true;
-            self.stats.holders_banned += 1;
-            info!(addr = %h.addr, strikes = h.strikes, "holder banned from this download");
-            for who in self.inflight.values() {
-                for (j, handle) in who {
-                    if *j == i {
-                        handle.abort();
-                    }
-                }
-            }
-        }
-    }
-
-    /// Puts a chunk back in the queue if nobody holds or fetches it.
-    fn requeue(&mut self, chunk: ChunkIndex) {
-        if !self.have.contains(chunk) && !self.inflight.contains_key(&chunk) {
-            self.pending.insert(self.key(chunk));
-        }
-    }
-
-    /// Why nothing is in flight: a holder will be back, or none can help.
-    fn idle(&self) -> Idle {
-        self.holders
-            .iter()
-            .filter(|h| self.source(h) && self.lacking(h))
-            .map(|h| h.retry_at)
-            .min()
-            .map_or(Idle::NoSource, Idle::Until)
-    }
-}
-
-/// The answer of the Locate in flight (there must be one).
-async fn answer(
-    locating: &mut Option<JoinHandle<Result<Located, PeerError>>>,
-) -> Result<Located, PeerError> {
-    match locating.as_mut() {
-        Some(handle) => handle
-            .await
-            .unwrap_or_else(|e| Err(PeerError::Internal(format!("locate task failed: {e}")))),
-        None => Err(PeerError::Internal("no locate in flight".into())),
-    }
 }
 
 impl<L: Locator, H: Holders, S: Sink> Drop for Engine<L, H, S> {
@@ -602,6 +305,10 @@ impl<L: Locator, H: Holders, S: Sink> Drop for Engine<L, H, S> {
         }
     }
 }
+
+mod holders;
+mod locate;
+mod pick;
 
 #[cfg(test)]
 pub(super) mod fakes;

@@ -1,0 +1,200 @@
+//! The daemon's wiring: [`serve`] builds every part from the flags, runs the
+//! public Peer service and the local Control service, and takes them down on
+//! the one shutdown path (`shutdown`). What happens before serving (the
+//! directories, the first scan, resume, health) is in `startup`.
+
+mod shutdown;
+mod startup;
+
+use std::{
+    future::Future,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use hive::{
+    ChunkSize,
+    pb::{
+        control::control_server::{ControlServer, SERVICE_NAME as CONTROL_SERVICE},
+        peer::peer_server::{PeerServer, SERVICE_NAME as PEER_SERVICE},
+    },
+};
+use hive_runtime::metrics::RpcMetrics;
+use prometheus_client::registry::Registry;
+use tokio::{net::TcpListener, sync::Semaphore};
+use tonic_health::ServingStatus;
+use tracing::info;
+
+use self::shutdown::{Servers, Stops};
+use crate::{
+    Config, control,
+    error::PeerError,
+    fetch::{Ctx, Fetcher},
+    holdings::Holdings,
+    metrics::Counters,
+    pool::Pool,
+    server,
+    share::Sharing,
+    status::Overview,
+    tracker_link::TrackerLink,
+};
+
+/// Concurrent streams one connection may open to this peer.
+const MAX_STREAMS: u32 = 128;
+/// Connections are recycled after this long, so none can squat forever.
+const MAX_CONNECTION_AGE: Duration = Duration::from_secs(600);
+const CONNECTION_AGE_GRACE: Duration = Duration::from_secs(30);
+
+/// The daemon's bound sockets.
+pub struct Listeners {
+    /// The public Peer service.
+    pub public: TcpListener,
+    /// The Control service; must be a loopback address.
+    pub control: TcpListener,
+    /// Prometheus metrics over HTTP, if wanted.
+    pub metrics: Option<TcpListener>,
+}
+
+/// Runs the peer daemon until `shutdown` resolves or `peerctl leave` asks it
+/// to stop; then it stops downloads (resumable), leaves the tracker, lets
+/// running uploads finish within the grace period, and returns.
+pub async fn serve(
+    listeners: Listeners,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), PeerError> {
+    let public_addr = listeners
+        .public
+        .local_addr()
+        .map_err(|e| PeerError::io("public socket", &e))?;
+    let control_addr = listeners
+        .control
+        .local_addr()
+        .map_err(|e| PeerError::io("control socket", &e))?;
+    if !control_addr.ip().is_loopback() {
+        return Err(PeerError::Invalid(format!(
+            "the control address {control_addr} must be a loopback address"
+        )));
+    }
+    let (dir, state_dir) = startup::prepare_dirs(&config.dir)?;
+    let chunk_size = config
+        .chunk_size
+        .map(ChunkSize::new)
+        .transpose()
+        .map_err(|e| PeerError::Invalid(format!("--chunk-size: {e}")))?;
+
+    // Share what is in the directory, and pick up interrupted downloads.
+    let holdings = Holdings::default();
+    let (cache, resume) = {
+        let (dir, state_dir, holdings) = (dir.clone(), state_dir.clone(), holdings.clone());
+        tokio::task::spawn_blocking(move || startup::load(&dir, &state_dir, chunk_size, &holdings))
+            .await
+            .map_err(|e| PeerError::Internal(format!("start-up task failed: {e}")))??
+    };
+    let cache = Arc::new(Mutex::new(cache));
+
+    let link = TrackerLink::start(
+        &config.tracker,
+        config.locate_holders,
+        startup::announce(&config, public_addr)?,
+        holdings.clone(),
+        cache.clone(),
+    )?;
+    let counters = Arc::new(Counters::default());
+    let mut registry = Registry::default();
+    counters.register(&mut registry);
+    let rpc = RpcMetrics::register(&mut registry, "hive_peer");
+    let stops = Stops::default();
+    if let Some(listener) = listeners.metrics {
+        hive_runtime::task::spawn(
+            "metrics",
+            hive_runtime::metrics::serve(listener, Arc::new(registry), stops.metrics.clone()),
+        );
+    }
+    let sharing = Sharing::new(holdings.clone(), link.clone(), cache.clone());
+    let ctx = Arc::new(Ctx {
+        holdings: holdings.clone(),
+        link: link.clone(),
+        pool: Pool::default(),
+        config: config.clone(),
+        counters: counters.clone(),
+        dir,
+        state_dir,
+        cache,
+    });
+    let fetcher = Fetcher::new(ctx, stops.downloads.clone());
+    for name in resume {
+        info!(file = %name, "resuming download");
+        fetcher.detached(name);
+    }
+
+    let (public_routes, public_health) =
+        hive_runtime::grpc::introspection(PEER_SERVICE).map_err(internal)?;
+    let (control_routes, control_health) =
+        hive_runtime::grpc::introspection(CONTROL_SERVICE).map_err(internal)?;
+    // A new reporter says SERVING; this peer is not, until the tracker has
+    // accepted it. Set before either port answers, so no caller sees it.
+    for reporter in [&public_health, &control_health] {
+        reporter
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+    }
+    hive_runtime::task::spawn(
+        "health",
+        startup::report_health(link.clone(), vec![public_health, control_health]),
+    );
+
+    let chunk_server = server::ChunkServer {
+        holdings: holdings.clone(),
+        uploads: Arc::new(Semaphore::new(config.max_uploads)),
+        send_timeout: config.send_timeout,
+        stop: stops.uploads.clone(),
+        counters: counters.clone(),
+    };
+    let control_service = control::ControlService {
+        sharing,
+        fetcher: fetcher.clone(),
+        overview: Overview {
+            link: link.clone(),
+            holdings: holdings.clone(),
+            counters,
+            fetcher,
+            tracker: config.tracker.clone(),
+            listen: public_addr.to_string(),
+        },
+        link: link.clone(),
+        shutdown: stops.leave.clone(),
+    };
+    let public = hive_runtime::grpc::server()
+        .max_concurrent_streams(MAX_STREAMS)
+        .max_connection_age(MAX_CONNECTION_AGE)
+        .max_connection_age_grace(CONNECTION_AGE_GRACE)
+        .layer(rpc.layer())
+        .add_routes(public_routes.add_service(PeerServer::new(chunk_server)))
+        .serve_with_incoming_shutdown(
+            hive_runtime::grpc::incoming(listeners.public),
+            stops.drain.clone().cancelled_owned(),
+        );
+    let control = hive_runtime::grpc::server()
+        .layer(rpc.layer())
+        .add_routes(control_routes.add_service(ControlServer::new(control_service)))
+        .serve_with_incoming_shutdown(
+            hive_runtime::grpc::incoming(listeners.control),
+            stops.drain.clone().cancelled_owned(),
+        );
+    let servers = Servers {
+        public: tokio::spawn(public),
+        control: tokio::spawn(control),
+    };
+
+    tokio::select! {
+        _ = shutdown => info!("stopping"),
+        _ = stops.leave.cancelled() => info!("left the tracker; stopping"),
+    }
+    shutdown::wind_down(&stops, &link, servers, public_addr, config.grace).await;
+    Ok(())
+}
+
+fn internal(e: impl std::fmt::Display) -> PeerError {
+    PeerError::Internal(e.to_string())
+}

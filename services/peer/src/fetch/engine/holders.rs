@@ -1,0 +1,142 @@
+//! The engine's holders: their state, which of them count as sources, and
+//! what a failed request costs one (back-off, write-off, strikes and bans).
+
+use std::time::Duration;
+
+use hive::{ChunkIndex, ChunkSet};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::{Engine, Idle};
+use crate::fetch::{
+    request::Failure,
+    traits::{Holders, Locator, Sink},
+};
+
+/// Strikes that ban the only source of a chunk.
+const SOLE_SOURCE_STRIKES: u32 = 3;
+/// Consecutive failures after which a holder is written off.
+const MAX_FAILURES: u32 = 5;
+
+/// One holder, as this download knows it.
+pub(super) struct HolderState<C> {
+    pub(super) addr: String,
+    pub(super) peer_id: String,
+    pub(super) conn: C,
+    pub(super) chunks: ChunkSet,
+    pub(super) inflight: usize,
+    pub(super) limit: usize,
+    pub(super) strikes: u32,
+    pub(super) banned: bool,
+    pub(super) failures: u32,
+    pub(super) retry_at: Instant,
+    /// Whether the last Locate listed it.
+    pub(super) listed: bool,
+}
+
+impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
+    pub(super) fn add_holder(&mut self, addr: String, peer_id: String, chunks: ChunkSet) {
+        let conn = match self.swarm.holders.connect(&addr) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(%addr, error = %e, "holder address unusable");
+                return;
+            }
+        };
+        self.by_addr.insert(addr.clone(), self.holders.len());
+        self.holders.push(HolderState {
+            addr,
+            peer_id,
+            conn,
+            chunks,
+            inflight: 0,
+            limit: self.settings.per_holder.max(1),
+            strikes: 0,
+            banned: false,
+            failures: 0,
+            retry_at: Instant::now(),
+            listed: true,
+        });
+    }
+
+    /// Whether a request may go to `h` now.
+    pub(super) fn usable(&self, h: &HolderState<H::Conn>) -> bool {
+        !h.banned && h.failures < MAX_FAILURES && h.retry_at <= Instant::now()
+    }
+
+    /// Whether `h` still counts as a source: not banned or written off, and
+    /// either listed by the tracker, named by the user, or not yet failing.
+    pub(super) fn source(&self, h: &HolderState<H::Conn>) -> bool {
+        !h.banned
+            && h.failures < MAX_FAILURES
+            && (h.listed || self.only.is_some() || h.failures == 0)
+    }
+
+    /// Whether `h` has some chunk still missing here.
+    pub(super) fn lacking(&self, h: &HolderState<H::Conn>) -> bool {
+        h.chunks.iter().any(|c| !self.have.contains(c))
+    }
+
+    pub(super) fn on_failure(&mut self, i: usize, chunk: ChunkIndex, failure: Failure) {
+        let addr = self.holders[i].addr.clone();
+        match failure {
+            Failure::Bad(why) => self.strike(i, chunk, &why),
+            Failure::Lacks => {
+                self.holders[i].chunks.remove(chunk);
+                self.strike(i, chunk, "advertised a chunk it does not have");
+            }
+            Failure::Withdrawn => {
+                self.holders[i].chunks.remove(chunk);
+            }
+            Failure::Busy => {
+                let h = &mut self.holders[i];
+                h.limit = h.limit.saturating_sub(1).max(1);
+                h.retry_at = Instant::now() + Duration::from_millis(200);
+            }
+            Failure::Unreachable(_) | Failure::Timeout => {
+                let h = &mut self.holders[i];
+                h.failures += 1;
+                h.retry_at =
+                    Instant::now() + Duration::from_millis(250) * 2u32.pow(h.failures.min(6));
+                self.relocate_soon = true;
+                debug!(%addr, %chunk, ?failure, failures = h.failures, "request failed");
+            }
+            Failure::Write(_) => {}
+        }
+    }
+
+    pub(super) fn strike(&mut self, i: usize, chunk: ChunkIndex, why: &str) {
+        let others = self
+            .holders
+            .iter()
+            .enumerate()
+            .any(|(j, h)| j != i && self.source(h) && h.chunks.contains(chunk));
+        let h = &mut self.holders[i];
+        h.strikes += 1;
+        self.counters.add_strike();
+        warn!(addr = %h.addr, %chunk, strikes = h.strikes, reason = why, "bad chunk from holder");
+        let limit = if others { 1 } else { SOLE_SOURCE_STRIKES };
+        if h.strikes >= limit && !h.banned {
+            h.banned = true;
+            self.stats.holders_banned += 1;
+            info!(addr = %h.addr, strikes = h.strikes, "holder banned from this download");
+            for who in self.inflight.values() {
+                for (j, handle) in who {
+                    if *j == i {
+                        handle.abort();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Why nothing is in flight: a holder will be back, or none can help.
+    pub(super) fn idle(&self) -> Idle {
+        self.holders
+            .iter()
+            .filter(|h| self.source(h) && self.lacking(h))
+            .map(|h| h.retry_at)
+            .min()
+            .map_or(Idle::NoSource, Idle::Until)
+    }
+}

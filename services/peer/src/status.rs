@@ -1,0 +1,49 @@
+//! What `peerctl status` shows: a snapshot of the daemon in domain terms
+//! (the Control service turns it into its answer).
+
+use std::sync::Arc;
+
+use crate::{
+    fetch::Fetcher,
+    holdings::{FileView, Holdings},
+    metrics::{self, Counters},
+    tracker_link::{SessionInfo, TrackerLink},
+};
+
+/// The daemon at one moment.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Empty while the tracker has not accepted this peer.
+    pub session: SessionInfo,
+    /// The tracker's URL, as configured.
+    pub tracker: String,
+    /// The Peer service's bound address.
+    pub listen: String,
+    pub files: Vec<FileView>,
+    pub counters: metrics::Snapshot,
+    pub downloads_active: usize,
+}
+
+/// What a snapshot is taken of: a cheap, shared handle.
+#[derive(Clone)]
+pub struct Overview {
+    pub link: TrackerLink,
+    pub holdings: Holdings,
+    pub counters: Arc<Counters>,
+    pub fetcher: Fetcher,
+    pub tracker: String,
+    pub listen: String,
+}
+
+impl Overview {
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            session: self.link.session().unwrap_or_default(),
+            tracker: self.tracker.clone(),
+            listen: self.listen.clone(),
+            files: self.holdings.list(),
+            counters: self.counters.snapshot(),
+            downloads_active: self.fetcher.active(),
+        }
+    }
+}
