@@ -19,8 +19,11 @@ use tracing::{info, warn};
 
 use crate::{
     Config, Tracker,
+    catalog::SharedCatalog,
+    error::ServiceError,
     journal::Journal,
     redb_store::RedbStore,
+    redis_catalog::RedisCatalog,
     registry::Registry,
     service::TrackerService,
     state,
@@ -45,6 +48,22 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error("{0}")]
     Config(String),
+    #[error(transparent)]
+    Catalog(#[from] ServiceError),
+}
+
+/// Opens the catalog `config` names: the shared one at `--store`, or else
+/// the embedded one ([`open`]).
+pub async fn connect(config: &Config) -> Result<SharedCatalog, ServeError> {
+    match &config.store {
+        Some(url) => {
+            config.check().map_err(ServeError::Config)?;
+            let catalog = RedisCatalog::connect(url, config.limits()).await?;
+            info!(store = %catalog.describe(), "shared catalog connected");
+            Ok(Arc::new(catalog))
+        }
+        None => Ok(Arc::new(open(config)?)),
+    }
 }
 
 /// Opens the tracker's catalog as `config` says: redb in the data directory,
@@ -76,7 +95,7 @@ pub fn open(config: &Config) -> Result<Tracker, ServeError> {
 /// in-flight calls and returns.
 pub async fn serve(
     listener: TcpListener,
-    tracker: Tracker,
+    tracker: SharedCatalog,
     config: &Config,
     metrics: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send,
@@ -114,7 +133,7 @@ pub async fn serve(
 /// The gRPC server, with health and reflection, until `stopping` resolves.
 async fn serve_grpc(
     listener: TcpListener,
-    tracker: &Tracker,
+    tracker: &SharedCatalog,
     config: &Config,
     rpc: &RpcMetrics,
     stopping: impl Future<Output = ()>,
@@ -153,7 +172,7 @@ fn start_metrics(listener: Option<TcpListener>, stop: CancellationToken) -> (Rpc
 /// Expires silent peers a few times per TTL, so one is gone from answers
 /// within a TTL and a bit.
 async fn sweep(
-    tracker: Tracker,
+    tracker: SharedCatalog,
     ttl: Duration,
     gauges: Gauges,
     stop: CancellationToken,
@@ -172,7 +191,10 @@ async fn sweep(
             // The journal is broken and the server is stopping.
             Err(e) => warn!(error = %e, "expiry not stored"),
         }
-        gauges.set(tracker.stats());
+        match tracker.stats().await {
+            Ok(stats) => gauges.set(stats),
+            Err(e) => warn!(error = %e, "catalog sizes unknown"),
+        }
     }
 }
 

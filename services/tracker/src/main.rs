@@ -37,7 +37,9 @@ async fn main() -> anyhow::Result<()> {
     init_logging(args.telemetry.log_format);
     // Before the first `listening on`: a stop signal from then on is graceful.
     let shutdown = hive::shutdown::signal();
-    let tracker = hive_tracker::open(&args.config).context("cannot open the catalog")?;
+    let tracker = hive_tracker::connect(&args.config)
+        .await
+        .context("cannot open the catalog")?;
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
