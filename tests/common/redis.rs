@@ -1,0 +1,143 @@
+//! `redis-server`s for the shared-backend tests: each on a unix socket in
+//! its own temporary directory, with no persistence, stopped by pid when
+//! dropped. Installed by `scripts/install-redis.sh`.
+//!
+//! Without `redis-server` on the PATH a test is skipped with a loud message,
+//! except under CI (`CI=true`), where that is a failure.
+#![allow(dead_code)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use tempfile::TempDir;
+
+/// A running `redis-server`; killed on drop.
+pub struct RedisServer {
+    child: Child,
+    dir: TempDir,
+    socket: PathBuf,
+}
+
+/// Whether `redis-server` can be run; panics under CI if it cannot.
+pub fn available() -> bool {
+    let found = Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+        assert!(
+            !ci,
+            "redis-server is not installed: CI must run scripts/install-redis.sh first"
+        );
+        eprintln!(
+            "\n!!!!!!!! SKIPPED: redis-server is not installed; run scripts/install-redis.sh \
+             to test the shared backend !!!!!!!!\n"
+        );
+    }
+    found
+}
+
+impl RedisServer {
+    /// A fresh server on a unix socket; `None` (after a loud message) if
+    /// `redis-server` is missing outside CI.
+    pub fn start() -> Option<Self> {
+        if !available() {
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("r.sock");
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--unixsocket"])
+            .arg(&socket)
+            .args([
+                "--unixsocketperm",
+                "700",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(dir.path().join("redis.log")).expect("log"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        let mut server = Self { child, dir, socket };
+        server.wait_ready();
+        Some(server)
+    }
+
+    /// Polls (bounded) until the socket answers PING.
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll redis-server") {
+                panic!("redis-server exited ({status}):\n{}", self.log());
+            }
+            if self.socket.exists() && ping(&self.socket) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server not ready in 10 s:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The `--store` URL of this server.
+    pub fn url(&self) -> String {
+        format!("redis+unix://{}", self.socket.display())
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+    }
+
+    /// Runs `redis-cli` against this server; returns its output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .arg("-s")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("run redis-cli");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+fn ping(socket: &Path) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::os::unix::net::UnixStream::connect(socket) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    if s.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 7];
+    s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- redis-server log ----\n{}", self.log());
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
