@@ -1,0 +1,113 @@
+//! Tracker replicas on one shared store, as processes: the `tracker` binary
+//! started with `--store` on a `redis-server` of the test's own, and real
+//! peers talking to different replicas.
+
+mod common;
+#[path = "common/redis.rs"]
+mod redis_server;
+
+use common::{TestPeer, TestTracker, data, download::fetch_whole, within};
+use hive::pb::tracker::{HeartbeatRequest, LeaveRequest};
+use redis_server::RedisServer;
+use tonic::Code;
+
+/// A tracker replica on `store`.
+async fn replica(store: &str) -> TestTracker {
+    TestTracker::start_with(&[
+        "--store",
+        store,
+        "--ttl",
+        "3s",
+        "--heartbeat-interval",
+        "1s",
+    ])
+    .await
+}
+
+/// A file shared through one replica is found and downloaded through the
+/// other, and the session lives in the store: the other replica takes its
+/// token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_shared_through_one_replica_downloads_through_the_other() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    within(120, async {
+        let (a, b) = (replica(&redis.url()).await, replica(&redis.url()).await);
+        let content = data(300_000, 7);
+        let seeder = TestPeer::start(&a, &[("f.bin", &content)]).await;
+        let found = b.locate("f.bin").await;
+        assert_eq!(found.holder_count, 1);
+        assert!(found.chunk_holders.iter().all(|&n| n == 1));
+
+        let leecher = TestPeer::start(&b, &[]).await;
+        fetch_whole(leecher.control, "f.bin")
+            .await
+            .expect("download through the other replica");
+        assert_eq!(
+            std::fs::read(leecher.dir.join("f.bin")).expect("downloaded"),
+            content
+        );
+        // The downloader, registered through b, is listed through a.
+        let found = a.locate("f.bin").await;
+        assert_eq!(found.holder_count, 2, "{found:?}");
+        drop(seeder);
+    })
+    .await;
+}
+
+/// The status codes come through the gRPC layer unchanged: a token one
+/// replica minted is checked by the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_checked_by_every_replica() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    within(60, async {
+        let (a, b) = (replica(&redis.url()).await, replica(&redis.url()).await);
+        let reg = a
+            .client()
+            .await
+            .register(hive::pb::tracker::RegisterRequest {
+                port: 4001,
+                ..Default::default()
+            })
+            .await
+            .expect("register")
+            .into_inner();
+        let heartbeat = |token: &str| {
+            common::with_token(
+                HeartbeatRequest {
+                    peer_id: reg.peer_id.clone(),
+                },
+                token,
+            )
+        };
+        let mut bc = b.client().await;
+        bc.heartbeat(heartbeat(&reg.token))
+            .await
+            .expect("b accepts a's token");
+        let wrong = "A".repeat(reg.token.len());
+        let status = bc
+            .heartbeat(heartbeat(&wrong))
+            .await
+            .expect_err("wrong token");
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+        bc.leave(common::with_token(
+            LeaveRequest {
+                peer_id: reg.peer_id.clone(),
+            },
+            &reg.token,
+        ))
+        .await
+        .expect("leave through b");
+        let status = a
+            .client()
+            .await
+            .heartbeat(heartbeat(&reg.token))
+            .await
+            .expect_err("gone");
+        assert_eq!(status.code(), Code::NotFound);
+    })
+    .await;
+}
