@@ -21,7 +21,7 @@ use hive_tracker::{
     error::ServiceError,
     registry::{Caller, Credentials, Offer, Registered},
 };
-use redis_server::RedisServer;
+use redis_server::{RedisCluster, RedisServer};
 use tonic::Code;
 
 /// The TTL of the expiry cases: long enough for the calls of a case on a
@@ -32,6 +32,7 @@ const TTL: Duration = Duration::from_millis(1500);
 struct Backend {
     catalog: SharedCatalog,
     redis: Option<RedisServer>,
+    _cluster: Option<RedisCluster>,
     config: Config,
 }
 
@@ -61,6 +62,7 @@ async fn embedded(config: Config) -> Option<Backend> {
     Some(Backend {
         catalog,
         redis: None,
+        _cluster: None,
         config,
     })
 }
@@ -72,6 +74,23 @@ async fn shared(mut config: Config) -> Option<Backend> {
     Some(Backend {
         catalog,
         redis: Some(redis),
+        _cluster: None,
+        config,
+    })
+}
+
+async fn clustered(mut config: Config) -> Option<Backend> {
+    let cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3))
+        .await
+        .expect("start the cluster")?;
+    config.store = Some(cluster.url());
+    let catalog = hive_tracker::connect(&config)
+        .await
+        .expect("connect the cluster");
+    Some(Backend {
+        catalog,
+        redis: None,
+        _cluster: Some(cluster),
         config,
     })
 }
@@ -102,6 +121,16 @@ macro_rules! both {
                 async fn $case() {
                     if let Some(b) = super::shared(super::config()).await {
                         super::within(60, super::$case(b)).await;
+                    }
+                }
+            )*
+        }
+        mod redis_cluster_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    if let Some(b) = super::clustered(super::config()).await {
+                        super::within(90, super::$case(b)).await;
                     }
                 }
             )*
@@ -548,9 +577,20 @@ async fn orphaned_files_are_forgotten(b: Backend) {
 /// is located through the other, and either accepts the session's token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_share_one_catalog() {
-    let Some(b) = shared(config()).await else {
-        return;
-    };
+    if let Some(b) = shared(config()).await {
+        two_replicas(b).await;
+    }
+}
+
+/// The same on a 3-primary Redis Cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_one_cluster() {
+    if let Some(b) = clustered(config()).await {
+        two_replicas(b).await;
+    }
+}
+
+async fn two_replicas(b: Backend) {
     within(60, async {
         let other = b.replica().await;
         let m = manifest("m", 4096, 1);
@@ -631,9 +671,20 @@ return out
 /// file, not per request). The embedded catalog would register none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_registers_stay_whole_per_file() {
-    let Some(b) = shared(config()).await else {
-        return;
-    };
+    if let Some(b) = shared(config()).await {
+        racing_registers(b).await;
+    }
+}
+
+/// The same on a 3-primary Redis Cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_registers_stay_whole_per_file_on_a_cluster() {
+    if let Some(b) = clustered(config()).await {
+        racing_registers(b).await;
+    }
+}
+
+async fn racing_registers(b: Backend) {
     within(60, async {
         let replica = b.replica().await;
         let common = manifest("common", 2048, 1);

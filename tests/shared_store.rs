@@ -8,7 +8,7 @@ mod redis_server;
 
 use common::{TestPeer, TestTracker, data, download::fetch_whole, within};
 use hive::pb::tracker::{HeartbeatRequest, LeaveRequest};
-use redis_server::RedisServer;
+use redis_server::{RedisCluster, RedisServer};
 use tonic::Code;
 
 /// A tracker replica on `store`.
@@ -29,11 +29,25 @@ async fn replica(store: &str) -> TestTracker {
 /// token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_shared_through_one_replica_downloads_through_the_other() {
-    let Some(redis) = RedisServer::start() else {
-        return;
-    };
+    if let Some(redis) = RedisServer::start() {
+        shared_through_one_downloaded_through_the_other(&redis.url()).await;
+    }
+}
+
+/// The same with the replicas on a 3-primary Redis Cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_a_file_shared_through_one_replica_downloads_through_the_other() {
+    let cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3))
+        .await
+        .expect("start the cluster");
+    if let Some(cluster) = cluster {
+        shared_through_one_downloaded_through_the_other(&cluster.url()).await;
+    }
+}
+
+async fn shared_through_one_downloaded_through_the_other(store: &str) {
     within(120, async {
-        let (a, b) = (replica(&redis.url()).await, replica(&redis.url()).await);
+        let (a, b) = (replica(store).await, replica(store).await);
         let content = data(300_000, 7);
         let seeder = TestPeer::start(&a, &[("f.bin", &content)]).await;
         let found = b.locate("f.bin").await;

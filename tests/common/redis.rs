@@ -141,3 +141,127 @@ impl Drop for RedisServer {
         let _ = self.child.wait();
     }
 }
+
+/// A Redis Cluster of `primaries` primaries (no replicas) on loopback
+/// ports picked free; every server is killed on drop.
+pub struct RedisCluster {
+    nodes: Vec<Child>,
+    ports: Vec<u16>,
+    dir: TempDir,
+}
+
+/// A loopback port nobody listens on now.
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
+
+impl RedisCluster {
+    /// A fresh cluster, its slots assigned and its state ok; `None` (after
+    /// a loud message) if `redis-server` is missing outside CI.
+    pub fn start(primaries: usize) -> Option<Self> {
+        if !available() {
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cluster = Self {
+            nodes: Vec::new(),
+            ports: Vec::new(),
+            dir,
+        };
+        for i in 0..primaries {
+            let (port, bus) = (free_port(), free_port());
+            let node_dir = cluster.dir.path().join(format!("n{i}"));
+            std::fs::create_dir_all(&node_dir).expect("node dir");
+            let child = Command::new("redis-server")
+                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+                .args([
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-port",
+                    &bus.to_string(),
+                ])
+                .args(["--cluster-node-timeout", "2000"])
+                .args(["--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(&node_dir)
+                .stdin(Stdio::null())
+                .stdout(std::fs::File::create(node_dir.join("redis.log")).expect("log"))
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start redis-server");
+            cluster.nodes.push(child);
+            cluster.ports.push(port);
+        }
+        for port in cluster.ports.clone() {
+            cluster.wait_until(port, "PING", "PONG");
+        }
+        let addrs: Vec<String> = cluster
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run redis-cli --cluster create");
+        assert!(
+            out.status.success(),
+            "cluster create failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for port in cluster.ports.clone() {
+            cluster.wait_until(port, "CLUSTER INFO", "cluster_state:ok");
+        }
+        Some(cluster)
+    }
+
+    /// Polls (bounded) until `command` on the node at `port` answers with
+    /// `want` in it.
+    fn wait_until(&mut self, port: u16, command: &str, want: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            for node in &mut self.nodes {
+                if let Some(status) = node.try_wait().expect("poll redis-server") {
+                    panic!("a cluster node exited ({status})");
+                }
+            }
+            let out = Command::new("redis-cli")
+                .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+                .args(command.split(' '))
+                .output()
+                .expect("run redis-cli");
+            if String::from_utf8_lossy(&out.stdout).contains(want) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {port}: no {want:?} from {command:?} in 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The `--store` URL of this cluster.
+    pub fn url(&self) -> String {
+        let nodes: Vec<String> = self
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        format!("redis-cluster://{}", nodes.join(","))
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            let _ = node.kill();
+            let _ = node.wait();
+        }
+    }
+}
