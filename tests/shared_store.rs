@@ -7,7 +7,9 @@ mod common;
 mod redis_server;
 
 use common::{TestPeer, TestTracker, data, download::fetch_whole, within};
-use hive::pb::tracker::{HeartbeatRequest, LeaveRequest};
+use std::time::{Duration, Instant};
+
+use hive::pb::tracker::{HeartbeatRequest, LeaveRequest, LocateRequest};
 use redis_server::{RedisCluster, RedisServer};
 use tonic::Code;
 
@@ -122,6 +124,54 @@ async fn sessions_are_checked_by_every_replica() {
             .await
             .expect_err("gone");
         assert_eq!(status.code(), Code::NotFound);
+    })
+    .await;
+}
+
+/// Redis restarted empty (no persistence): every live peer is back in
+/// Locate within one heartbeat interval and a margin, by registering again
+/// when its heartbeat is answered NOT_FOUND, through a tracker that
+/// reconnected by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_register_again_after_redis_restarts_empty() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    within(120, async {
+        let tracker = replica(&redis.url()).await;
+        let content = data(100_000, 3);
+        let _seeder = TestPeer::start(&tracker, &[("f.bin", &content)]).await;
+        assert_eq!(tracker.locate("f.bin").await.holder_count, 1);
+
+        redis.restart_empty();
+        let restarted = Instant::now();
+        let mut client = tracker.client().await;
+        let locate = || LocateRequest {
+            name: "f.bin".into(),
+            ..Default::default()
+        };
+        // Gone with the data at first (or unavailable while reconnecting).
+        let first = client.locate(locate()).await;
+        assert!(
+            first
+                .as_ref()
+                .is_err_and(|s| matches!(s.code(), Code::NotFound | Code::Unavailable)),
+            "{first:?}"
+        );
+        loop {
+            if let Ok(found) = client.locate(locate()).await
+                && found.get_ref().holder_count == 1
+            {
+                break;
+            }
+            // Heartbeat interval 1 s, plus the margin of a busy machine.
+            assert!(
+                restarted.elapsed() < Duration::from_secs(4),
+                "not back in 4 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        eprintln!("back in Locate {:?} after the restart", restarted.elapsed());
     })
     .await;
 }

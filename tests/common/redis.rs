@@ -52,27 +52,20 @@ impl RedisServer {
         }
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("r.sock");
-        let child = Command::new("redis-server")
-            .args(["--port", "0", "--unixsocket"])
-            .arg(&socket)
-            .args([
-                "--unixsocketperm",
-                "700",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(dir.path().join("redis.log")).expect("log"))
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
+        let child = spawn(dir.path(), &socket);
         let mut server = Self { child, dir, socket };
         server.wait_ready();
         Some(server)
+    }
+
+    /// Kills the server (SIGKILL) and starts an empty one on the same
+    /// socket: what a restart without persistence looks like.
+    pub fn restart_empty(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.socket);
+        self.child = spawn(self.dir.path(), &self.socket);
+        self.wait_ready();
     }
 
     /// Polls (bounded) until the socket answers PING.
@@ -117,6 +110,33 @@ impl RedisServer {
             .expect("run redis-cli");
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
+}
+
+/// `redis-server` on `socket`, with no persistence, logging into `dir`.
+fn spawn(dir: &Path, socket: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("redis.log"))
+        .expect("log");
+    Command::new("redis-server")
+        .args(["--port", "0", "--unixsocket"])
+        .arg(socket)
+        .args([
+            "--unixsocketperm",
+            "700",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start redis-server")
 }
 
 fn ping(socket: &Path) -> bool {
