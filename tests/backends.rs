@@ -37,6 +37,15 @@ struct Backend {
 }
 
 impl Backend {
+    /// A command run on the store itself, by `redis-cli`.
+    fn raw(&self, args: &[&str]) -> String {
+        match (&self.redis, &self._cluster) {
+            (Some(r), _) => r.cli(args),
+            (_, Some(c)) => c.cli(args),
+            _ => panic!("the embedded catalog has no store to ask"),
+        }
+    }
+
     /// Another replica on the same store (the shared backend only).
     async fn replica(&self) -> SharedCatalog {
         hive_tracker::connect(&self.config)
@@ -735,6 +744,93 @@ async fn racing_registers(b: Backend) {
                 .iter()
                 .all(|&n| n as u32 == common.holder_count)
         );
+    })
+    .await;
+}
+
+/// Expiry sweeps by several replicas at once: each silent session is
+/// claimed by exactly one of them (the counts of peers gone add up), and
+/// the holder records left are exactly the live sessions' (counted from the
+/// records in Redis, not through Locate, which filters by liveness anyway).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sweeps_never_double_count_or_lose_a_holding() {
+    if let Some(b) = shared(config()).await {
+        concurrent_sweeps(b).await;
+    }
+}
+
+/// The same on a 3-primary Redis Cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sweeps_on_a_cluster_never_double_count_or_lose_a_holding() {
+    if let Some(b) = clustered(config()).await {
+        concurrent_sweeps(b).await;
+    }
+}
+
+async fn concurrent_sweeps(b: Backend) {
+    within(60, async {
+        let replicas = [b.catalog.clone(), b.replica().await, b.replica().await];
+        let m = manifest("m", 8 * 1024, 1);
+        let (mut live, mut silent) = (Vec::new(), Vec::new());
+        let mut want = [0u8; 8];
+        for i in 0..24u32 {
+            let held = [i % 8 + 1, (i + 3) % 8 + 1];
+            let s = join(
+                &replicas[i as usize % 3],
+                5000 + i as u16,
+                vec![offer(&m, &held)],
+            )
+            .await;
+            if i % 2 == 0 {
+                for c in held {
+                    want[c as usize - 1] += 1;
+                }
+                live.push(s);
+            } else {
+                silent.push(s);
+            }
+        }
+        // The live half heartbeats past the TTL; the silent half expires.
+        let until = std::time::Instant::now() + TTL + Duration::from_millis(300);
+        while std::time::Instant::now() < until {
+            for s in &live {
+                b.catalog.heartbeat(s.cred()).await.expect("heartbeat");
+            }
+            tokio::time::sleep(TTL / 5).await;
+        }
+        let mut gone = 0;
+        for _ in 0..3 {
+            let (x, y, z) = tokio::join!(
+                replicas[0].sweep(),
+                replicas[1].sweep(),
+                replicas[2].sweep()
+            );
+            gone += x.unwrap() + y.unwrap() + z.unwrap();
+        }
+        assert_eq!(
+            gone,
+            silent.len(),
+            "each silent session claimed exactly once"
+        );
+        assert_eq!(b.catalog.stats().await.unwrap().peers, live.len());
+
+        // The records in Redis: exactly the live sessions', no other.
+        let tag: String = blake3::hash(b"m").as_bytes()[..8]
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect();
+        let key = format!("hv:f:{{{tag}}}:h");
+        let records = b.raw(&["HKEYS", &key]);
+        let mut ids: Vec<&str> = records.lines().filter(|l| !l.is_empty()).collect();
+        ids.sort();
+        let mut want_ids: Vec<String> = live.iter().map(|s| s.reg.peer.to_hex()).collect();
+        want_ids.sort();
+        assert_eq!(ids, want_ids);
+        let found = b.catalog.locate(&name("m"), 100).await.unwrap();
+        assert_eq!(found.chunk_holders, want);
+        for s in &silent {
+            assert_eq!(code(b.catalog.heartbeat(s.cred()).await), Code::NotFound);
+        }
     })
     .await;
 }

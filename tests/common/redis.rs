@@ -266,6 +266,16 @@ impl RedisCluster {
         }
     }
 
+    /// Runs `redis-cli -c` (following redirections) against the cluster.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-c", "-h", "127.0.0.1", "-p", &self.ports[0].to_string()])
+            .args(args)
+            .output()
+            .expect("run redis-cli");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// The `--store` URL of this cluster.
     pub fn url(&self) -> String {
         let nodes: Vec<String> = self
