@@ -19,6 +19,7 @@ use hive_tracker::{
     Config, SharedCatalog,
     auth::Token,
     error::ServiceError,
+    redis_catalog::RedisCatalog,
     registry::{Caller, Credentials, Offer, Registered},
 };
 use redis_server::{RedisCluster, RedisServer};
@@ -831,6 +832,37 @@ async fn concurrent_sweeps(b: Backend) {
         for s in &silent {
             assert_eq!(code(b.catalog.heartbeat(s.cred()).await), Code::NotFound);
         }
+    })
+    .await;
+}
+
+/// A holder record whose session no longer exists (what a sweeper that
+/// died between its claim and its cleanup leaves) is never listed, and the
+/// scrub drops it, and only it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scrub_drops_records_of_ended_sessions_only() {
+    let Some(b) = shared(config()).await else {
+        return;
+    };
+    within(60, async {
+        let m = manifest("m", 2048, 1);
+        let s = join(&b.catalog, 4001, vec![full(&m)]).await;
+        let tag: String = blake3::hash(b"m").as_bytes()[..8]
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect();
+        let key = format!("hv:f:{{{tag}}}:h");
+        b.raw(&["HSET", &key, "00000000deadbeef", "\u{3}"]);
+        let found = b.catalog.locate(&name("m"), 0).await.unwrap();
+        assert_eq!((found.holder_count, found.chunk_holders), (1, vec![1, 1]));
+
+        let url = b.config.store.clone().unwrap();
+        let catalog = RedisCatalog::connect(&url, b.config.limits())
+            .await
+            .unwrap();
+        assert_eq!(catalog.scrub().await.unwrap(), 1);
+        assert_eq!(b.raw(&["HKEYS", &key]).trim(), s.reg.peer.to_hex());
+        assert_eq!(catalog.scrub().await.unwrap(), 0);
     })
     .await;
 }

@@ -71,8 +71,11 @@
 //! - Every holder is `confirmed` (there is no restore phase).
 //! - A sweeper that dies between claiming a session and dropping its
 //!   holdings leaves them in the files' hashes: never listed (their
-//!   liveness key is gone) but not freed; likewise a RegisterChunk whose
-//!   session is claimed between its two round trips. Not yet reclaimed.
+//!   liveness key is gone), but held in memory until a scrub
+//!   ([`RedisCatalog::scrub`], every few minutes per replica) drops them;
+//!   likewise a RegisterChunk whose session is claimed between its two
+//!   round trips. The design study's tombstones and claim-recovery set
+//!   would free them sooner, at the price of more keys per write.
 //! - Stats count peers and files only (holdings and bytes would need a
 //!   scan of every file).
 
@@ -82,6 +85,7 @@ use std::{
     collections::{HashMap, HashSet},
     ops::RangeInclusive,
     sync::{Arc, Mutex},
+    time::{Duration, Instant},
 };
 
 use hive::{ChunkSet, Digest, FileName, Manifest, chunk::ChunkError, pb::types};
@@ -112,6 +116,9 @@ pub const BUCKETS: u64 = 64;
 const CLAIM_BATCH: usize = 100;
 /// Manifests a replica caches; past it the cache starts over.
 const MANIFEST_CACHE: usize = 10_000;
+/// How often a replica's sweeper also scrubs every file's holder records
+/// (see [`RedisCatalog::scrub`]).
+const SCRUB_PERIOD: Duration = Duration::from_secs(300);
 
 /// A connection to one primary or to a cluster; both are multiplexed and
 /// cheap to clone.
@@ -154,6 +161,8 @@ pub struct RedisCatalog {
     limits: Limits,
     url: String,
     manifests: Mutex<HashMap<FileName, Arc<Manifest>>>,
+    /// When this replica last scrubbed.
+    scrubbed: Mutex<Instant>,
     broken: CancellationToken,
 }
 
@@ -264,6 +273,7 @@ impl RedisCatalog {
             limits,
             url: url.to_owned(),
             manifests: Mutex::new(HashMap::new()),
+            scrubbed: Mutex::new(Instant::now()),
             broken: CancellationToken::new(),
         };
         let pong: String = redis::cmd("PING")
@@ -972,6 +982,23 @@ impl Catalog for RedisCatalog {
         let gone = ended.len();
         self.clean_up(ended).await?;
         self.forget().await?;
+        let due = {
+            let mut last = self.scrubbed.lock().unwrap_or_else(|e| e.into_inner());
+            let due = last.elapsed() >= SCRUB_PERIOD;
+            if due {
+                *last = Instant::now();
+            }
+            due
+        };
+        if due {
+            let dropped = self.scrub().await?;
+            if dropped > 0 {
+                tracing::info!(
+                    records = dropped,
+                    "dropped holder records of ended sessions"
+                );
+            }
+        }
         match failed {
             Some(e) => Err(e),
             None => Ok(gone),
@@ -1009,6 +1036,61 @@ impl RedisCatalog {
     /// Takes `name` back out of the peer's file set after a refused
     /// RegisterChunk added it (best effort: a stray name only counts
     /// against the peer's quota until its session ends).
+    /// Drops every holder record whose session is no longer live, file by
+    /// file; returns how many. Such records are left by a sweeper that died
+    /// between claiming a session and dropping its holdings, or by a
+    /// RegisterChunk whose session was claimed between its two round trips.
+    /// They are never listed (their liveness key is gone), but they hold
+    /// memory and keep their file from being orphaned. Dropping a record a
+    /// claim is about to drop too is harmless (the drop is idempotent).
+    /// Reads every holder record: every [`SCRUB_PERIOD`].
+    pub async fn scrub(&self) -> Result<usize, ServiceError> {
+        let mut start = "-".to_owned();
+        let mut dropped = 0;
+        loop {
+            let names: Vec<String> = self
+                .query(
+                    redis::cmd("ZRANGE")
+                        .arg(FILES)
+                        .arg(&start)
+                        .arg("+")
+                        .arg("BYLEX")
+                        .arg("LIMIT")
+                        .arg(0)
+                        .arg(CLAIM_BATCH),
+                )
+                .await?;
+            let Some(last) = names.last() else {
+                return Ok(dropped);
+            };
+            start = format!("({last}");
+            for name in &names {
+                let keys = FileKeys::new(&FileName::new(name.as_str()).map_err(store_err)?);
+                let ids: Vec<String> = self.query(redis::cmd("HKEYS").arg(&keys.h)).await?;
+                let peers: Vec<PeerKeys> = ids
+                    .iter()
+                    .filter_map(|id| PeerId::parse(id).ok())
+                    .map(PeerKeys::new)
+                    .collect();
+                if peers.is_empty() {
+                    continue;
+                }
+                let mut mget = redis::cmd("MGET");
+                for p in &peers {
+                    mget.arg(&p.l);
+                }
+                let live: Vec<Option<String>> = self.query(&mget).await?;
+                // Ids are never reused: a liveness key gone never comes back.
+                for (p, _) in peers.iter().zip(live).filter(|(_, l)| l.is_none()) {
+                    drop_holding(self.conn.clone(), name, &p.id)
+                        .await
+                        .map_err(store_err)?;
+                    dropped += 1;
+                }
+            }
+        }
+    }
+
     async fn undo_join(&self, keys: &PeerKeys, name: &FileName) {
         let _ = self
             .query::<i64>(redis::cmd("SREM").arg(&keys.f).arg(name.as_str()))
