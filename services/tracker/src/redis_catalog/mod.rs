@@ -29,10 +29,16 @@
 //! time a replica sees a manifest. RegisterChunk 2 (a script on the peer's
 //! slot: token, files-per-peer quota, the file added to its set; a script
 //! on the file's slot: new = (old ∪ add) ∖ remove), plus one to undo the
-//! first on a refusal. Register 3 + 1 per file (reads for the checks; the
-//! session; the peer's file set; one script per file), plus the eviction of
-//! an old session at the same address. Leave 1 + 1 per file held + 2 (the
-//! token and address index). ListFiles 1 + 2 per file, in parallel.
+//! first on a refusal, and one to read the manifest when the replica has
+//! not cached it. Register (a rare call): 1 for the session when extending
+//! one; 1 for the offered files' digests (in parallel), plus one per
+//! manifest the replica has not cached; 1 for the catalog's size when a
+//! name is new; 3 for a new session (its keys, the token and the address
+//! indexes) plus the eviction of an old one at the same address; 1 for the
+//! peer's file set; then 1 per file, in order (and 1 to index a new name).
+//! Leave 1 + 1 per file held (in parallel) + 1 (the token and address
+//! indexes, in parallel). ListFiles 1, then 2 per file, the files in
+//! parallel.
 //!
 //! # Where this differs from the design study, and why
 //! - Per-chunk counts are not stored: Locate reads every holder's bitmap
@@ -88,6 +94,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use futures_util::future::join_all;
 use hive::{ChunkSet, Digest, FileName, Manifest, chunk::ChunkError, pb::types};
 use prost::Message;
 use redis::{
@@ -368,6 +375,11 @@ impl RedisCatalog {
         }
         cache.insert(name.clone(), m.clone());
         Ok(m)
+    }
+
+    fn forget_cached(&self, name: &FileName) {
+        let mut cache = self.manifests.lock().unwrap_or_else(|e| e.into_inner());
+        cache.remove(name);
     }
 
     fn cached(&self, name: &FileName) -> Option<Arc<Manifest>> {
@@ -714,8 +726,9 @@ impl Catalog for RedisCatalog {
         };
         // Every check before any write.
         let mut registered = HashMap::new();
-        for name in &distinct {
-            if let Some(m) = self.manifest(name).await? {
+        let found = join_all(distinct.iter().map(|n| self.manifest(n))).await;
+        for (name, m) in distinct.iter().zip(found) {
+            if let Some(m) = m? {
                 registered.insert(name.clone(), m);
             }
         }
@@ -750,7 +763,12 @@ impl Catalog for RedisCatalog {
         let keys = PeerKeys::new(cred.peer);
         let fk = FileKeys::new(name);
         for attempt in 0.. {
-            let manifest = self.manifest(name).await?;
+            // A cached manifest is checked by the script against the stored
+            // digest ('stale', 'unknown'), so the hot path skips the read.
+            let manifest = match (attempt, self.cached(name)) {
+                (0, Some(m)) => Some(m),
+                _ => self.manifest(name).await?,
+            };
             let invalid =
                 |field: &str, e: ChunkError| RegistryError::Invalid(format!("{field}: {e}"));
             let sets = manifest.as_ref().map(|m| {
@@ -761,6 +779,11 @@ impl Catalog for RedisCatalog {
                     .map_err(|e| invalid("withdrawn", e))?;
                 Ok::<_, RegistryError>((add, remove))
             });
+            if attempt == 0 && matches!(sets, Some(Err(_))) {
+                // Refused against a cached manifest: check the stored one.
+                self.forget_cached(name);
+                continue;
+            }
             // The file joins the peer's set only when the call can go on
             // and would keep a holding of it.
             let join = match (&manifest, &sets) {
@@ -830,10 +853,7 @@ impl Catalog for RedisCatalog {
                 Some("stale") if attempt == 0 => {
                     // Forgotten and registered again with other content:
                     // check the ranges against the new manifest.
-                    self.manifests
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(name);
+                    self.forget_cached(name);
                     if added {
                         self.undo_join(&keys, name).await;
                     }
@@ -931,12 +951,16 @@ impl Catalog for RedisCatalog {
             )
             .await?;
         let more = names.len() > limit;
+        let names: Vec<FileName> = names
+            .into_iter()
+            .take(limit)
+            .filter_map(|n| FileName::new(n).ok())
+            .collect();
+        let views = join_all(names.iter().map(|n| self.view(n))).await;
         let mut files = Vec::new();
-        for name in names.into_iter().take(limit) {
-            let Ok(name) = FileName::new(name) else {
-                continue;
-            };
-            let Some((manifest, live)) = self.view(&name).await? else {
+        for view in views {
+            // Forgotten since it was listed: left out.
+            let Some((manifest, live)) = view? else {
                 continue;
             };
             files.push(FileView {
@@ -1007,12 +1031,16 @@ impl Catalog for RedisCatalog {
 
     async fn stats(&self) -> Result<Stats, ServiceError> {
         let files: usize = self.query(redis::cmd("ZCARD").arg(FILES)).await?;
+        let cards: Vec<redis::Cmd> = (0..BUCKETS)
+            .map(|b| {
+                redis::cmd("ZCARD")
+                    .arg(format!("{}d", bucket_prefix(b)))
+                    .clone()
+            })
+            .collect();
         let mut peers = 0;
-        for bucket in 0..BUCKETS {
-            let n: usize = self
-                .query(redis::cmd("ZCARD").arg(format!("{}d", bucket_prefix(bucket))))
-                .await?;
-            peers += n;
+        for n in join_all(cards.iter().map(|c| self.query::<usize>(c))).await {
+            peers += n?;
         }
         Ok(Stats {
             peers,
