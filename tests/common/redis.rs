@@ -176,6 +176,58 @@ fn free_port() -> u16 {
     l.local_addr().expect("local addr").port()
 }
 
+/// A cluster-enabled `redis-server` in `dir` on free loopback ports,
+/// answering. A port picked free may be taken by another test before
+/// the server binds it: then the server exits, and it is started again on
+/// other ports.
+fn start_node(dir: &Path) -> (Child, u16) {
+    for _ in 0..10 {
+        let (port, bus) = (free_port(), free_port());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("redis.log"))
+            .expect("log");
+        let mut child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--cluster-enabled", "yes"])
+            .args(["--cluster-port", &bus.to_string()])
+            .args(["--cluster-node-timeout", "2000"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if child.try_wait().expect("poll redis-server").is_some() {
+                break;
+            }
+            // Ours, not another test's that won the port.
+            let out = Command::new("redis-cli")
+                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "INFO", "server"])
+                .output()
+                .expect("run redis-cli");
+            let pid = format!("process_id:{}\r", child.id());
+            if String::from_utf8_lossy(&out.stdout).contains(&pid) {
+                return (child, port);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node on {port}: no answer in 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    panic!(
+        "no cluster node started in 10 tries:\n{}",
+        std::fs::read_to_string(dir.join("redis.log")).unwrap_or_default()
+    );
+}
+
 impl RedisCluster {
     /// A fresh cluster, its slots assigned and its state ok; `None` (after
     /// a loud message) if `redis-server` is missing outside CI.
@@ -190,31 +242,11 @@ impl RedisCluster {
             dir,
         };
         for i in 0..primaries {
-            let (port, bus) = (free_port(), free_port());
             let node_dir = cluster.dir.path().join(format!("n{i}"));
             std::fs::create_dir_all(&node_dir).expect("node dir");
-            let child = Command::new("redis-server")
-                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-                .args([
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-port",
-                    &bus.to_string(),
-                ])
-                .args(["--cluster-node-timeout", "2000"])
-                .args(["--save", "", "--appendonly", "no"])
-                .arg("--dir")
-                .arg(&node_dir)
-                .stdin(Stdio::null())
-                .stdout(std::fs::File::create(node_dir.join("redis.log")).expect("log"))
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start redis-server");
+            let (child, port) = start_node(&node_dir);
             cluster.nodes.push(child);
             cluster.ports.push(port);
-        }
-        for port in cluster.ports.clone() {
-            cluster.wait_until(port, "PING", "PONG");
         }
         let addrs: Vec<String> = cluster
             .ports
