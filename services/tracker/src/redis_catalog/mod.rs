@@ -123,6 +123,10 @@ pub const BUCKETS: u64 = 64;
 const CLAIM_BATCH: usize = 100;
 /// Manifests a replica caches; past it the cache starts over.
 const MANIFEST_CACHE: usize = 10_000;
+/// How long one command may take before it fails (and its call with it,
+/// UNAVAILABLE): well under the gRPC request timeout, well over a busy
+/// server's answer (the client's default of 500 ms is not).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often a replica's sweeper also scrubs every file's holder records
 /// (see [`RedisCatalog::scrub`]).
 const SCRUB_PERIOD: Duration = Duration::from_secs(300);
@@ -267,12 +271,18 @@ impl RedisCatalog {
                     .filter(|n| !n.is_empty())
                     .map(|n| format!("redis://{n}"))
                     .collect();
-                let client = redis::cluster::ClusterClient::new(nodes).map_err(store_err)?;
+                let client = redis::cluster::ClusterClient::builder(nodes)
+                    .response_timeout(RESPONSE_TIMEOUT)
+                    .build()
+                    .map_err(store_err)?;
                 Conn::Cluster(client.get_async_connection().await.map_err(store_err)?)
             }
             None => {
                 let client = redis::Client::open(url).map_err(store_err)?;
-                Conn::Single(client.get_connection_manager().await.map_err(store_err)?)
+                let config = redis::aio::ConnectionManagerConfig::new()
+                    .set_response_timeout(Some(RESPONSE_TIMEOUT));
+                let manager = client.get_connection_manager_with_config(config).await;
+                Conn::Single(manager.map_err(store_err)?)
             }
         };
         let mut catalog = Self {
