@@ -866,3 +866,49 @@ async fn the_scrub_drops_records_of_ended_sessions_only() {
     })
     .await;
 }
+
+/// A Redis primary killed (kill -9) with a replica: Locate answers again
+/// once the replica is promoted, with the file and its holder, within two
+/// node timeouts (2 s each here) and a margin for a busy machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locate_answers_again_after_a_primary_fails_over() {
+    let cluster = tokio::task::spawn_blocking(|| RedisCluster::start_with(3, 1))
+        .await
+        .expect("start the cluster");
+    let Some(mut cluster) = cluster else {
+        return;
+    };
+    within(90, async {
+        let mut config = config();
+        config.ttl = Duration::from_secs(60);
+        config.store = Some(cluster.url());
+        let c = hive_tracker::connect(&config).await.expect("connect");
+        let m = manifest("m", 2048, 1);
+        let s = join(&c, 4001, vec![full(&m)]).await;
+        cluster.wait_replicated();
+        let tag: String = blake3::hash(b"m").as_bytes()[..8]
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect();
+        let killed = cluster.kill_primary_of(&format!("hv:f:{{{tag}}}:m"));
+        let started = std::time::Instant::now();
+        let found = loop {
+            match c.locate(&name("m"), 0).await {
+                Ok(found) => break found,
+                Err(e) => {
+                    let status = tonic::Status::from(e);
+                    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                }
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "no failover");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let took = started.elapsed();
+        eprintln!("primary {killed} killed: Locate answered again after {took:?}");
+        assert_eq!(found.holder_count, 1);
+        assert_eq!(found.holders[0].peer, s.reg.peer);
+        assert!(took < Duration::from_secs(12), "failover took {took:?}");
+        c.heartbeat(s.cred()).await.expect("the session survived");
+    })
+    .await;
+}

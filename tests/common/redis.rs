@@ -232,6 +232,12 @@ impl RedisCluster {
     /// A fresh cluster, its slots assigned and its state ok; `None` (after
     /// a loud message) if `redis-server` is missing outside CI.
     pub fn start(primaries: usize) -> Option<Self> {
+        Self::start_with(primaries, 0)
+    }
+
+    /// A cluster of `primaries` primaries with `replicas` replicas each,
+    /// every replica in step with its primary.
+    pub fn start_with(primaries: usize, replicas: usize) -> Option<Self> {
         if !available() {
             return None;
         }
@@ -241,7 +247,7 @@ impl RedisCluster {
             ports: Vec::new(),
             dir,
         };
-        for i in 0..primaries {
+        for i in 0..primaries * (1 + replicas) {
             let node_dir = cluster.dir.path().join(format!("n{i}"));
             std::fs::create_dir_all(&node_dir).expect("node dir");
             let (child, port) = start_node(&node_dir);
@@ -256,7 +262,7 @@ impl RedisCluster {
         let out = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdin(Stdio::null())
             .output()
             .expect("run redis-cli --cluster create");
@@ -268,8 +274,68 @@ impl RedisCluster {
         );
         for port in cluster.ports.clone() {
             cluster.wait_until(port, "CLUSTER INFO", "cluster_state:ok");
+            if cluster.role(port) == "slave" {
+                cluster.wait_until(port, "INFO replication", "master_link_status:up");
+            }
         }
         Some(cluster)
+    }
+
+    /// `master` or `slave`, as the node at `port` says.
+    fn role(&self, port: u16) -> String {
+        let out = self.cli_at(port, &["ROLE"]);
+        out.lines().next().unwrap_or_default().trim().to_owned()
+    }
+
+    fn cli_at(&self, port: u16, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(args)
+            .output()
+            .expect("run redis-cli");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits (bounded) until every replica has every write its primary
+    /// has: the replication offsets are equal.
+    pub fn wait_replicated(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for &port in &self.ports {
+            loop {
+                let info = self.cli_at(port, &["INFO", "replication"]);
+                if !info.contains("role:master") {
+                    break;
+                }
+                let field = |key: &str| -> Vec<u64> {
+                    info.lines()
+                        .filter(|l| l.starts_with("slave") || l.starts_with(key))
+                        .filter_map(|l| {
+                            let v = l.split(key).nth(1)?;
+                            v.split(',').next()?.trim().parse().ok()
+                        })
+                        .collect()
+                };
+                let primary = field("master_repl_offset:");
+                let replicas = field("offset=");
+                if replicas.iter().all(|r| Some(r) == primary.first()) {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "replicas of {port} not in step");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Kills (SIGKILL) the primary that holds `key`; returns its port.
+    pub fn kill_primary_of(&mut self, key: &str) -> u16 {
+        for (i, &port) in self.ports.iter().enumerate() {
+            if self.role(port) == "master" && self.cli_at(port, &["EXISTS", key]).trim() == "1" {
+                let _ = self.nodes[i].kill();
+                let _ = self.nodes[i].wait();
+                return port;
+            }
+        }
+        panic!("no primary holds {key}");
     }
 
     /// Polls (bounded) until `command` on the node at `port` answers with
