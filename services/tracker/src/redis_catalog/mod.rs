@@ -301,9 +301,12 @@ impl RedisCatalog {
         Ok(catalog)
     }
 
-    /// Where the catalog is, for logs.
-    pub fn describe(&self) -> &str {
-        &self.url
+    /// Where the catalog is, for logs: the URL without any credentials.
+    pub fn describe(&self) -> String {
+        match (self.url.split_once("://"), self.url.rsplit_once('@')) {
+            (Some((scheme, _)), Some((_, rest))) => format!("{scheme}://{rest}"),
+            _ => self.url.clone(),
+        }
     }
 
     fn ttl_ms(&self) -> u64 {
@@ -512,6 +515,13 @@ impl RedisCatalog {
                     let name = out.get(1).cloned().unwrap_or_default();
                     self.query::<i64>(redis::cmd("ZREM").arg(FILES).arg(&name))
                         .await?;
+                    // Registered again since: listed again (the Register's
+                    // own ZADD may have come before the ZREM).
+                    let back: bool = self.query(redis::cmd("EXISTS").arg(&keys.m)).await?;
+                    if back {
+                        self.query::<i64>(redis::cmd("ZADD").arg(FILES).arg(0).arg(&name))
+                            .await?;
+                    }
                     self.query::<i64>(redis::cmd("ZREM").arg(ORPHANS).arg(&keys.tag))
                         .await?;
                 }
