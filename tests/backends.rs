@@ -177,8 +177,16 @@ fn manifest(n: &str, len: usize, seed: u8) -> Manifest {
     Manifest::from_file(&f, len as u64, name(n), Some(ChunkSize::MIN)).expect("hash")
 }
 
+/// The chunks `held` (in order) of `m`, as the runs a client would send.
 fn chunks(m: &Manifest, held: &[u32]) -> ChunkSet {
-    ChunkSet::from_ranges(m.chunk_count(), held.iter().map(|&c| c..=c)).expect("chunks")
+    let mut runs: Vec<std::ops::RangeInclusive<u32>> = Vec::new();
+    for &c in held {
+        match runs.last_mut() {
+            Some(r) if *r.end() + 1 == c => *r = *r.start()..=c,
+            _ => runs.push(c..=c),
+        }
+    }
+    ChunkSet::from_ranges(m.chunk_count(), runs).expect("chunks")
 }
 
 fn full(m: &Manifest) -> Offer {
@@ -911,4 +919,188 @@ async fn locate_answers_again_after_a_primary_fails_over() {
         c.heartbeat(s.cred()).await.expect("the session survived");
     })
     .await;
+}
+
+/// The two backends side by side: one random sequence of calls (new and
+/// extended sessions, conflicting and dropped offers, chunk changes in and
+/// out of range, quotas, Leave, calls with ended sessions) gets the same
+/// answers, codes and catalog from the embedded catalog and from Redis.
+/// Peers are compared by address, as each backend mints its own ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_backends_answer_a_random_workload_alike() {
+    let mut cfg = config();
+    cfg.ttl = Duration::from_secs(60);
+    cfg.max_files_per_peer = 3;
+    let (Some(one), Some(two)) = (embedded(cfg.clone()).await, shared(cfg).await) else {
+        return;
+    };
+    within(120, async {
+        for seed in 0..3 {
+            differential(&one.catalog, &two.catalog, seed).await;
+        }
+    })
+    .await;
+}
+
+/// What a call answered, comparable across backends.
+#[derive(Debug, PartialEq)]
+enum Answer {
+    Ok(String),
+    Refused(Code),
+}
+
+fn answer<T>(r: Result<T, ServiceError>, show: impl Fn(T) -> String) -> Answer {
+    match r {
+        Ok(v) => Answer::Ok(show(v)),
+        Err(e) => Answer::Refused(tonic::Status::from(e).code()),
+    }
+}
+
+/// The catalog as seen through ListFiles and Locate, peers by address.
+async fn view_by_addr(c: &SharedCatalog) -> String {
+    let page = c.list(None, 1000).await.expect("list");
+    let mut out = String::new();
+    for f in page.files {
+        let found = c.locate(f.manifest.name(), 1000).await.expect("locate");
+        let mut holders: Vec<String> = found
+            .holders
+            .iter()
+            .map(|h| format!("{}:{:?}", h.addr, h.chunks.to_bitmap()))
+            .collect();
+        holders.sort();
+        out += &format!(
+            "{} {} {} {holders:?} {:?}\n",
+            f.manifest.name(),
+            f.manifest.digest(),
+            found.holder_count,
+            found.chunk_holders
+        );
+    }
+    out
+}
+
+async fn differential(one: &SharedCatalog, two: &SharedCatalog, seed: u64) {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let names = ["a", "b", "c", "d", "e", "f", "g"];
+    let files: Vec<Manifest> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| manifest(n, 1024 * (1 + i % 4) + 100, i as u8))
+        .collect();
+    let other = |i: usize| manifest(names[i], 3000, 99);
+    // Per address: each backend's session, if any.
+    let mut sessions: Vec<Option<(Credentials, Credentials)>> = vec![None; 6];
+    let offer_of = |rng: &mut fastrand::Rng| -> Offer {
+        let i = rng.usize(..files.len());
+        let m = match rng.u8(..10) {
+            0 => other(i),
+            _ => files[i].clone(),
+        };
+        let n = m.chunk_count();
+        let held: Vec<u32> = (1..=n).filter(|_| rng.bool()).collect();
+        offer(&m, &held)
+    };
+    let mut seen: std::collections::HashMap<Code, usize> = Default::default();
+    for step in 0..200 {
+        let k = rng.usize(..sessions.len());
+        let addr = format!("10.0.0.{k}:7000");
+        let what = rng.u8(..10);
+        let (a, b, label) = match (what, sessions[k]) {
+            (0..=2, _) | (_, None) => {
+                let offers: Vec<Offer> = (0..rng.usize(0..3)).map(|_| offer_of(&mut rng)).collect();
+                let caller = || Caller::New { addr: addr.clone() };
+                let ra = one.register(caller(), offers.clone()).await;
+                let rb = two.register(caller(), offers).await;
+                if let (Ok(x), Ok(y)) = (&ra, &rb) {
+                    let cred = |r: &Registered| Credentials {
+                        peer: r.peer,
+                        token: r.token.as_ref().expect("new").hash(),
+                    };
+                    sessions[k] = Some((cred(x), cred(y)));
+                }
+                let show = |r: Registered| r.addr;
+                (answer(ra, show), answer(rb, show), "register new")
+            }
+            (3..=4, Some((ca, cb))) => {
+                let offers: Vec<Offer> = (0..rng.usize(1..3)).map(|_| offer_of(&mut rng)).collect();
+                let ra = one.register(Caller::Session(ca), offers.clone()).await;
+                let rb = two.register(Caller::Session(cb), offers).await;
+                let show = |r: Registered| r.addr;
+                (answer(ra, show), answer(rb, show), "register again")
+            }
+            (5..=7, Some((ca, cb))) => {
+                let i = rng.usize(..files.len());
+                let n = files[i].chunk_count() + 1;
+                let first = rng.u32(0..=n);
+                let add = [first..=rng.u32(first..=n)];
+                let first = rng.u32(1..=n);
+                let remove = match rng.bool() {
+                    true => vec![first..=first],
+                    false => vec![],
+                };
+                let name = files[i].name();
+                let ra = one.register_chunks(ca, name, &add, &remove).await;
+                let rb = two.register_chunks(cb, name, &add, &remove).await;
+                (
+                    answer(ra, |h| h.to_string()),
+                    answer(rb, |h| h.to_string()),
+                    "chunks",
+                )
+            }
+            (8, Some((ca, cb))) => {
+                let ra = one.leave(ca).await;
+                let rb = two.leave(cb).await;
+                (
+                    answer(ra, |_| "left".into()),
+                    answer(rb, |_| "left".into()),
+                    "leave",
+                )
+            }
+            (_, Some((ca, cb))) => {
+                let ra = one.heartbeat(ca).await;
+                let rb = two.heartbeat(cb).await;
+                (
+                    answer(ra, |_| "".into()),
+                    answer(rb, |_| "".into()),
+                    "heartbeat",
+                )
+            }
+        };
+        assert_eq!(a, b, "seed {seed} step {step}: {label} for {addr}");
+        let code = match a {
+            Answer::Ok(_) => Code::Ok,
+            Answer::Refused(code) => code,
+        };
+        *seen.entry(code).or_default() += 1;
+        if step % 10 == 9 {
+            assert_eq!(
+                view_by_addr(one).await,
+                view_by_addr(two).await,
+                "seed {seed} step {step}"
+            );
+        }
+    }
+    assert_eq!(
+        view_by_addr(one).await,
+        view_by_addr(two).await,
+        "seed {seed}"
+    );
+    // The workload reaches every kind of answer.
+    for code in [
+        Code::Ok,
+        Code::AlreadyExists,
+        Code::InvalidArgument,
+        Code::NotFound,
+        Code::ResourceExhausted,
+    ] {
+        assert!(
+            seen.contains_key(&code),
+            "seed {seed}: no {code:?} in {seen:?}"
+        );
+    }
+    // Clean up for the next seed: everyone leaves, everything is forgotten.
+    for (ca, cb) in sessions.into_iter().flatten() {
+        let _ = one.leave(ca).await;
+        let _ = two.leave(cb).await;
+    }
 }
