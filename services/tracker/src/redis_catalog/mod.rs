@@ -303,10 +303,7 @@ impl RedisCatalog {
 
     /// Where the catalog is, for logs: the URL without any credentials.
     pub fn describe(&self) -> String {
-        match (self.url.split_once("://"), self.url.rsplit_once('@')) {
-            (Some((scheme, _)), Some((_, rest))) => format!("{scheme}://{rest}"),
-            _ => self.url.clone(),
-        }
+        redacted(&self.url)
     }
 
     fn ttl_ms(&self) -> u64 {
@@ -678,6 +675,14 @@ impl RedisCatalog {
             self.clean_up(ended).await?;
         }
         Ok((peer, token))
+    }
+}
+
+/// `url` without its user and password, if it has any.
+fn redacted(url: &str) -> String {
+    match (url.split_once("://"), url.rsplit_once('@')) {
+        (Some((scheme, _)), Some((_, rest))) => format!("{scheme}://{rest}"),
+        _ => url.to_owned(),
     }
 }
 
@@ -1143,5 +1148,34 @@ impl RedisCatalog {
         let _ = self
             .query::<i64>(redis::cmd("SREM").arg(&keys.f).arg(name.as_str()))
             .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_keep_a_file_in_one_slot_and_a_peer_in_its_bucket() {
+        // A name with braces still gets one tag of its own: 16 hex digits.
+        let f = FileKeys::new(&FileName::new("a{b}c").unwrap());
+        assert_eq!(f.tag.len(), 16);
+        assert!(f.tag.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(f.m, format!("hv:f:{{{}}}:m", f.tag));
+        assert_eq!(f.h, format!("hv:f:{{{}}}:h", f.tag));
+        let p = PeerKeys::new(PeerId::from_u64(0x21 + BUCKETS * 7));
+        for k in [&p.s, &p.l, &p.f, &p.d] {
+            assert!(k.starts_with("hv:p:{21}:"), "{k}");
+        }
+    }
+
+    #[test]
+    fn the_logged_url_has_no_credentials() {
+        assert_eq!(redacted("redis://u:secret@h:6379"), "redis://h:6379");
+        assert_eq!(redacted("redis://h:6379"), "redis://h:6379");
+        assert_eq!(
+            redacted("redis+unix:///run/r.sock"),
+            "redis+unix:///run/r.sock"
+        );
     }
 }
