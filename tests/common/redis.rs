@@ -35,9 +35,12 @@ pub fn available() -> bool {
             !ci,
             "redis-server is not installed: CI must run scripts/install-redis.sh first"
         );
-        eprintln!(
-            "\n!!!!!!!! SKIPPED: redis-server is not installed; run scripts/install-redis.sh \
-             to test the shared backend !!!!!!!!\n"
+        // Straight to stderr, past the test harness's capture of passing
+        // tests' output, so the skip is seen.
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            b"\n!!!!!!!! SKIPPED: redis-server is not installed; run \
+              scripts/install-redis.sh to test the shared backend !!!!!!!!\n",
         );
     }
     found
