@@ -66,7 +66,7 @@ pub async fn connect(config: &Config) -> Result<SharedCatalog, ServeError> {
     }
 }
 
-/// Opens the tracker's catalog as `config` says: redb in the data directory,
+/// Opens the embedded catalog as `config` says: redb in the data directory,
 /// or memory only. Restored peers must heartbeat again within one TTL.
 pub fn open(config: &Config) -> Result<Tracker, ServeError> {
     config.check().map_err(ServeError::Config)?;

@@ -1,5 +1,5 @@
 //! The gRPC layer: each handler converts the request into domain types
-//! (bad input is INVALID_ARGUMENT), calls the [`Catalog`], and maps the
+//! (bad input is INVALID_ARGUMENT), calls the [`crate::Catalog`], and maps the
 //! answer back; the conversions each way are the functions below the
 //! handlers. Status codes are decided in [`crate::error`].
 

@@ -1,7 +1,7 @@
-//! [`Tracker`]: the shared handle every request goes through. It pairs the
-//! registry (in memory, behind a lock) with the journal that makes changes
-//! durable, and answers only once they are as durable as the journal makes
-//! them.
+//! [`Tracker`]: the embedded catalog, one [`Catalog`] backend (the default).
+//! It pairs the registry (in memory, behind a lock) with the journal that
+//! makes changes durable, and answers only once they are as durable as the
+//! journal makes them.
 
 use std::{
     sync::{Arc, Mutex, MutexGuard, PoisonError},

@@ -1096,7 +1096,7 @@ impl RedisCatalog {
     /// They are never listed (their liveness key is gone), but they hold
     /// memory and keep their file from being orphaned. Dropping a record a
     /// claim is about to drop too is harmless (the drop is idempotent).
-    /// Reads every holder record: every [`SCRUB_PERIOD`].
+    /// Reads every holder record: the sweeper runs it every five minutes.
     pub async fn scrub(&self) -> Result<usize, ServiceError> {
         let mut start = "-".to_owned();
         let mut dropped = 0;
