@@ -462,25 +462,22 @@ impl RedisCatalog {
                 let id = id.clone();
                 tasks.spawn(async move { drop_holding(conn, &name, &id).await });
             }
-            let conn = self.conn.clone();
-            tasks.spawn(async move {
-                let mut c = conn;
-                if !addr.is_empty() {
+            // The indexes, if they still name this session.
+            let indexes = [
+                (!addr.is_empty()).then(|| addr_key(&addr)),
+                (!token.is_empty()).then(|| token_key(&token)),
+            ];
+            for key in indexes.into_iter().flatten() {
+                let (mut conn, id) = (self.conn.clone(), id.clone());
+                tasks.spawn(async move {
                     DELETE_IF
-                        .key(addr_key(&addr))
+                        .key(key)
                         .arg(&id)
-                        .invoke_async::<i64>(&mut c)
-                        .await?;
-                }
-                if !token.is_empty() {
-                    DELETE_IF
-                        .key(token_key(&token))
-                        .arg(&id)
-                        .invoke_async::<i64>(&mut c)
-                        .await?;
-                }
-                Ok(())
-            });
+                        .invoke_async::<i64>(&mut conn)
+                        .await
+                        .map(drop)
+                });
+            }
         }
         let mut result = Ok(());
         while let Some(done) = tasks.join_next().await {
