@@ -452,19 +452,23 @@ async fn locate_counts_are_exact_over_live_holders(b: Backend) {
 async fn a_silent_peer_is_gone_within_one_ttl(b: Backend) {
     let c = &b.catalog;
     let m = manifest("m", 2048, 1);
+    // Its TTL starts between these two instants.
+    let before = std::time::Instant::now();
     let s = join(c, 4001, vec![full(&m)]).await;
-    let started = std::time::Instant::now();
+    let after = std::time::Instant::now();
     assert_eq!(holder_count(c, "m").await, 1);
-    // Poll until it is gone; it must go within one TTL and a margin.
+    // Poll until it is gone; it must go within one TTL (and a margin for a
+    // busy machine), not before.
     while holder_count(c, "m").await == 1 {
         assert!(
-            started.elapsed() < TTL + Duration::from_millis(500),
+            after.elapsed() < TTL + Duration::from_secs(1),
             "still listed"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // A little slack: Redis expires keys by its own clock.
     assert!(
-        started.elapsed() >= TTL - Duration::from_millis(100),
+        before.elapsed() >= TTL - Duration::from_millis(50),
         "gone early"
     );
     assert_eq!(code(c.heartbeat(s.cred()).await), Code::NotFound);
