@@ -15,6 +15,14 @@ pub struct Config {
     #[arg(long, env = "HIVE_DATA_DIR", default_value = "hive-tracker")]
     pub data_dir: PathBuf,
 
+    /// Keep the catalog in a shared store instead, so that several trackers
+    /// serve one swarm: `redis://HOST:PORT` or `redis+unix:///PATH` for one
+    /// Redis primary, `redis-cluster://HOST:PORT,HOST:PORT,...` for a Redis
+    /// Cluster. --data-dir, --in-memory, --fsync and --max-catalog-mib then
+    /// do not apply (Redis's own persistence and maxmemory do).
+    #[arg(long, env = "HIVE_STORE")]
+    pub store: Option<String>,
+
     /// Keep the catalog in memory only: everything is lost when the tracker stops.
     #[arg(long, env = "HIVE_IN_MEMORY")]
     pub in_memory: bool,

@@ -17,8 +17,11 @@ use tracing::{info, warn};
 
 use crate::{
     Config, Tracker,
+    catalog::SharedCatalog,
+    error::ServiceError,
     journal::Journal,
     redb_store::RedbStore,
+    redis_catalog::RedisCatalog,
     registry::Registry,
     service::TrackerService,
     state,
@@ -43,9 +46,25 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error("{0}")]
     Config(String),
+    #[error(transparent)]
+    Catalog(#[from] ServiceError),
 }
 
-/// Opens the tracker's catalog as `config` says: redb in the data directory,
+/// Opens the catalog `config` names: the shared one at `--store`, or else
+/// the embedded one ([`open`]).
+pub async fn connect(config: &Config) -> Result<SharedCatalog, ServeError> {
+    match &config.store {
+        Some(url) => {
+            config.check().map_err(ServeError::Config)?;
+            let catalog = RedisCatalog::connect(url, config.limits()).await?;
+            info!(store = %catalog.describe(), "shared catalog connected");
+            Ok(Arc::new(catalog))
+        }
+        None => Ok(Arc::new(open(config)?)),
+    }
+}
+
+/// Opens the embedded catalog as `config` says: redb in the data directory,
 /// or memory only. Restored peers must heartbeat again within one TTL.
 pub fn open(config: &Config) -> Result<Tracker, ServeError> {
     config.check().map_err(ServeError::Config)?;
@@ -74,7 +93,7 @@ pub fn open(config: &Config) -> Result<Tracker, ServeError> {
 /// in-flight calls and returns.
 pub async fn serve(
     listener: TcpListener,
-    tracker: Tracker,
+    tracker: SharedCatalog,
     config: &Config,
     metrics: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send,
@@ -112,7 +131,7 @@ pub async fn serve(
 /// The gRPC server, with health and reflection, until `stopping` resolves.
 async fn serve_grpc(
     listener: TcpListener,
-    tracker: &Tracker,
+    tracker: &SharedCatalog,
     config: &Config,
     rpc: &RpcMetrics,
     stopping: impl Future<Output = ()>,
@@ -154,7 +173,7 @@ fn start_metrics(listener: Option<TcpListener>, stop: CancellationToken) -> (Rpc
 /// Expires silent peers a few times per TTL, so one is gone from answers
 /// within a TTL and a bit.
 async fn sweep(
-    tracker: Tracker,
+    tracker: SharedCatalog,
     ttl: Duration,
     gauges: Gauges,
     stop: CancellationToken,
@@ -173,7 +192,10 @@ async fn sweep(
             // The journal is broken and the server is stopping.
             Err(e) => warn!(error = %e, "expiry not stored"),
         }
-        gauges.set(tracker.stats());
+        match tracker.stats().await {
+            Ok(stats) => gauges.set(stats),
+            Err(e) => warn!(error = %e, "catalog sizes unknown"),
+        }
     }
 }
 

@@ -13,12 +13,17 @@
 //!   request is answered, and its checkpoints into the store.
 //! - [`redb_store`]: the durable store, on redb; [`codec`]: the bytes on disk.
 //! - [`limits`]: request rate limits (token buckets per IP and per session).
-//! - [`state`]: [`Tracker`], the shared handle over registry and journal.
+//! - [`catalog`]: [`Catalog`], the catalog's operations as the service and
+//!   the sweeper call them, whatever keeps the catalog.
+//! - [`state`]: [`Tracker`], the embedded catalog: registry and journal.
+//! - [`redis_catalog`]: the shared catalog, on Redis or Redis Cluster, for
+//!   several tracker replicas.
 //! - [`service`]: the gRPC handlers; [`error`] decides their status codes.
 
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod catalog;
 pub mod codec;
 pub mod config;
 pub mod daemon;
@@ -26,11 +31,13 @@ pub mod error;
 pub mod journal;
 pub mod limits;
 pub mod redb_store;
+pub mod redis_catalog;
 pub mod registry;
 pub mod service;
 pub mod state;
 pub mod store;
 
+pub use catalog::{Catalog, SharedCatalog};
 pub use config::Config;
-pub use daemon::{ServeError, open, serve};
+pub use daemon::{ServeError, connect, open, serve};
 pub use state::Tracker;

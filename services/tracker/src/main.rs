@@ -53,7 +53,9 @@ async fn run() -> anyhow::Result<()> {
     init_logging(args.telemetry.log_format);
     // Before the first `listening on`: a stop signal from then on is graceful.
     let shutdown = hive_runtime::shutdown::signal();
-    let tracker = hive_tracker::open(&args.config).context("cannot open the catalog")?;
+    let tracker = hive_tracker::connect(&args.config)
+        .await
+        .context("cannot open the catalog")?;
     let listener = TcpListener::bind(args.listen).await.map_err(|e| {
         bind_error(
             &format!("cannot listen on {}: {e}", args.listen),

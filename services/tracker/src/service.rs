@@ -1,5 +1,5 @@
 //! The gRPC layer: each handler converts the request into domain types
-//! (bad input is INVALID_ARGUMENT), calls the [`Tracker`], and maps the
+//! (bad input is INVALID_ARGUMENT), calls the [`crate::Catalog`], and maps the
 //! answer back; the conversions each way are the functions below the
 //! handlers. Status codes are decided in [`crate::error`].
 
@@ -16,10 +16,10 @@ use tracing::{info, instrument};
 
 use crate::{
     auth::{IdentityError, PeerId, Token},
+    catalog::SharedCatalog,
     error::ServiceError,
     limits::RateLimiter,
     registry::{Caller, Credentials, HolderView, Located, Offer, Page},
-    state::Tracker,
 };
 
 const DEFAULT_PAGE: usize = 100;
@@ -30,7 +30,7 @@ const MAX_PAGE: usize = 1000;
 const MAX_PAGE_BYTES: usize = 1 << 20;
 
 pub struct TrackerService {
-    tracker: Tracker,
+    tracker: SharedCatalog,
     limiter: RateLimiter,
     trust_advertise: bool,
     heartbeat_interval: Duration,
@@ -38,7 +38,7 @@ pub struct TrackerService {
 }
 
 impl TrackerService {
-    pub fn new(tracker: Tracker, config: &crate::Config) -> Self {
+    pub fn new(tracker: SharedCatalog, config: &crate::Config) -> Self {
         Self {
             tracker,
             limiter: config.rate_limiter(),
@@ -101,7 +101,7 @@ impl pb::tracker_server::Tracker for TrackerService {
     ) -> Result<Response<pb::ListFilesResponse>, Status> {
         self.limiter.check(&request)?;
         let (after, limit) = page_request(request.get_ref())?;
-        let page = self.tracker.list(after.as_ref(), limit);
+        let page = self.tracker.list(after.as_ref(), limit).await?;
         Ok(Response::new(list_answer(page)))
     }
 
@@ -112,7 +112,7 @@ impl pb::tracker_server::Tracker for TrackerService {
     ) -> Result<Response<pb::LocateResponse>, Status> {
         self.limiter.check(&request)?;
         let (name, known, want) = locate_request(request.into_inner())?;
-        let found = self.tracker.locate(&name, want)?;
+        let found = self.tracker.locate(&name, want).await?;
         Ok(Response::new(locate_answer(found, known)))
     }
 
@@ -145,7 +145,7 @@ impl pb::tracker_server::Tracker for TrackerService {
         self.limiter.check(&request)?;
         let token = required_token(request.metadata())?;
         let cred = credentials(&request.get_ref().peer_id, token)?;
-        self.tracker.heartbeat(cred)?;
+        self.tracker.heartbeat(cred).await?;
         Ok(Response::new(pb::HeartbeatResponse {
             heartbeat_interval_ms: millis(self.heartbeat_interval),
             ttl_ms: millis(self.ttl),

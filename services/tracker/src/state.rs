@@ -1,7 +1,7 @@
-//! [`Tracker`]: the shared handle every request goes through. It pairs the
-//! registry (in memory, behind a lock) with the journal that makes changes
-//! durable, and answers only once they are as durable as the journal makes
-//! them.
+//! [`Tracker`]: the embedded catalog, one [`Catalog`] backend (the default).
+//! It pairs the registry (in memory, behind a lock) with the journal that
+//! makes changes durable, and answers only once they are as durable as the
+//! journal makes them.
 
 use std::{
     sync::{Arc, Mutex, MutexGuard, PoisonError},
@@ -11,6 +11,7 @@ use std::{
 use hive::FileName;
 
 use crate::{
+    catalog::Catalog,
     error::ServiceError,
     journal::{Journal, Pending},
     registry::{
@@ -149,5 +150,60 @@ impl Tracker {
             .registry
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The embedded catalog: the registry in this process, made durable by the
+/// journal. The inherent methods above do the work.
+#[tonic::async_trait]
+impl Catalog for Tracker {
+    async fn register(
+        &self,
+        caller: Caller,
+        offers: Vec<Offer>,
+    ) -> Result<Registered, ServiceError> {
+        Tracker::register(self, caller, offers).await
+    }
+
+    async fn register_chunks(
+        &self,
+        cred: Credentials,
+        name: &FileName,
+        add: &[std::ops::RangeInclusive<u32>],
+        remove: &[std::ops::RangeInclusive<u32>],
+    ) -> Result<u32, ServiceError> {
+        Tracker::register_chunks(self, cred, name, add, remove).await
+    }
+
+    async fn heartbeat(&self, cred: Credentials) -> Result<(), ServiceError> {
+        Tracker::heartbeat(self, cred)
+    }
+
+    async fn leave(&self, cred: Credentials) -> Result<(), ServiceError> {
+        Tracker::leave(self, cred).await
+    }
+
+    async fn locate(&self, name: &FileName, want: usize) -> Result<Located, ServiceError> {
+        Tracker::locate(self, name, want)
+    }
+
+    async fn list(&self, after: Option<&FileName>, limit: usize) -> Result<Page, ServiceError> {
+        Ok(Tracker::list(self, after, limit))
+    }
+
+    async fn sweep(&self) -> Result<usize, ServiceError> {
+        Ok(Tracker::sweep(self).await?)
+    }
+
+    async fn stats(&self) -> Result<Stats, ServiceError> {
+        Ok(Tracker::stats(self))
+    }
+
+    async fn checkpoint(&self) -> Result<(), ServiceError> {
+        Ok(Tracker::checkpoint(self).await?)
+    }
+
+    fn broken(&self) -> tokio_util::sync::CancellationToken {
+        Tracker::broken(self)
     }
 }

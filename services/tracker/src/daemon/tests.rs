@@ -3,7 +3,7 @@
 //! fails is refused UNAVAILABLE, never acknowledged; the tracker stops; and
 //! after a restart from its data directory the refused change is nowhere.
 
-use std::{net::SocketAddr, path::Path, time::Duration};
+use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
 use hive::{
     FileName, Manifest,
@@ -45,7 +45,16 @@ async fn start(dir: &Path, fsync: Fsync) -> Running {
     let stop = CancellationToken::new();
     let served = tokio::spawn({
         let (tracker, stop) = (tracker.clone(), stop.clone());
-        async move { serve(listener, tracker, &config, None, stop.cancelled_owned()).await }
+        async move {
+            serve(
+                listener,
+                Arc::new(tracker),
+                &config,
+                None,
+                stop.cancelled_owned(),
+            )
+            .await
+        }
     });
     let channel = endpoint(&format!("http://{addr}"))
         .expect("endpoint")

@@ -1,0 +1,1110 @@
+//! The catalog's contract, run against both backends: the embedded one
+//! (registry, journal in memory) and the shared one on a `redis-server` of
+//! the test's own. Each case is written once, as a function of the catalog,
+//! and [`both!`] makes one test per backend of it.
+//!
+//! Calls go through the [`Catalog`] trait, and refusals are checked as the
+//! gRPC status codes the service sends for them. The embedded catalog reads
+//! the system clock (its registry's expiry rules are tested with a time of
+//! their own in the tracker's unit tests), and Redis its own clock, so the
+//! TTL cases use a short real TTL on both.
+
+#[path = "common/redis.rs"]
+mod redis_server;
+
+use std::{future::Future, io::Write, time::Duration};
+
+use hive::{ChunkSet, ChunkSize, FileName, Manifest};
+use hive_tracker::{
+    Config, SharedCatalog,
+    auth::Token,
+    error::ServiceError,
+    redis_catalog::RedisCatalog,
+    registry::{Caller, Credentials, Offer, Registered},
+};
+use redis_server::{RedisCluster, RedisServer};
+use tonic::Code;
+
+/// The TTL of the expiry cases: long enough for the calls of a case on a
+/// busy machine, short enough to wait for.
+const TTL: Duration = Duration::from_millis(1500);
+
+/// A catalog under test, with the server it needs.
+struct Backend {
+    catalog: SharedCatalog,
+    redis: Option<RedisServer>,
+    _cluster: Option<RedisCluster>,
+    config: Config,
+}
+
+impl Backend {
+    /// A command run on the store itself, by `redis-cli`.
+    fn raw(&self, args: &[&str]) -> String {
+        match (&self.redis, &self._cluster) {
+            (Some(r), _) => r.cli(args),
+            (_, Some(c)) => c.cli(args),
+            _ => panic!("the embedded catalog has no store to ask"),
+        }
+    }
+
+    /// Another replica on the same store (the shared backend only).
+    async fn replica(&self) -> SharedCatalog {
+        hive_tracker::connect(&self.config)
+            .await
+            .expect("connect a replica")
+    }
+}
+
+fn config() -> Config {
+    Config {
+        in_memory: true,
+        ttl: TTL,
+        heartbeat_interval: Duration::from_millis(500),
+        max_files_per_peer: 5,
+        max_files: 20,
+        forget_after: Duration::from_millis(300),
+        ..Config::default()
+    }
+}
+
+async fn embedded(config: Config) -> Option<Backend> {
+    let catalog = hive_tracker::connect(&config).await.expect("embedded");
+    Some(Backend {
+        catalog,
+        redis: None,
+        _cluster: None,
+        config,
+    })
+}
+
+async fn shared(mut config: Config) -> Option<Backend> {
+    let redis = RedisServer::start()?;
+    config.store = Some(redis.url());
+    let catalog = hive_tracker::connect(&config).await.expect("connect redis");
+    Some(Backend {
+        catalog,
+        redis: Some(redis),
+        _cluster: None,
+        config,
+    })
+}
+
+async fn clustered(mut config: Config) -> Option<Backend> {
+    let cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3))
+        .await
+        .expect("start the cluster")?;
+    config.store = Some(cluster.url());
+    let catalog = hive_tracker::connect(&config)
+        .await
+        .expect("connect the cluster");
+    Some(Backend {
+        catalog,
+        redis: None,
+        _cluster: Some(cluster),
+        config,
+    })
+}
+
+/// Runs `fut` under a timeout.
+async fn within<F: Future>(secs: u64, fut: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(secs), fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {secs} s"))
+}
+
+/// One test per backend of `case(backend)`.
+macro_rules! both {
+    ($($case:ident),* $(,)?) => {
+        mod embedded_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    if let Some(b) = super::embedded(super::config()).await {
+                        super::within(60, super::$case(b)).await;
+                    }
+                }
+            )*
+        }
+        mod redis_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    if let Some(b) = super::shared(super::config()).await {
+                        super::within(60, super::$case(b)).await;
+                    }
+                }
+            )*
+        }
+        mod redis_cluster_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    if let Some(b) = super::clustered(super::config()).await {
+                        super::within(90, super::$case(b)).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+both!(
+    refusals_have_their_codes_and_change_nothing,
+    a_register_with_one_conflicting_file_registers_none,
+    registering_again_is_idempotent_and_a_new_session_replaces_the_old,
+    register_chunks_adds_removes_and_drops,
+    locate_counts_are_exact_over_live_holders,
+    a_silent_peer_is_gone_within_one_ttl,
+    leave_drops_every_holding_at_once,
+    list_files_pages_in_name_order,
+    quotas_are_refused_whole,
+    orphaned_files_are_forgotten,
+);
+
+// ---- helpers ----------------------------------------------------------
+
+fn name(n: &str) -> FileName {
+    FileName::new(n).expect("file name")
+}
+
+/// A manifest of `len` bytes of content `seed`, in 1 KiB chunks.
+fn manifest(n: &str, len: usize, seed: u8) -> Manifest {
+    let mut f = tempfile::tempfile().expect("tempfile");
+    let data: Vec<u8> = (0..len)
+        .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+        .collect();
+    f.write_all(&data).expect("write");
+    Manifest::from_file(&f, len as u64, name(n), Some(ChunkSize::MIN)).expect("hash")
+}
+
+/// The chunks `held` (in order) of `m`, as the runs a client would send.
+fn chunks(m: &Manifest, held: &[u32]) -> ChunkSet {
+    let mut runs: Vec<std::ops::RangeInclusive<u32>> = Vec::new();
+    for &c in held {
+        match runs.last_mut() {
+            Some(r) if *r.end() + 1 == c => *r = *r.start()..=c,
+            _ => runs.push(c..=c),
+        }
+    }
+    ChunkSet::from_ranges(m.chunk_count(), runs).expect("chunks")
+}
+
+fn full(m: &Manifest) -> Offer {
+    Offer {
+        manifest: m.clone(),
+        chunks: ChunkSet::full(m.chunk_count()),
+    }
+}
+
+fn offer(m: &Manifest, held: &[u32]) -> Offer {
+    Offer {
+        manifest: m.clone(),
+        chunks: chunks(m, held),
+    }
+}
+
+/// A peer's session.
+struct Session {
+    reg: Registered,
+    token: Token,
+}
+
+impl Session {
+    fn cred(&self) -> Credentials {
+        Credentials {
+            peer: self.reg.peer,
+            token: self.token.hash(),
+        }
+    }
+}
+
+async fn join(c: &SharedCatalog, port: u16, offers: Vec<Offer>) -> Session {
+    let caller = Caller::New {
+        addr: format!("10.0.0.1:{port}"),
+    };
+    let reg = c.register(caller, offers).await.expect("register");
+    let token = reg.token.clone().expect("a new session has a token");
+    Session { reg, token }
+}
+
+fn code<T: std::fmt::Debug>(r: Result<T, ServiceError>) -> Code {
+    tonic::Status::from(r.expect_err("refused")).code()
+}
+
+/// Everything the catalog tells: each file, its live holders and counts.
+async fn snapshot(c: &SharedCatalog) -> String {
+    let page = c.list(None, 1000).await.expect("list");
+    let mut out = String::new();
+    for f in page.files {
+        let found = c.locate(f.manifest.name(), 1000).await.expect("locate");
+        let mut holders: Vec<String> = found
+            .holders
+            .iter()
+            .map(|h| format!("{}@{}:{:?}", h.peer, h.addr, h.chunks.to_bitmap()))
+            .collect();
+        holders.sort();
+        out += &format!(
+            "{} {} {holders:?} {:?}\n",
+            f.manifest.name(),
+            f.manifest.digest(),
+            found.chunk_holders
+        );
+    }
+    out
+}
+
+async fn holder_count(c: &SharedCatalog, n: &str) -> u32 {
+    c.locate(&name(n), 0).await.expect("locate").holder_count
+}
+
+// ---- cases -------------------------------------------------------------
+
+async fn refusals_have_their_codes_and_change_nothing(b: Backend) {
+    let c = &b.catalog;
+    let x = manifest("x", 5000, 1);
+    let a = join(c, 4001, vec![full(&x)]).await;
+    let other = join(c, 4002, vec![full(&manifest("y", 3000, 2))]).await;
+    let before = snapshot(c).await;
+
+    // Other content under a registered name; the same content in other chunks.
+    let r = c
+        .register(
+            Caller::New {
+                addr: "10.0.0.9:1".into(),
+            },
+            vec![full(&manifest("x", 5000, 9))],
+        )
+        .await;
+    assert_eq!(code(r), Code::AlreadyExists);
+    let x_other_layout = {
+        let mut t = tempfile::tempfile().unwrap();
+        let data: Vec<u8> = (0..5000usize)
+            .map(|i| (i as u8).wrapping_mul(31) ^ 1)
+            .collect();
+        t.write_all(&data).unwrap();
+        Manifest::from_file(&t, 5000, name("x"), ChunkSize::new(2048).ok()).unwrap()
+    };
+    assert_eq!(x_other_layout.digest(), x.digest(), "same content");
+    let r = c
+        .register(Caller::Session(a.cred()), vec![full(&x_other_layout)])
+        .await;
+    assert_eq!(code(r), Code::InvalidArgument);
+
+    // Credentials: a wrong token, another session's token, an unknown peer.
+    let wrong = Credentials {
+        peer: a.reg.peer,
+        token: blake3::hash(b"wrong"),
+    };
+    assert_eq!(code(c.heartbeat(wrong).await), Code::Unauthenticated);
+    let theirs = Credentials {
+        peer: a.reg.peer,
+        token: other.token.hash(),
+    };
+    assert_eq!(code(c.heartbeat(theirs).await), Code::PermissionDenied);
+    assert_eq!(code(c.leave(theirs).await), Code::PermissionDenied);
+    let unknown = Credentials {
+        peer: hive_tracker::auth::PeerId::from_u64(0x1234_5678),
+        token: blake3::hash(b"nobody"),
+    };
+    assert_eq!(code(c.heartbeat(unknown).await), Code::NotFound);
+    assert_eq!(
+        code(c.register(Caller::Session(unknown), vec![]).await),
+        Code::NotFound
+    );
+
+    // RegisterChunk: unknown file, chunks past the end, bad credentials.
+    let r = c
+        .register_chunks(a.cred(), &name("nope"), &[1..=1], &[])
+        .await;
+    assert_eq!(code(r), Code::NotFound);
+    let r = c
+        .register_chunks(a.cred(), &name("x"), &[1..=99], &[])
+        .await;
+    assert_eq!(code(r), Code::InvalidArgument);
+    let r = c.register_chunks(a.cred(), &name("y"), &[0..=1], &[]).await;
+    assert_eq!(code(r), Code::InvalidArgument);
+    let r = c.register_chunks(theirs, &name("x"), &[1..=1], &[]).await;
+    assert_eq!(code(r), Code::PermissionDenied);
+    let r = c.register_chunks(unknown, &name("x"), &[1..=1], &[]).await;
+    assert_eq!(code(r), Code::NotFound);
+    assert_eq!(code(c.locate(&name("nope"), 0).await), Code::NotFound);
+
+    assert_eq!(snapshot(c).await, before, "a refusal changed the catalog");
+    // The sessions still work.
+    c.heartbeat(a.cred()).await.expect("a's session");
+    c.heartbeat(other.cred()).await.expect("other's session");
+}
+
+async fn a_register_with_one_conflicting_file_registers_none(b: Backend) {
+    let c = &b.catalog;
+    let taken = manifest("taken", 2000, 1);
+    join(c, 4001, vec![full(&taken)]).await;
+    let before = snapshot(c).await;
+    let fresh = manifest("fresh", 2000, 2);
+    let clash = manifest("taken", 2000, 3);
+    let r = c
+        .register(
+            Caller::New {
+                addr: "10.0.0.2:1".into(),
+            },
+            vec![full(&fresh), full(&clash)],
+        )
+        .await;
+    assert_eq!(code(r), Code::AlreadyExists);
+    assert_eq!(code(c.locate(&name("fresh"), 0).await), Code::NotFound);
+    assert_eq!(snapshot(c).await, before);
+}
+
+async fn registering_again_is_idempotent_and_a_new_session_replaces_the_old(b: Backend) {
+    let c = &b.catalog;
+    let m = manifest("m", 4096, 1);
+    let s = join(c, 4001, vec![offer(&m, &[1, 2])]).await;
+    let once = snapshot(c).await;
+    for _ in 0..2 {
+        let again = c
+            .register(Caller::Session(s.cred()), vec![offer(&m, &[1, 2])])
+            .await
+            .expect("again");
+        assert_eq!(again.peer, s.reg.peer);
+        assert!(again.token.is_none(), "an existing session keeps its token");
+        assert_eq!(again.addr, s.reg.addr);
+    }
+    assert_eq!(
+        snapshot(c).await,
+        once,
+        "registering again changed the catalog"
+    );
+
+    // The same address starts a new session: the old one is gone at once.
+    let s2 = join(c, 4001, vec![offer(&m, &[3])]).await;
+    assert_ne!(s2.reg.peer, s.reg.peer);
+    let found = c.locate(&name("m"), 0).await.unwrap();
+    assert_eq!(found.holder_count, 1);
+    assert_eq!(found.holders[0].peer, s2.reg.peer);
+    assert_eq!(found.chunk_holders, [0, 0, 1, 0]);
+    assert_eq!(code(c.heartbeat(s.cred()).await), Code::NotFound);
+    c.heartbeat(s2.cred()).await.expect("new session");
+}
+
+async fn register_chunks_adds_removes_and_drops(b: Backend) {
+    let c = &b.catalog;
+    let m = manifest("m", 8 * 1024, 1);
+    let s = join(c, 4001, vec![offer(&m, &[1])]).await;
+    let n = name("m");
+    assert_eq!(
+        c.register_chunks(s.cred(), &n, &[2..=4], &[])
+            .await
+            .unwrap(),
+        4
+    );
+    assert_eq!(
+        c.register_chunks(s.cred(), &n, &[8..=8], &[1..=2])
+            .await
+            .unwrap(),
+        3
+    );
+    let found = c.locate(&n, 0).await.unwrap();
+    assert_eq!(found.chunk_holders, [0, 0, 1, 1, 0, 0, 0, 1]);
+    // Removing every chunk drops the holding.
+    let held = c
+        .register_chunks(s.cred(), &n, &[], &[1..=8])
+        .await
+        .unwrap();
+    assert_eq!(held, 0);
+    let found = c.locate(&n, 0).await.unwrap();
+    assert_eq!((found.holder_count, found.holders.len()), (0, 0));
+    assert_eq!(found.chunk_holders, [0; 8]);
+    // And adding again brings it back.
+    assert_eq!(
+        c.register_chunks(s.cred(), &n, &[5..=5], &[])
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(holder_count(c, "m").await, 1);
+}
+
+async fn locate_counts_are_exact_over_live_holders(b: Backend) {
+    let c = &b.catalog;
+    let m = manifest("m", 4 * 1024, 1);
+    let a = join(c, 4001, vec![offer(&m, &[1, 2])]).await;
+    let bb = join(c, 4002, vec![offer(&m, &[2, 3])]).await;
+    let silent = join(c, 4003, vec![full(&m)]).await;
+    let found = c.locate(&name("m"), 0).await.unwrap();
+    assert_eq!(found.chunk_holders, [2, 3, 2, 1]);
+    assert_eq!(found.holder_count, 3);
+    // Only `silent` stops heartbeating: once it is past its TTL the counts
+    // are over the two live holders, swept or not.
+    let half = TTL / 2;
+    for _ in 0..3 {
+        tokio::time::sleep(half).await;
+        c.heartbeat(a.cred()).await.unwrap();
+        c.heartbeat(bb.cred()).await.unwrap();
+    }
+    let found = c.locate(&name("m"), 0).await.unwrap();
+    assert_eq!(found.chunk_holders, [1, 2, 1, 0]);
+    assert_eq!(found.holder_count, 2);
+    assert!(found.holders.iter().all(|h| h.peer != silent.reg.peer));
+    let one = c.locate(&name("m"), 1).await.unwrap();
+    assert_eq!((one.holders.len(), one.holder_count), (1, 2));
+}
+
+async fn a_silent_peer_is_gone_within_one_ttl(b: Backend) {
+    let c = &b.catalog;
+    let m = manifest("m", 2048, 1);
+    // Its TTL starts between these two instants.
+    let before = std::time::Instant::now();
+    let s = join(c, 4001, vec![full(&m)]).await;
+    let after = std::time::Instant::now();
+    assert_eq!(holder_count(c, "m").await, 1);
+    // Poll until it is gone; it must go within one TTL (and a margin for a
+    // busy machine), not before.
+    while holder_count(c, "m").await == 1 {
+        assert!(
+            after.elapsed() < TTL + Duration::from_secs(1),
+            "still listed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A little slack: Redis expires keys by its own clock.
+    assert!(
+        before.elapsed() >= TTL - Duration::from_millis(50),
+        "gone early"
+    );
+    assert_eq!(code(c.heartbeat(s.cred()).await), Code::NotFound);
+    assert_eq!(c.locate(&name("m"), 0).await.unwrap().chunk_holders, [0, 0]);
+    // The sweep then drops the session for good.
+    let mut gone = 0;
+    for _ in 0..5 {
+        gone += c.sweep().await.expect("sweep");
+    }
+    assert_eq!(gone, 1);
+    assert_eq!(c.stats().await.unwrap().peers, 0);
+}
+
+async fn leave_drops_every_holding_at_once(b: Backend) {
+    let c = &b.catalog;
+    let (m1, m2) = (manifest("a", 2048, 1), manifest("b", 3072, 2));
+    let s = join(c, 4001, vec![full(&m1), full(&m2)]).await;
+    let stay = join(c, 4002, vec![offer(&m2, &[1])]).await;
+    c.leave(s.cred()).await.expect("leave");
+    assert_eq!(holder_count(c, "a").await, 0);
+    let b2 = c.locate(&name("b"), 0).await.unwrap();
+    assert_eq!(
+        (b2.holder_count, b2.chunk_holders.clone()),
+        (1, vec![1, 0, 0])
+    );
+    assert_eq!(code(c.heartbeat(s.cred()).await), Code::NotFound);
+    assert_eq!(code(c.leave(s.cred()).await), Code::NotFound);
+    c.heartbeat(stay.cred())
+        .await
+        .expect("the other session stays");
+    assert_eq!(c.stats().await.unwrap().peers, 1);
+}
+
+async fn list_files_pages_in_name_order(b: Backend) {
+    let c = &b.catalog;
+    let names = ["e", "a", "d", "b", "c"];
+    let offers = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| full(&manifest(n, 1024, i as u8)))
+        .collect();
+    join(c, 4001, offers).await;
+    let mut seen = Vec::new();
+    let mut after: Option<FileName> = None;
+    let mut pages = 0;
+    loop {
+        let page = c.list(after.as_ref(), 2).await.expect("list");
+        pages += 1;
+        assert!(page.files.len() <= 2);
+        for f in &page.files {
+            assert_eq!(f.holder_count, 1);
+            seen.push(f.manifest.name().to_string());
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["a", "b", "c", "d", "e"]);
+    assert_eq!(pages, 3);
+    let last = c.list(Some(&name("e")), 2).await.unwrap();
+    assert!(last.files.is_empty() && last.next.is_none());
+}
+
+async fn quotas_are_refused_whole(b: Backend) {
+    let c = &b.catalog;
+    // Five files per peer: a sixth is refused, whole.
+    let ms: Vec<Manifest> = (0..6)
+        .map(|i| manifest(&format!("f{i}"), 1024, i))
+        .collect();
+    let s = join(c, 4001, ms[..4].iter().map(full).collect()).await;
+    let before = snapshot(c).await;
+    let r = c
+        .register(Caller::Session(s.cred()), vec![full(&ms[4]), full(&ms[5])])
+        .await;
+    assert_eq!(code(r), Code::ResourceExhausted);
+    assert_eq!(snapshot(c).await, before);
+    // One more fits; then RegisterChunk of a sixth is refused too.
+    c.register(Caller::Session(s.cred()), vec![full(&ms[4])])
+        .await
+        .expect("a fifth file");
+    let other = join(c, 4002, vec![full(&ms[5])]).await;
+    let before = snapshot(c).await;
+    let r = c
+        .register_chunks(s.cred(), &name("f5"), &[1..=1], &[])
+        .await;
+    assert_eq!(code(r), Code::ResourceExhausted);
+    assert_eq!(snapshot(c).await, before);
+    // Dropping one frees a place.
+    c.register_chunks(s.cred(), &name("f0"), &[], &[1..=1])
+        .await
+        .unwrap();
+    c.register_chunks(s.cred(), &name("f5"), &[1..=1], &[])
+        .await
+        .unwrap();
+    assert_eq!(holder_count(c, "f5").await, 2);
+    drop(other);
+}
+
+async fn orphaned_files_are_forgotten(b: Backend) {
+    let c = &b.catalog;
+    let m = manifest("m", 1024, 1);
+    let s = join(c, 4001, vec![full(&m)]).await;
+    c.leave(s.cred()).await.unwrap();
+    // Listed (with no holder) until forget_after has passed and a sweep ran.
+    assert_eq!(c.list(None, 10).await.unwrap().files.len(), 1);
+    let started = std::time::Instant::now();
+    loop {
+        c.sweep().await.expect("sweep");
+        if c.list(None, 10).await.unwrap().files.is_empty() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "never forgotten"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(code(c.locate(&name("m"), 0).await), Code::NotFound);
+    // The name is free for other content.
+    join(c, 4002, vec![full(&manifest("m", 2048, 7))]).await;
+    assert_eq!(c.locate(&name("m"), 0).await.unwrap().manifest.size(), 2048);
+}
+
+// ---- the shared backend only --------------------------------------------
+
+/// Two replicas on one Redis are one catalog: a file registered through one
+/// is located through the other, and either accepts the session's token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_one_catalog() {
+    if let Some(b) = shared(config()).await {
+        two_replicas(b).await;
+    }
+}
+
+/// The same on a 3-primary Redis Cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_one_cluster() {
+    if let Some(b) = clustered(config()).await {
+        two_replicas(b).await;
+    }
+}
+
+async fn two_replicas(b: Backend) {
+    within(60, async {
+        let other = b.replica().await;
+        let m = manifest("m", 4096, 1);
+        let s = join(&b.catalog, 4001, vec![offer(&m, &[1, 4])]).await;
+        let found = other
+            .locate(&name("m"), 0)
+            .await
+            .expect("through the other");
+        assert_eq!(found.holders[0].peer, s.reg.peer);
+        assert_eq!(found.chunk_holders, [1, 0, 0, 1]);
+        other
+            .heartbeat(s.cred())
+            .await
+            .expect("the token works on both");
+        other
+            .register_chunks(s.cred(), &name("m"), &[2..=2], &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            b.catalog.locate(&name("m"), 0).await.unwrap().chunk_holders,
+            [1, 1, 0, 1]
+        );
+        other.leave(s.cred()).await.unwrap();
+        assert_eq!(holder_count(&b.catalog, "m").await, 0);
+    })
+    .await;
+}
+
+/// Tokens are stored hashed: no key or value in Redis holds the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_stored_hashed() {
+    let Some(b) = shared(config()).await else {
+        return;
+    };
+    within(60, async {
+        let s = join(&b.catalog, 4001, vec![full(&manifest("m", 1024, 1))]).await;
+        let redis = b.redis.as_ref().unwrap();
+        let dump = redis.cli(&["--no-raw", "EVAL", DUMP_ALL, "0"]);
+        assert!(!dump.is_empty());
+        assert!(
+            !dump.contains(s.token.reveal()),
+            "the token is stored in the clear"
+        );
+        let hash: String = s
+            .token
+            .hash()
+            .as_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert!(
+            dump.contains(&hash),
+            "the token's hash indexes the session: {dump}"
+        );
+    })
+    .await;
+}
+
+/// Every key and every string value in the database.
+const DUMP_ALL: &str = r#"
+local out = {}
+for _, k in ipairs(redis.call('KEYS', '*')) do
+  out[#out + 1] = k
+  local t = redis.call('TYPE', k).ok
+  if t == 'string' then out[#out + 1] = redis.call('GET', k)
+  elseif t == 'hash' then for _, v in ipairs(redis.call('HGETALL', k)) do out[#out + 1] = v end
+  elseif t == 'set' then for _, v in ipairs(redis.call('SMEMBERS', k)) do out[#out + 1] = v end
+  elseif t == 'zset' then for _, v in ipairs(redis.call('ZRANGE', k, 0, -1)) do out[#out + 1] = v end
+  end
+end
+return out
+"#;
+
+/// The promise the shared backend weakens: Registers racing for one new
+/// name with different content. Exactly one content wins, and each file
+/// stays whole by itself (its holders all hold its one manifest); a loser
+/// may have registered its other, earlier files (one Register is atomic per
+/// file, not per request). The embedded catalog would register none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_registers_stay_whole_per_file() {
+    if let Some(b) = shared(config()).await {
+        racing_registers(b).await;
+    }
+}
+
+/// The same on a 3-primary Redis Cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_registers_stay_whole_per_file_on_a_cluster() {
+    if let Some(b) = clustered(config()).await {
+        racing_registers(b).await;
+    }
+}
+
+async fn racing_registers(b: Backend) {
+    within(60, async {
+        let replica = b.replica().await;
+        let common = manifest("common", 2048, 1);
+        let mut tasks = Vec::new();
+        for i in 0..8u8 {
+            let c = if i % 2 == 0 {
+                b.catalog.clone()
+            } else {
+                replica.clone()
+            };
+            let offers = vec![full(&common), full(&manifest("race", 2048, 10 + i))];
+            tasks.push(tokio::spawn(async move {
+                let caller = Caller::New {
+                    addr: format!("10.0.1.{i}:1"),
+                };
+                (i, c.register(caller, offers).await)
+            }));
+        }
+        let mut won = Vec::new();
+        for t in tasks {
+            let (i, r) = t.await.unwrap();
+            match r {
+                Ok(reg) => won.push((i, reg.peer)),
+                Err(e) => assert_eq!(tonic::Status::from(e).code(), Code::AlreadyExists),
+            }
+        }
+        assert!(!won.is_empty(), "someone registers the name");
+        let race = b.catalog.locate(&name("race"), 100).await.unwrap();
+        let winner_digest = race.manifest.digest();
+        let winners: Vec<u8> = won
+            .iter()
+            .filter(|(i, _)| manifest("race", 2048, 10 + i).digest() == winner_digest)
+            .map(|(i, _)| *i)
+            .collect();
+        assert_eq!(
+            winners.len(),
+            won.len(),
+            "every success holds the one content"
+        );
+        assert_eq!(race.holder_count as usize, won.len());
+        assert!(race.chunk_holders.iter().all(|&n| n as usize == won.len()));
+        // "common" is whole too: its counts match its holders.
+        let common = b.catalog.locate(&name("common"), 100).await.unwrap();
+        assert!(common.holder_count as usize >= won.len());
+        assert!(
+            common
+                .chunk_holders
+                .iter()
+                .all(|&n| n as u32 == common.holder_count)
+        );
+    })
+    .await;
+}
+
+/// Expiry sweeps by several replicas at once: each silent session is
+/// claimed by exactly one of them (the counts of peers gone add up), and
+/// the holder records left are exactly the live sessions' (counted from the
+/// records in Redis, not through Locate, which filters by liveness anyway).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sweeps_never_double_count_or_lose_a_holding() {
+    if let Some(b) = shared(config()).await {
+        concurrent_sweeps(b).await;
+    }
+}
+
+/// The same on a 3-primary Redis Cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sweeps_on_a_cluster_never_double_count_or_lose_a_holding() {
+    if let Some(b) = clustered(config()).await {
+        concurrent_sweeps(b).await;
+    }
+}
+
+async fn concurrent_sweeps(b: Backend) {
+    within(60, async {
+        let replicas = [b.catalog.clone(), b.replica().await, b.replica().await];
+        let m = manifest("m", 8 * 1024, 1);
+        let (mut live, mut silent) = (Vec::new(), Vec::new());
+        let mut want = [0u8; 8];
+        for i in 0..24u32 {
+            let held = [i % 8 + 1, (i + 3) % 8 + 1];
+            let s = join(
+                &replicas[i as usize % 3],
+                5000 + i as u16,
+                vec![offer(&m, &held)],
+            )
+            .await;
+            if i % 2 == 0 {
+                for c in held {
+                    want[c as usize - 1] += 1;
+                }
+                live.push(s);
+            } else {
+                silent.push(s);
+            }
+        }
+        // The live half heartbeats past the TTL; the silent half expires.
+        let until = std::time::Instant::now() + TTL + Duration::from_millis(300);
+        while std::time::Instant::now() < until {
+            for s in &live {
+                b.catalog.heartbeat(s.cred()).await.expect("heartbeat");
+            }
+            tokio::time::sleep(TTL / 5).await;
+        }
+        let mut gone = 0;
+        for _ in 0..3 {
+            let (x, y, z) = tokio::join!(
+                replicas[0].sweep(),
+                replicas[1].sweep(),
+                replicas[2].sweep()
+            );
+            gone += x.unwrap() + y.unwrap() + z.unwrap();
+        }
+        assert_eq!(
+            gone,
+            silent.len(),
+            "each silent session claimed exactly once"
+        );
+        assert_eq!(b.catalog.stats().await.unwrap().peers, live.len());
+
+        // The records in Redis: exactly the live sessions', no other.
+        let tag: String = blake3::hash(b"m").as_bytes()[..8]
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect();
+        let key = format!("hv:f:{{{tag}}}:h");
+        let records = b.raw(&["HKEYS", &key]);
+        let mut ids: Vec<&str> = records.lines().filter(|l| !l.is_empty()).collect();
+        ids.sort();
+        let mut want_ids: Vec<String> = live.iter().map(|s| s.reg.peer.to_hex()).collect();
+        want_ids.sort();
+        assert_eq!(ids, want_ids);
+        let found = b.catalog.locate(&name("m"), 100).await.unwrap();
+        assert_eq!(found.chunk_holders, want);
+        for s in &silent {
+            assert_eq!(code(b.catalog.heartbeat(s.cred()).await), Code::NotFound);
+        }
+    })
+    .await;
+}
+
+/// A holder record whose session no longer exists (what a sweeper that
+/// died between its claim and its cleanup leaves) is never listed, and the
+/// scrub drops it, and only it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scrub_drops_records_of_ended_sessions_only() {
+    let Some(b) = shared(config()).await else {
+        return;
+    };
+    within(60, async {
+        let m = manifest("m", 2048, 1);
+        let s = join(&b.catalog, 4001, vec![full(&m)]).await;
+        let tag: String = blake3::hash(b"m").as_bytes()[..8]
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect();
+        let key = format!("hv:f:{{{tag}}}:h");
+        b.raw(&["HSET", &key, "00000000deadbeef", "\u{3}"]);
+        let found = b.catalog.locate(&name("m"), 0).await.unwrap();
+        assert_eq!((found.holder_count, found.chunk_holders), (1, vec![1, 1]));
+
+        let url = b.config.store.clone().unwrap();
+        let catalog = RedisCatalog::connect(&url, b.config.limits())
+            .await
+            .unwrap();
+        assert_eq!(catalog.scrub().await.unwrap(), 1);
+        assert_eq!(b.raw(&["HKEYS", &key]).trim(), s.reg.peer.to_hex());
+        assert_eq!(catalog.scrub().await.unwrap(), 0);
+    })
+    .await;
+}
+
+/// A Redis primary killed (kill -9) with a replica: Locate answers again
+/// once the replica is promoted, with the file and its holder, within two
+/// node timeouts (2 s each here) and a margin for a busy machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locate_answers_again_after_a_primary_fails_over() {
+    let cluster = tokio::task::spawn_blocking(|| RedisCluster::start_with(3, 1))
+        .await
+        .expect("start the cluster");
+    let Some(mut cluster) = cluster else {
+        return;
+    };
+    within(90, async {
+        let mut config = config();
+        config.ttl = Duration::from_secs(60);
+        config.store = Some(cluster.url());
+        let c = hive_tracker::connect(&config).await.expect("connect");
+        let m = manifest("m", 2048, 1);
+        let s = join(&c, 4001, vec![full(&m)]).await;
+        cluster.wait_replicated();
+        let tag: String = blake3::hash(b"m").as_bytes()[..8]
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect();
+        let killed = cluster.kill_primary_of(&format!("hv:f:{{{tag}}}:m"));
+        let started = std::time::Instant::now();
+        let found = loop {
+            match c.locate(&name("m"), 0).await {
+                Ok(found) => break found,
+                Err(e) => {
+                    let status = tonic::Status::from(e);
+                    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                }
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "no failover");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let took = started.elapsed();
+        eprintln!("primary {killed} killed: Locate answered again after {took:?}");
+        assert_eq!(found.holder_count, 1);
+        assert_eq!(found.holders[0].peer, s.reg.peer);
+        assert!(took < Duration::from_secs(12), "failover took {took:?}");
+        c.heartbeat(s.cred()).await.expect("the session survived");
+    })
+    .await;
+}
+
+/// The two backends side by side: one random sequence of calls (new and
+/// extended sessions, conflicting and dropped offers, chunk changes in and
+/// out of range, quotas, Leave, calls with ended sessions) gets the same
+/// answers, codes and catalog from the embedded catalog and from Redis.
+/// Peers are compared by address, as each backend mints its own ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_backends_answer_a_random_workload_alike() {
+    let mut cfg = config();
+    cfg.ttl = Duration::from_secs(60);
+    cfg.max_files_per_peer = 3;
+    let (Some(one), Some(two)) = (embedded(cfg.clone()).await, shared(cfg).await) else {
+        return;
+    };
+    within(120, async {
+        for seed in 0..3 {
+            differential(&one.catalog, &two.catalog, seed).await;
+        }
+    })
+    .await;
+}
+
+/// What a call answered, comparable across backends.
+#[derive(Debug, PartialEq)]
+enum Answer {
+    Ok(String),
+    Refused(Code),
+}
+
+fn answer<T>(r: Result<T, ServiceError>, show: impl Fn(T) -> String) -> Answer {
+    match r {
+        Ok(v) => Answer::Ok(show(v)),
+        Err(e) => Answer::Refused(tonic::Status::from(e).code()),
+    }
+}
+
+/// The catalog as seen through ListFiles and Locate, peers by address.
+async fn view_by_addr(c: &SharedCatalog) -> String {
+    let page = c.list(None, 1000).await.expect("list");
+    let mut out = String::new();
+    for f in page.files {
+        let found = c.locate(f.manifest.name(), 1000).await.expect("locate");
+        let mut holders: Vec<String> = found
+            .holders
+            .iter()
+            .map(|h| format!("{}:{:?}", h.addr, h.chunks.to_bitmap()))
+            .collect();
+        holders.sort();
+        out += &format!(
+            "{} {} {} {holders:?} {:?}\n",
+            f.manifest.name(),
+            f.manifest.digest(),
+            found.holder_count,
+            found.chunk_holders
+        );
+    }
+    out
+}
+
+async fn differential(one: &SharedCatalog, two: &SharedCatalog, seed: u64) {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let names = ["a", "b", "c", "d", "e", "f", "g"];
+    let files: Vec<Manifest> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| manifest(n, 1024 * (1 + i % 4) + 100, i as u8))
+        .collect();
+    let other = |i: usize| manifest(names[i], 3000, 99);
+    // Per address: each backend's session, if any.
+    let mut sessions: Vec<Option<(Credentials, Credentials)>> = vec![None; 6];
+    let offer_of = |rng: &mut fastrand::Rng| -> Offer {
+        let i = rng.usize(..files.len());
+        let m = match rng.u8(..10) {
+            0 => other(i),
+            _ => files[i].clone(),
+        };
+        let n = m.chunk_count();
+        let held: Vec<u32> = (1..=n).filter(|_| rng.bool()).collect();
+        offer(&m, &held)
+    };
+    let mut seen: std::collections::HashMap<Code, usize> = Default::default();
+    for step in 0..200 {
+        let k = rng.usize(..sessions.len());
+        let addr = format!("10.0.0.{k}:7000");
+        let what = rng.u8(..10);
+        let (a, b, label) = match (what, sessions[k]) {
+            (0..=2, _) | (_, None) => {
+                let offers: Vec<Offer> = (0..rng.usize(0..3)).map(|_| offer_of(&mut rng)).collect();
+                let caller = || Caller::New { addr: addr.clone() };
+                let ra = one.register(caller(), offers.clone()).await;
+                let rb = two.register(caller(), offers).await;
+                if let (Ok(x), Ok(y)) = (&ra, &rb) {
+                    let cred = |r: &Registered| Credentials {
+                        peer: r.peer,
+                        token: r.token.as_ref().expect("new").hash(),
+                    };
+                    sessions[k] = Some((cred(x), cred(y)));
+                }
+                let show = |r: Registered| r.addr;
+                (answer(ra, show), answer(rb, show), "register new")
+            }
+            (3..=4, Some((ca, cb))) => {
+                let offers: Vec<Offer> = (0..rng.usize(1..3)).map(|_| offer_of(&mut rng)).collect();
+                let ra = one.register(Caller::Session(ca), offers.clone()).await;
+                let rb = two.register(Caller::Session(cb), offers).await;
+                let show = |r: Registered| r.addr;
+                (answer(ra, show), answer(rb, show), "register again")
+            }
+            (5..=7, Some((ca, cb))) => {
+                let i = rng.usize(..files.len());
+                let n = files[i].chunk_count() + 1;
+                let first = rng.u32(0..=n);
+                let add = [first..=rng.u32(first..=n)];
+                let first = rng.u32(1..=n);
+                let remove = match rng.bool() {
+                    true => vec![first..=first],
+                    false => vec![],
+                };
+                let name = files[i].name();
+                let ra = one.register_chunks(ca, name, &add, &remove).await;
+                let rb = two.register_chunks(cb, name, &add, &remove).await;
+                (
+                    answer(ra, |h| h.to_string()),
+                    answer(rb, |h| h.to_string()),
+                    "chunks",
+                )
+            }
+            (8, Some((ca, cb))) => {
+                let ra = one.leave(ca).await;
+                let rb = two.leave(cb).await;
+                (
+                    answer(ra, |_| "left".into()),
+                    answer(rb, |_| "left".into()),
+                    "leave",
+                )
+            }
+            (_, Some((ca, cb))) => {
+                let ra = one.heartbeat(ca).await;
+                let rb = two.heartbeat(cb).await;
+                (
+                    answer(ra, |_| "".into()),
+                    answer(rb, |_| "".into()),
+                    "heartbeat",
+                )
+            }
+        };
+        assert_eq!(a, b, "seed {seed} step {step}: {label} for {addr}");
+        let code = match a {
+            Answer::Ok(_) => Code::Ok,
+            Answer::Refused(code) => code,
+        };
+        *seen.entry(code).or_default() += 1;
+        if step % 10 == 9 {
+            assert_eq!(
+                view_by_addr(one).await,
+                view_by_addr(two).await,
+                "seed {seed} step {step}"
+            );
+        }
+    }
+    assert_eq!(
+        view_by_addr(one).await,
+        view_by_addr(two).await,
+        "seed {seed}"
+    );
+    // The workload reaches every kind of answer.
+    for code in [
+        Code::Ok,
+        Code::AlreadyExists,
+        Code::InvalidArgument,
+        Code::NotFound,
+        Code::ResourceExhausted,
+    ] {
+        assert!(
+            seen.contains_key(&code),
+            "seed {seed}: no {code:?} in {seen:?}"
+        );
+    }
+    // Clean up for the next seed: everyone leaves, everything is forgotten.
+    for (ca, cb) in sessions.into_iter().flatten() {
+        let _ = one.leave(ca).await;
+        let _ = two.leave(cb).await;
+    }
+}
