@@ -25,7 +25,7 @@ struct Args {
     listen: SocketAddr,
 
     /// A TOML file of settings: each key is a long flag without its dashes
-    /// (`max-uploads = 64`). Flags and HIVE_* variables override it.
+    /// (`ttl = "30s"`). Flags and HIVE_* variables override it.
     #[arg(long = "config", env = "HIVE_CONFIG", value_name = "PATH")]
     config_file: Option<PathBuf>,
 

@@ -16,6 +16,7 @@ use clap::{Parser, Subcommand};
 pub struct Cli {
     /// The tracker's URL (for files and locate). By default the tracker the
     /// daemon at --peer uses, or http://127.0.0.1:65001 if no daemon answers.
+    /// HIVE_TRACKER counts as giving it: set, it wins over the daemon's.
     #[arg(long, global = true, env = "HIVE_TRACKER", value_parser = hive_peer::config::parse_url)]
     pub tracker: Option<String>,
 

@@ -98,7 +98,7 @@ impl View {
 
     fn started(&mut self, s: &ctl::Started) {
         match self {
-            Self::Json => println!(
+            Self::Json => outln!(
                 "{}",
                 json!({
                     "event": "started", "name": s.name, "size": s.size, "chunk_count": s.chunk_count,
@@ -132,7 +132,7 @@ impl View {
 
     fn progress(&mut self, p: &ctl::Progress) {
         match self {
-            Self::Json => println!(
+            Self::Json => outln!(
                 "{}",
                 json!({
                     "event": "progress", "bytes_done": p.bytes_done, "bytes_wanted": p.bytes_wanted,
@@ -176,7 +176,7 @@ impl View {
 
     fn done(&self, file: &str, chunk: Option<u32>, d: &ctl::Done) {
         if let Self::Json = self {
-            println!(
+            outln!(
                 "{}",
                 json!({
                     "event": "done", "name": file, "chunk": chunk, "path": d.path, "digest": hex(&d.digest),
@@ -190,9 +190,9 @@ impl View {
         let elapsed = Duration::from_micros(d.elapsed_us);
         match chunk {
             _ if d.already_present => {
-                println!("{file}{} is already here ({})", chunk_label(chunk), d.path)
+                outln!("{file}{} is already here ({})", chunk_label(chunk), d.path)
             }
-            Some(n) => println!(
+            Some(n) => outln!(
                 "chunk {n} of {file} ({}) from {}: verified, stored and registered ({:.1} ms)",
                 bytes(d.bytes_received),
                 d.source,
@@ -200,7 +200,7 @@ impl View {
             ),
             None => {
                 let rate = d.bytes_received as f64 / elapsed.as_secs_f64().max(1e-9);
-                println!(
+                outln!(
                     "fetched {file}: {} in {:.2} s ({}/s), blake3 {} verified -> {}",
                     bytes(d.bytes_received),
                     elapsed.as_secs_f64(),
@@ -209,7 +209,7 @@ impl View {
                     d.path
                 );
                 if d.holders_banned > 0 {
-                    println!(
+                    outln!(
                         "{} sent bad data and {} dropped",
                         count(d.holders_banned, "holder"),
                         if d.holders_banned == 1 { "was" } else { "were" }

@@ -1,5 +1,14 @@
 //! `peerctl`: drives a local hive peer and queries the tracker.
 
+/// `println!` for peerctl's results: a closed pipe on stdout ends peerctl
+/// as it ends coreutils (see [`output::line`]). Defined before the modules
+/// so that all of them can use it.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::output::line(format_args!($($arg)*))
+    };
+}
+
 mod cli;
 mod fetch;
 mod output;
@@ -39,7 +48,6 @@ impl From<Status> for Failure {
 pub type Outcome = Result<(), Failure>;
 
 fn main() -> ExitCode {
-    die_on_broken_pipe();
     let cli = Cli::parse();
     let json = cli.json;
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -65,26 +73,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// Output into a closed pipe (`peerctl files | head -1`) ends peerctl
-/// quietly, killed by SIGPIPE as coreutils are (the shell shows 141). Rust
-/// ignores SIGPIPE by default, which turns it into an error that `println!`
-/// panics on (exit 101). peerctl's sockets are unaffected: Rust sends on
-/// them with MSG_NOSIGNAL and gets EPIPE as an error.
-fn die_on_broken_pipe() {
-    #[cfg(unix)]
-    // SAFETY: sets a signal's disposition back to the default, before any
-    // other thread exists; no Rust code relies on SIGPIPE being ignored.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
-}
-
 /// One clear line on stderr; with --json, a JSON object on stdout too. A
 /// daemon that refused without a word still gets a message.
 fn report(json: bool, code: &str, message: &str) {
     let message = said(message);
     if json {
-        println!(
+        outln!(
             "{}",
             json!({ "error": { "code": code, "message": message } })
         );
@@ -130,20 +124,17 @@ async fn command(cli: &Cli, target: &Target) -> Outcome {
         Command::Leave => {
             control(target).await?.leave(ctl::LeaveRequest {}).await?;
             if cli.json {
-                println!("{}", json!({ "left": true }));
+                outln!("{}", json!({ "left": true }));
             } else {
-                println!("left the tracker; the peer is stopping");
+                outln!("left the tracker; the peer is stopping");
             }
             Ok(())
         }
         Command::Health { .. } => health(target, cli.json).await,
         Command::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "peerctl",
-                &mut std::io::stdout(),
-            );
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "peerctl", &mut script);
+            outln!("{}", String::from_utf8_lossy(&script).trim_end());
             Ok(())
         }
     }
@@ -188,11 +179,11 @@ async fn files(target: &Target, json: bool) -> Outcome {
                 })
             })
             .collect();
-        println!("{}", json!({ "files": files }));
+        outln!("{}", json!({ "files": files }));
         return Ok(());
     }
     if all.is_empty() {
-        println!("no files");
+        outln!("no files");
         return Ok(());
     }
     let mut rows = Vec::new();
@@ -243,7 +234,7 @@ async fn locate(target: &Target, file: &str, json: bool) -> Outcome {
     let m = found.manifest.unwrap_or_default();
     let chunk_count = (m.chunk_digests.len() / 32) as u32;
     if json {
-        println!(
+        outln!(
             "{}",
             json!({
                 "name": m.name, "size": m.size, "chunk_size": m.chunk_size,
@@ -255,7 +246,7 @@ async fn locate(target: &Target, file: &str, json: bool) -> Outcome {
         );
         return Ok(());
     }
-    println!(
+    outln!(
         "{}  {}  {} chunks of {}  blake3 {}",
         m.name,
         bytes(m.size),
@@ -263,7 +254,7 @@ async fn locate(target: &Target, file: &str, json: bool) -> Outcome {
         bytes(u64::from(m.chunk_size)),
         hex(&m.digest)
     );
-    println!(
+    outln!(
         "{}; {}",
         output::count(found.holder_count, "live holder"),
         output::availability(&found.chunk_holders)
@@ -329,7 +320,7 @@ async fn status(target: &Target, json: bool) -> Outcome {
         .await?
         .into_inner();
     if json {
-        println!(
+        outln!(
             "{}",
             json!({
                 "peer_id": s.peer_id, "tracker": s.tracker, "addr": s.addr, "listen": s.listen,
@@ -345,11 +336,13 @@ async fn status(target: &Target, json: bool) -> Outcome {
     } else {
         format!("peer {}", s.peer_id)
     };
-    println!(
+    outln!(
         "{id} at {} (listening on {}), tracker {}",
-        s.addr, s.listen, s.tracker
+        s.addr,
+        s.listen,
+        s.tracker
     );
-    println!(
+    outln!(
         "served {}, fetched {}, {} uploads and {} downloads running",
         bytes(s.bytes_served),
         bytes(s.bytes_fetched),
@@ -379,14 +372,14 @@ fn local_json(f: &ctl::LocalFile) -> serde_json::Value {
 
 fn print_local(files: &[ctl::LocalFile], json: bool, key: &str) {
     if json {
-        println!(
+        outln!(
             "{}",
             json!({ key: files.iter().map(local_json).collect::<Vec<_>>() })
         );
         return;
     }
     if files.is_empty() {
-        println!("no files");
+        outln!("no files");
         return;
     }
     let rows: Vec<Vec<String>> = files
@@ -419,9 +412,9 @@ async fn health(target: &Target, json: bool) -> Outcome {
         .into_inner();
     let status = ServingStatus::try_from(resp.status).unwrap_or(ServingStatus::Unknown);
     if json {
-        println!("{}", json!({ "status": status.as_str_name() }));
+        outln!("{}", json!({ "status": status.as_str_name() }));
     } else {
-        println!("{}", status.as_str_name());
+        outln!("{}", status.as_str_name());
     }
     match status {
         ServingStatus::Serving => Ok(()),

@@ -30,7 +30,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
                 out.push_str(&format!("{cell:<w$}  "));
             }
         }
-        println!("{}", out.trim_end());
+        outln!("{}", out.trim_end());
     };
     line(header.to_vec());
     for row in rows {
@@ -169,6 +169,37 @@ pub fn availability(counts: &[u8]) -> String {
         (0, false) => format!("every chunk has {} to {}", shown(min), holders(max)),
         _ => format!("{missing} of {} chunks have no live holder", counts.len()),
     }
+}
+
+/// Writes one line of output. Output into a closed pipe (`peerctl files |
+/// head -1`) ends peerctl quietly, killed by SIGPIPE as coreutils are (the
+/// shell shows 141), instead of `println!`'s panic (exit 101). SIGPIPE stays
+/// ignored otherwise, as Rust sets it: h2 writes its frames with plain
+/// `writev`, so a connection reset by a daemon must come back as an error
+/// (UNAVAILABLE), not kill peerctl.
+pub fn line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let Err(e) = writeln!(out, "{args}").and_then(|()| out.flush()) else {
+        return;
+    };
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        die_of_sigpipe();
+    }
+    eprintln!("peerctl: cannot write the output: {e}");
+    std::process::exit(1);
+}
+
+fn die_of_sigpipe() -> ! {
+    #[cfg(unix)]
+    // SAFETY: restores SIGPIPE's default disposition and raises it, which
+    // ends the process; nothing runs after it that relies on SIGPIPE
+    // being ignored.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::raise(libc::SIGPIPE);
+    }
+    std::process::exit(141)
 }
 
 #[cfg(test)]
