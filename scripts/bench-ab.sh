@@ -73,6 +73,13 @@ swarm() {
 swarm A
 swarm B
 
+# timed CMD...: runs CMD, sets ELAPSED (seconds, wall clock).
+timed() {
+  local t0=$EPOCHREALTIME
+  "$@"
+  ELAPSED=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.6f", b - a }')
+}
+
 LEECHES=0
 # fetch BUILD ROUND: a fresh leecher of BUILD fetches big.bin; prints seconds.
 fetch() {

@@ -288,4 +288,13 @@ mod tests {
         assert_eq!(ChunkIndex::from_position(67).map(ChunkIndex::get), Some(68));
         assert_eq!(ChunkIndex::new(0), None);
     }
+
+    #[test]
+    fn a_layout_contains_its_chunks_and_no_more() {
+        // The seed's bse: 1,822 bytes, 2 chunks of 1 KiB.
+        let layout = Layout::new(1822, ChunkSize::new(KIB).unwrap()).unwrap();
+        let n = |n| ChunkIndex::new(n).unwrap();
+        assert!(layout.contains(n(1)) && layout.contains(n(2)));
+        assert!(!layout.contains(n(3)));
+    }
 }

@@ -372,4 +372,23 @@ mod tests {
         let layout = Layout::adaptive(2000).unwrap();
         assert!(hash_file(&tmp, &layout).is_err());
     }
+
+    /// What `b3sum` prints for an empty input, so a user can check a
+    /// download with it.
+    #[test]
+    fn hex_is_what_b3sum_prints() {
+        assert_eq!(
+            Digest::of(b"").to_hex(),
+            "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
+        );
+    }
+
+    #[test]
+    fn a_new_chunk_hasher_is_empty_until_fed() {
+        let layout = Layout::new(1822, ChunkSize::new(1024).unwrap()).unwrap();
+        let mut h = ChunkHasher::new(&layout, ChunkIndex::FIRST);
+        assert!(h.is_empty());
+        h.update(b"x");
+        assert!(!h.is_empty());
+    }
 }

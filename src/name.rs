@@ -184,4 +184,11 @@ mod tests {
         assert_eq!(FileName::new("é".repeat(128)), Err(NameError::TooLong(256)));
         assert!(FileName::new("é".repeat(127)).is_ok());
     }
+
+    #[test]
+    fn a_name_reads_as_itself() {
+        let name = FileName::new("bse").unwrap();
+        let s: &str = name.as_ref();
+        assert_eq!(s, "bse");
+    }
 }

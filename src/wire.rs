@@ -247,4 +247,29 @@ mod tests {
         assert!(holder_chunks(68, &[], &[0; 8]).is_err(), "short bitmap");
         assert!(holder_chunks(68, &[], &[0xff; 9]).is_err(), "chunk 69");
     }
+
+    /// Ranges for one or two runs whatever the file's size (a seeder, a
+    /// download's first stretch), and while they are under half the
+    /// bitmap's bytes; the bitmap once they are not.
+    #[test]
+    fn a_holders_chunks_go_as_ranges_or_a_bitmap_by_size() {
+        let two_runs = ChunkSet::from_ranges(16, [1..=3, 5..=6]).unwrap();
+        let (ranges, bitmap) = holder_chunk_fields(&two_runs);
+        assert_eq!((ranges.len(), bitmap.len()), (2, 0));
+        let three_in_many = ChunkSet::from_ranges(1024, [1..=3, 5..=6, 9..=9]).unwrap();
+        let (ranges, bitmap) = holder_chunk_fields(&three_in_many);
+        assert_eq!((ranges.len(), bitmap.len()), (3, 0));
+        let mut every_other = ChunkSet::empty(64);
+        for n in (1..=64).step_by(2) {
+            every_other.insert(ChunkIndex::new(n).unwrap());
+        }
+        let (ranges, bitmap) = holder_chunk_fields(&every_other);
+        assert_eq!((ranges.len(), bitmap.len()), (0, 8));
+        // The boundary: 1,024 chunks have a 128-byte bitmap; 8 ranges (64
+        // bytes) go as ranges, 9 as the bitmap.
+        let runs =
+            |k: u32| ChunkSet::from_ranges(1024, (0..k).map(|i| 10 * i + 1..=10 * i + 2)).unwrap();
+        assert_eq!(holder_chunk_fields(&runs(8)).0.len(), 8);
+        assert_eq!(holder_chunk_fields(&runs(9)).1.len(), 128);
+    }
 }

@@ -164,3 +164,37 @@ fn replacing_a_set_in_counts_is_subtracting_the_old_and_adding_the_new() {
     new.replace_in_counts(&new, &mut counts);
     assert_eq!(counts, expected, "no change, no count moves");
 }
+
+/// Membership chunk by chunk, against the ranges that built the set, across
+/// a word boundary and up to the last chunk.
+#[test]
+fn contains_is_exactly_the_chunks_put_in() {
+    let set = ChunkSet::from_ranges(130, [2..=3, 64..=65, 130..=130]).unwrap();
+    for n in 1..=130 {
+        let want = matches!(n, 2 | 3 | 64 | 65 | 130);
+        assert_eq!(set.contains(chunk(n)), want, "chunk {n}");
+    }
+    assert!(!set.contains(chunk(131)), "past the file");
+    assert!(ChunkSet::full(130).contains(chunk(1)));
+}
+
+#[test]
+fn subsets() {
+    let small = ChunkSet::from_ranges(100, [10..=20]).unwrap();
+    let big = ChunkSet::from_ranges(100, [1..=50]).unwrap();
+    assert!(small.is_subset(&big));
+    assert!(!big.is_subset(&small));
+    assert!(small.is_subset(&small));
+    assert!(ChunkSet::empty(100).is_subset(&small));
+    assert!(!ChunkSet::full(100).is_subset(&big));
+}
+
+/// A full set (a seeder) takes the short path; it must count the same.
+#[test]
+fn a_full_set_adds_one_to_every_count() {
+    let mut counts = vec![1; 70];
+    ChunkSet::full(70).add_to_counts(&mut counts);
+    assert_eq!(counts, vec![2; 70]);
+    ChunkSet::full(70).sub_from_counts(&mut counts);
+    assert_eq!(counts, vec![1; 70]);
+}
