@@ -15,7 +15,7 @@
 #             conversions): the core crate's unit tests and its property
 #             tests (tests/properties.rs); generated code is left alone.
 #   registry  services/tracker/src/registry/: the tracker crate's unit tests.
-#   engine    services/peer/src/fetch/engine*: the peer crate's unit tests
+#   engine    services/peer/src/fetch/engine.rs and engine/: the peer crate's unit tests
 #             (the engine's fakes under paused time).
 # The process-level suites are not run for each mutant: they take minutes,
 # and the point is how much the fast tests see.
@@ -74,7 +74,10 @@ for t in "${targets[@]}"; do
       --cargo-test-arg=--lib
     ;;
   engine)
-    run engine -p hive-peer --file 'services/peer/src/fetch/engine*' \
+    run engine -p hive-peer --file services/peer/src/fetch/engine.rs \
+      --file 'services/peer/src/fetch/engine/*.rs' \
+      --exclude services/peer/src/fetch/engine/tests.rs \
+      --exclude services/peer/src/fetch/engine/fakes.rs \
       --cargo-test-arg=--lib
     ;;
   *)
