@@ -278,3 +278,90 @@ async fn a_forgotten_session_registers_everything_held_again() {
     })
     .await;
 }
+
+/// A tracker that refuses every Register, counting them.
+#[derive(Clone)]
+struct Refuser {
+    registers: Arc<tokio::sync::watch::Sender<usize>>,
+}
+
+#[tonic::async_trait]
+impl Tracker for Refuser {
+    async fn register(
+        &self,
+        _: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
+        self.registers.send_modify(|n| *n += 1);
+        Err(Status::resource_exhausted("rate limited"))
+    }
+    async fn list_files(
+        &self,
+        _: Request<pb::ListFilesRequest>,
+    ) -> Result<Response<pb::ListFilesResponse>, Status> {
+        Err(Status::unimplemented("refuser"))
+    }
+    async fn locate(
+        &self,
+        _: Request<pb::LocateRequest>,
+    ) -> Result<Response<pb::LocateResponse>, Status> {
+        Err(Status::unimplemented("refuser"))
+    }
+    async fn register_chunk(
+        &self,
+        _: Request<pb::RegisterChunkRequest>,
+    ) -> Result<Response<pb::RegisterChunkResponse>, Status> {
+        Err(Status::unimplemented("refuser"))
+    }
+    async fn heartbeat(
+        &self,
+        _: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        Err(Status::unimplemented("refuser"))
+    }
+    async fn leave(
+        &self,
+        _: Request<pb::LeaveRequest>,
+    ) -> Result<Response<pb::LeaveResponse>, Status> {
+        Err(Status::unimplemented("refuser"))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_queued_change_does_not_hurry_the_registration_retries() {
+    within(async {
+        let tracker = Refuser {
+            registers: Arc::new(tokio::sync::watch::channel(0).0),
+        };
+        let mut registers = tracker.registers.subscribe();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(TrackerServer::new(tracker.clone()))
+                .serve_with_incoming(TcpListenerStream::new(listener)),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let holdings = Holdings::default();
+        let m = manifest("f", 4);
+        let (part, _) = PartFile::open(dir.path(), &m).unwrap();
+        holdings.insert_partial(m, &part, ChunkSet::empty(4));
+        let cache = Arc::new(Mutex::new(HashCache::load(dir.path())));
+        let announce = Announce {
+            port: 1,
+            host: String::new(),
+        };
+        let url = format!("http://{addr}");
+        let _link = TrackerLink::start(&url, 10, announce, holdings.clone(), cache).unwrap();
+        holdings.mark(&FileName::new("f").unwrap(), c(2));
+        // Retries 200 ms, 400 ms, 800 ms... apart: four or so in 2 s. A loop
+        // that registers whenever the change is due makes thousands; stop
+        // counting well before that.
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = registers.wait_for(|n| *n > 10) => {}
+        }
+        let n = *registers.borrow();
+        assert!((1..=5).contains(&n), "{n} Registers in 2 s");
+    })
+    .await;
+}

@@ -134,7 +134,9 @@ impl Session {
                 _ = tokio::time::sleep_until(wake) => {}
             }
             let now = Instant::now();
-            if self.batch.is_due(now) {
+            // Unregistered, the registration above carries the queued
+            // changes, on its own retry schedule.
+            if matches!(self.state, State::Registered(_)) && self.batch.is_due(now) {
                 self.flush().await;
             }
             if let State::Registered(live) = &self.state
@@ -147,16 +149,12 @@ impl Session {
 
     fn next_wake(&self) -> Instant {
         let far = Instant::now() + Duration::from_secs(3600);
-        let state = match &self.state {
-            State::Unregistered { at, .. } => Some(*at),
-            State::Registered(live) => Some(live.heartbeat_at),
-            State::Left => None,
+        let (state, batch) = match &self.state {
+            State::Unregistered { at, .. } => (Some(*at), None),
+            State::Registered(live) => (Some(live.heartbeat_at), self.batch.due()),
+            State::Left => (None, None),
         };
-        [state, self.batch.due()]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(far)
+        [state, batch].into_iter().flatten().min().unwrap_or(far)
     }
 
     async fn handle(&mut self, cmd: Command) {
@@ -252,7 +250,8 @@ impl Session {
         match self.state {
             State::Registered(_) => {}
             State::Unregistered { .. } => {
-                // Registering sends everything held, queued changes included.
+                // Asked for (a flush command, a leave): registering now sends
+                // everything held, queued changes included.
                 self.register_all().await;
                 return;
             }
