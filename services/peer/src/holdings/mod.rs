@@ -61,8 +61,9 @@ pub enum HoldingsChange {
     },
     /// A download finished: the whole file is held, at its final path.
     Completed { name: FileName },
-    /// The file is not held at all any more.
-    Removed { name: FileName },
+    /// The file is not held at all any more: `had` is what was held of it
+    /// (over its manifest's chunks), for the tracker to hear withdrawn.
+    Removed { name: FileName, had: ChunkSet },
 }
 
 #[derive(Clone)]
@@ -217,8 +218,11 @@ impl Holdings {
     /// Stops serving `name` altogether.
     pub fn remove(&self, name: &FileName) {
         let mut index = self.lock();
-        if index.files.remove(name).is_some() {
-            index.publish(HoldingsChange::Removed { name: name.clone() });
+        if let Some(e) = index.files.remove(name) {
+            index.publish(HoldingsChange::Removed {
+                name: name.clone(),
+                had: e.have,
+            });
         }
     }
 

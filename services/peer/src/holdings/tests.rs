@@ -170,7 +170,10 @@ fn subscribers_see_every_change_in_order() {
         marked("f", 3, 1),
         marked("f", 3, 3),
         HoldingsChange::Completed { name: name("f") },
-        HoldingsChange::Removed { name: name("f") },
+        HoldingsChange::Removed {
+            name: name("f"),
+            had: ChunkSet::full(3),
+        },
     ];
     assert_eq!(f.published(), want);
     let mut second = Vec::new();

@@ -365,3 +365,38 @@ async fn a_queued_change_does_not_hurry_the_registration_retries() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_file_no_longer_held_is_withdrawn_from_the_tracker() {
+    within(async {
+        let f = fixture().await;
+        let name = FileName::new("f").unwrap();
+        f.holdings.mark(&name, c(3));
+        f.holdings.remove(&name);
+        f.link.flush().await.expect("flushed");
+        let heard = f.tracker.heard();
+        assert_eq!(
+            heard.last(),
+            Some(&chunks("f", &[], &[(1, 1), (3, 3)])),
+            "{heard:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_file_held_anew_in_another_layout_drops_what_was_queued_for_the_old() {
+    within(async {
+        let f = fixture().await;
+        let name = FileName::new("f").unwrap();
+        f.holdings.mark(&name, c(3));
+        let m = manifest("f", 2);
+        let (part, _) = PartFile::open(f.dir.path(), &m).unwrap();
+        f.holdings.insert_partial(m, &part, ChunkSet::empty(2));
+        f.link.flush().await.expect("flushed");
+        let heard = f.tracker.heard();
+        let chunk_calls = heard.iter().filter(|h| matches!(h, Heard::Chunks { .. }));
+        assert_eq!(chunk_calls.count(), 0, "{heard:?}");
+    })
+    .await;
+}

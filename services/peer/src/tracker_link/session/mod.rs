@@ -202,6 +202,8 @@ impl Session {
                 have,
                 kind: Kind::Partial,
             } => {
+                self.batch
+                    .drop_other_layout(manifest.name(), manifest.chunk_count());
                 for chunk in have.iter() {
                     self.batch
                         .held(manifest.name(), manifest.chunk_count(), chunk, now);
@@ -211,10 +213,22 @@ impl Session {
                 manifest,
                 kind: Kind::Complete,
                 ..
-            } => self.register_added(manifest).await,
-            // Every chunk of a finished download was announced as it came;
-            // a file no longer held stays listed until the session ends.
-            HoldingsChange::Completed { .. } | HoldingsChange::Removed { .. } => {}
+            } => {
+                self.batch
+                    .drop_other_layout(manifest.name(), manifest.chunk_count());
+                self.register_added(manifest).await;
+            }
+            HoldingsChange::Removed { name, had } => {
+                for chunk in had.iter() {
+                    self.batch.withdrawn(&name, had.universe(), chunk, now);
+                }
+                // Held again later, it is registered again.
+                if let State::Registered(live) = &mut self.state {
+                    live.announced.remove(&name);
+                }
+            }
+            // Every chunk of a finished download was announced as it came.
+            HoldingsChange::Completed { .. } => {}
         }
     }
 
