@@ -248,10 +248,24 @@ impl Holdings {
     /// Stops serving a chunk (found damaged). Returns whether it was held
     /// (only then is the change published).
     pub fn withdraw(&self, name: &FileName, chunk: ChunkIndex) -> bool {
+        self.withdraw_in(name, None, chunk)
+    }
+
+    /// [`Holdings::withdraw`], only while `name` is still held in the
+    /// layout of `manifest`: a chunk found damaged in a read made without
+    /// the lock says nothing of an entry that replaced the one read.
+    pub fn withdraw_if(&self, name: &FileName, manifest: &Manifest, chunk: ChunkIndex) -> bool {
+        self.withdraw_in(name, Some(manifest), chunk)
+    }
+
+    fn withdraw_in(&self, name: &FileName, read: Option<&Manifest>, chunk: ChunkIndex) -> bool {
         let mut index = self.lock();
         let Some(e) = index.files.get_mut(name) else {
             return false;
         };
+        if read.is_some_and(|m| *e.manifest != *m) {
+            return false;
+        }
         if !e.have.remove(chunk) {
             return false;
         }
