@@ -62,6 +62,9 @@ struct Live {
     /// file the holdings add is registered only if the tracker does not
     /// have it in that layout already.
     announced: HashMap<FileName, Arc<Manifest>>,
+    /// Files the holdings added whose registration got no answer: tried
+    /// again at the next flush.
+    unsent: Vec<Arc<Manifest>>,
 }
 
 pub struct Session {
@@ -225,6 +228,7 @@ impl Session {
                 // Held again later, it is registered again.
                 if let State::Registered(live) = &mut self.state {
                     live.announced.remove(&name);
+                    live.unsent.retain(|m| *m.name() != name);
                 }
             }
             // Every chunk of a finished download was announced as it came.
@@ -275,6 +279,11 @@ impl Session {
                 let left = PeerError::Unavailable("this peer has left the tracker".into());
                 self.answer_waiters(Err(left));
                 return;
+            }
+        }
+        if let State::Registered(live) = &mut self.state {
+            for manifest in std::mem::take(&mut live.unsent) {
+                self.register_added(manifest).await;
             }
         }
         let mut updates = self.batch.take().into_iter();
