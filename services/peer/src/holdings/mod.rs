@@ -15,7 +15,7 @@ mod tests;
 use std::{
     collections::BTreeMap,
     fs::File,
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
 };
 
@@ -363,15 +363,6 @@ impl Holdings {
                 downloading: e.downloading,
             })
             .collect()
-    }
-
-    /// Whether a complete file already lies at `path`.
-    pub fn serves_path(&self, path: &Path) -> Option<FileName> {
-        self.lock()
-            .files
-            .values()
-            .find(|e| e.kind == Kind::Complete && e.path == path)
-            .map(|e| e.manifest.name().clone())
     }
 
     fn lock(&self) -> MutexGuard<'_, Index> {

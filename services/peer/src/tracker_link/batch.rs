@@ -105,11 +105,12 @@ impl Batch {
     }
 
     /// Chunk changes queued, over all files.
-    pub fn len(&self) -> u32 {
+    fn len(&self) -> u32 {
         self.files.iter().map(FileUpdate::len).sum()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.files.is_empty()
     }
 
