@@ -51,6 +51,8 @@ struct Recorder {
     heard: Arc<Mutex<Vec<Heard>>>,
     /// The next heartbeat is answered NOT_FOUND (the tracker restarted).
     forget: Arc<AtomicBool>,
+    /// The next Register gets no answer (UNAVAILABLE), unheard.
+    drop_register: Arc<AtomicBool>,
 }
 
 impl Recorder {
@@ -73,6 +75,9 @@ impl Tracker for Recorder {
         &self,
         req: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
+        if self.drop_register.swap(false, Ordering::SeqCst) {
+            return Err(Status::unavailable("dropped"));
+        }
         let req = req.into_inner();
         let files = req.files.iter();
         self.push(Heard::Register {
@@ -397,6 +402,30 @@ async fn a_file_held_anew_in_another_layout_drops_what_was_queued_for_the_old() 
         let heard = f.tracker.heard();
         let chunk_calls = heard.iter().filter(|h| matches!(h, Heard::Chunks { .. }));
         assert_eq!(chunk_calls.count(), 0, "{heard:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_added_file_whose_registration_got_no_answer_goes_out_at_the_next_flush() {
+    within(async {
+        let f = fixture().await;
+        let m = manifest("g", 2);
+        let path = f.dir.path().join("g");
+        std::fs::write(&path, vec![1u8; 2048]).unwrap();
+        let file = File::open(&path).unwrap();
+        let stamp = Stamp::of(&file.metadata().unwrap());
+        f.tracker.drop_register.store(true, Ordering::SeqCst);
+        f.holdings
+            .insert_complete(m, path, Arc::new(file), stamp)
+            .unwrap();
+        // The flush takes the addition in (its Register dropped), then
+        // sends the queue, the file with it.
+        f.link.flush().await.expect("flushed");
+        let registered = f.tracker.heard().into_iter().filter(
+            |h| matches!(h, Heard::Register { files, .. } if files.iter().any(|(n, _)| n == "g")),
+        );
+        assert_eq!(registered.count(), 1, "{:?}", f.tracker.heard());
     })
     .await;
 }
