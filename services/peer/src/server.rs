@@ -89,7 +89,8 @@ impl Peer for ChunkServer {
             Err(ReadError::Changed) => {
                 warn!(file = %name, %chunk, "chunk no longer matches its digest on disk; withdrawn");
                 // The tracker hears of it through the holdings.
-                self.holdings.withdraw(&name, chunk);
+                // Unless the entry was replaced since it was read.
+                self.holdings.withdraw_if(&name, &source.manifest, chunk);
                 return Err(PeerError::DataLoss(format!(
                     "chunk {chunk} of {name:?} changed on disk; withdrawn"
                 ))

@@ -15,7 +15,7 @@ mod tests;
 use std::{
     collections::BTreeMap,
     fs::File,
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
 };
 
@@ -61,8 +61,9 @@ pub enum HoldingsChange {
     },
     /// A download finished: the whole file is held, at its final path.
     Completed { name: FileName },
-    /// The file is not held at all any more.
-    Removed { name: FileName },
+    /// The file is not held at all any more: `had` is what was held of it
+    /// (over its manifest's chunks), for the tracker to hear withdrawn.
+    Removed { name: FileName, had: ChunkSet },
 }
 
 #[derive(Clone)]
@@ -217,8 +218,11 @@ impl Holdings {
     /// Stops serving `name` altogether.
     pub fn remove(&self, name: &FileName) {
         let mut index = self.lock();
-        if index.files.remove(name).is_some() {
-            index.publish(HoldingsChange::Removed { name: name.clone() });
+        if let Some(e) = index.files.remove(name) {
+            index.publish(HoldingsChange::Removed {
+                name: name.clone(),
+                had: e.have,
+            });
         }
     }
 
@@ -244,10 +248,24 @@ impl Holdings {
     /// Stops serving a chunk (found damaged). Returns whether it was held
     /// (only then is the change published).
     pub fn withdraw(&self, name: &FileName, chunk: ChunkIndex) -> bool {
+        self.withdraw_in(name, None, chunk)
+    }
+
+    /// [`Holdings::withdraw`], only while `name` is still held in the
+    /// layout of `manifest`: a chunk found damaged in a read made without
+    /// the lock says nothing of an entry that replaced the one read.
+    pub fn withdraw_if(&self, name: &FileName, manifest: &Manifest, chunk: ChunkIndex) -> bool {
+        self.withdraw_in(name, Some(manifest), chunk)
+    }
+
+    fn withdraw_in(&self, name: &FileName, read: Option<&Manifest>, chunk: ChunkIndex) -> bool {
         let mut index = self.lock();
         let Some(e) = index.files.get_mut(name) else {
             return false;
         };
+        if read.is_some_and(|m| *e.manifest != *m) {
+            return false;
+        }
         if !e.have.remove(chunk) {
             return false;
         }
@@ -345,15 +363,6 @@ impl Holdings {
                 downloading: e.downloading,
             })
             .collect()
-    }
-
-    /// Whether a complete file already lies at `path`.
-    pub fn serves_path(&self, path: &Path) -> Option<FileName> {
-        self.lock()
-            .files
-            .values()
-            .find(|e| e.kind == Kind::Complete && e.path == path)
-            .map(|e| e.manifest.name().clone())
     }
 
     fn lock(&self) -> MutexGuard<'_, Index> {

@@ -170,7 +170,10 @@ fn subscribers_see_every_change_in_order() {
         marked("f", 3, 1),
         marked("f", 3, 3),
         HoldingsChange::Completed { name: name("f") },
-        HoldingsChange::Removed { name: name("f") },
+        HoldingsChange::Removed {
+            name: name("f"),
+            had: ChunkSet::full(3),
+        },
     ];
     assert_eq!(f.published(), want);
     let mut second = Vec::new();
@@ -259,4 +262,30 @@ fn the_resume_state_is_what_the_holdings_hold() {
         .save_resume(&name("g"), Mode::Whole, false)
         .unwrap();
     assert_eq!(partfile::saved_states(f.dir.path()).len(), 1);
+}
+
+#[test]
+fn a_withdrawal_for_an_entry_replaced_meanwhile_is_ignored() {
+    let mut f = fixture();
+    let old = f.partial("f", &data(4), &[1, 2]);
+    // Adopted in the meantime: held anew in another chunk size.
+    let data = data(4);
+    let mut tmp = tempfile::tempfile().unwrap();
+    tmp.write_all(&data).unwrap();
+    let size = ChunkSize::new(2 * CHUNK).unwrap();
+    let new = Manifest::from_file(&tmp, data.len() as u64, name("f"), Some(size)).unwrap();
+    let new = Arc::new(new);
+    let (part, _) = PartFile::open(f.dir.path(), &new).unwrap();
+    f.holdings
+        .insert_partial(new.clone(), &part, ChunkSet::full(2));
+    f.published();
+    assert!(!f.holdings.withdraw_if(&name("f"), &old, c(2)));
+    assert_eq!(f.published(), []);
+    let (m, have, _) = f.holdings.holding(&name("f")).unwrap();
+    assert_eq!((m, have), (new.clone(), ChunkSet::full(2)));
+    assert!(
+        f.holdings.withdraw_if(&name("f"), &new, c(2)),
+        "the entry read"
+    );
+    assert_eq!(f.published(), [withdrawn("f", 2, 2)]);
 }

@@ -83,6 +83,17 @@ impl Batch {
         self.schedule(now);
     }
 
+    /// Drops what is queued for `name` in a layout other than one of
+    /// `universe` chunks (the file is held anew): its chunk numbers mean
+    /// other bytes now.
+    pub fn drop_other_layout(&mut self, name: &FileName, universe: u32) {
+        self.files
+            .retain(|f| f.name != *name || f.add.universe() == universe);
+        if self.files.is_empty() {
+            self.due = None;
+        }
+    }
+
     /// When the queued changes should be sent, if any are queued.
     pub fn due(&self) -> Option<Instant> {
         self.due
@@ -94,11 +105,12 @@ impl Batch {
     }
 
     /// Chunk changes queued, over all files.
-    pub fn len(&self) -> u32 {
+    fn len(&self) -> u32 {
         self.files.iter().map(FileUpdate::len).sum()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.files.is_empty()
     }
 

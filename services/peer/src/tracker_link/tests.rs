@@ -51,6 +51,8 @@ struct Recorder {
     heard: Arc<Mutex<Vec<Heard>>>,
     /// The next heartbeat is answered NOT_FOUND (the tracker restarted).
     forget: Arc<AtomicBool>,
+    /// The next Register gets no answer (UNAVAILABLE), unheard.
+    drop_register: Arc<AtomicBool>,
 }
 
 impl Recorder {
@@ -73,6 +75,9 @@ impl Tracker for Recorder {
         &self,
         req: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
+        if self.drop_register.swap(false, Ordering::SeqCst) {
+            return Err(Status::unavailable("dropped"));
+        }
         let req = req.into_inner();
         let files = req.files.iter();
         self.push(Heard::Register {
@@ -275,6 +280,152 @@ async fn a_forgotten_session_registers_everything_held_again() {
             renewal: false,
         };
         assert_eq!(heard.last(), Some(&again), "{heard:?}");
+    })
+    .await;
+}
+
+/// A tracker that refuses every Register, counting them.
+#[derive(Clone)]
+struct Refuser {
+    registers: Arc<tokio::sync::watch::Sender<usize>>,
+}
+
+#[tonic::async_trait]
+impl Tracker for Refuser {
+    async fn register(
+        &self,
+        _: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
+        self.registers.send_modify(|n| *n += 1);
+        Err(Status::resource_exhausted("rate limited"))
+    }
+    async fn list_files(
+        &self,
+        _: Request<pb::ListFilesRequest>,
+    ) -> Result<Response<pb::ListFilesResponse>, Status> {
+        Err(Status::unimplemented("refuser"))
+    }
+    async fn locate(
+        &self,
+        _: Request<pb::LocateRequest>,
+    ) -> Result<Response<pb::LocateResponse>, Status> {
+        Err(Status::unimplemented("refuser"))
+    }
+    async fn register_chunk(
+        &self,
+        _: Request<pb::RegisterChunkRequest>,
+    ) -> Result<Response<pb::RegisterChunkResponse>, Status> {
+        Err(Status::unimplemented("refuser"))
+    }
+    async fn heartbeat(
+        &self,
+        _: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        Err(Status::unimplemented("refuser"))
+    }
+    async fn leave(
+        &self,
+        _: Request<pb::LeaveRequest>,
+    ) -> Result<Response<pb::LeaveResponse>, Status> {
+        Err(Status::unimplemented("refuser"))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_queued_change_does_not_hurry_the_registration_retries() {
+    within(async {
+        let tracker = Refuser {
+            registers: Arc::new(tokio::sync::watch::channel(0).0),
+        };
+        let mut registers = tracker.registers.subscribe();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(TrackerServer::new(tracker.clone()))
+                .serve_with_incoming(TcpListenerStream::new(listener)),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let holdings = Holdings::default();
+        let m = manifest("f", 4);
+        let (part, _) = PartFile::open(dir.path(), &m).unwrap();
+        holdings.insert_partial(m, &part, ChunkSet::empty(4));
+        let cache = Arc::new(Mutex::new(HashCache::load(dir.path())));
+        let announce = Announce {
+            port: 1,
+            host: String::new(),
+        };
+        let url = format!("http://{addr}");
+        let _link = TrackerLink::start(&url, 10, announce, holdings.clone(), cache).unwrap();
+        holdings.mark(&FileName::new("f").unwrap(), c(2));
+        // Retries 200 ms, 400 ms, 800 ms... apart: four or so in 2 s. A loop
+        // that registers whenever the change is due makes thousands; stop
+        // counting well before that.
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = registers.wait_for(|n| *n > 10) => {}
+        }
+        let n = *registers.borrow();
+        assert!((1..=5).contains(&n), "{n} Registers in 2 s");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_file_no_longer_held_is_withdrawn_from_the_tracker() {
+    within(async {
+        let f = fixture().await;
+        let name = FileName::new("f").unwrap();
+        f.holdings.mark(&name, c(3));
+        f.holdings.remove(&name);
+        f.link.flush().await.expect("flushed");
+        let heard = f.tracker.heard();
+        assert_eq!(
+            heard.last(),
+            Some(&chunks("f", &[], &[(1, 1), (3, 3)])),
+            "{heard:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_file_held_anew_in_another_layout_drops_what_was_queued_for_the_old() {
+    within(async {
+        let f = fixture().await;
+        let name = FileName::new("f").unwrap();
+        f.holdings.mark(&name, c(3));
+        let m = manifest("f", 2);
+        let (part, _) = PartFile::open(f.dir.path(), &m).unwrap();
+        f.holdings.insert_partial(m, &part, ChunkSet::empty(2));
+        f.link.flush().await.expect("flushed");
+        let heard = f.tracker.heard();
+        let chunk_calls = heard.iter().filter(|h| matches!(h, Heard::Chunks { .. }));
+        assert_eq!(chunk_calls.count(), 0, "{heard:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_added_file_whose_registration_got_no_answer_goes_out_at_the_next_flush() {
+    within(async {
+        let f = fixture().await;
+        let m = manifest("g", 2);
+        let path = f.dir.path().join("g");
+        std::fs::write(&path, vec![1u8; 2048]).unwrap();
+        let file = File::open(&path).unwrap();
+        let stamp = Stamp::of(&file.metadata().unwrap());
+        f.tracker.drop_register.store(true, Ordering::SeqCst);
+        f.holdings
+            .insert_complete(m, path, Arc::new(file), stamp)
+            .unwrap();
+        // The flush takes the addition in (its Register dropped), then
+        // sends the queue, the file with it.
+        f.link.flush().await.expect("flushed");
+        let registered = f.tracker.heard().into_iter().filter(
+            |h| matches!(h, Heard::Register { files, .. } if files.iter().any(|(n, _)| n == "g")),
+        );
+        assert_eq!(registered.count(), 1, "{:?}", f.tracker.heard());
     })
     .await;
 }

@@ -62,6 +62,9 @@ struct Live {
     /// file the holdings add is registered only if the tracker does not
     /// have it in that layout already.
     announced: HashMap<FileName, Arc<Manifest>>,
+    /// Files the holdings added whose registration got no answer: tried
+    /// again at the next flush.
+    unsent: Vec<Arc<Manifest>>,
 }
 
 pub struct Session {
@@ -134,7 +137,9 @@ impl Session {
                 _ = tokio::time::sleep_until(wake) => {}
             }
             let now = Instant::now();
-            if self.batch.is_due(now) {
+            // Unregistered, the registration above carries the queued
+            // changes, on its own retry schedule.
+            if matches!(self.state, State::Registered(_)) && self.batch.is_due(now) {
                 self.flush().await;
             }
             if let State::Registered(live) = &self.state
@@ -147,16 +152,12 @@ impl Session {
 
     fn next_wake(&self) -> Instant {
         let far = Instant::now() + Duration::from_secs(3600);
-        let state = match &self.state {
-            State::Unregistered { at, .. } => Some(*at),
-            State::Registered(live) => Some(live.heartbeat_at),
-            State::Left => None,
+        let (state, batch) = match &self.state {
+            State::Unregistered { at, .. } => (Some(*at), None),
+            State::Registered(live) => (Some(live.heartbeat_at), self.batch.due()),
+            State::Left => (None, None),
         };
-        [state, self.batch.due()]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(far)
+        [state, batch].into_iter().flatten().min().unwrap_or(far)
     }
 
     async fn handle(&mut self, cmd: Command) {
@@ -204,6 +205,8 @@ impl Session {
                 have,
                 kind: Kind::Partial,
             } => {
+                self.batch
+                    .drop_other_layout(manifest.name(), manifest.chunk_count());
                 for chunk in have.iter() {
                     self.batch
                         .held(manifest.name(), manifest.chunk_count(), chunk, now);
@@ -213,10 +216,23 @@ impl Session {
                 manifest,
                 kind: Kind::Complete,
                 ..
-            } => self.register_added(manifest).await,
-            // Every chunk of a finished download was announced as it came;
-            // a file no longer held stays listed until the session ends.
-            HoldingsChange::Completed { .. } | HoldingsChange::Removed { .. } => {}
+            } => {
+                self.batch
+                    .drop_other_layout(manifest.name(), manifest.chunk_count());
+                self.register_added(manifest).await;
+            }
+            HoldingsChange::Removed { name, had } => {
+                for chunk in had.iter() {
+                    self.batch.withdrawn(&name, had.universe(), chunk, now);
+                }
+                // Held again later, it is registered again.
+                if let State::Registered(live) = &mut self.state {
+                    live.announced.remove(&name);
+                    live.unsent.retain(|m| *m.name() != name);
+                }
+            }
+            // Every chunk of a finished download was announced as it came.
+            HoldingsChange::Completed { .. } => {}
         }
     }
 
@@ -252,7 +268,8 @@ impl Session {
         match self.state {
             State::Registered(_) => {}
             State::Unregistered { .. } => {
-                // Registering sends everything held, queued changes included.
+                // Asked for (a flush command, a leave): registering now sends
+                // everything held, queued changes included.
                 self.register_all().await;
                 return;
             }
@@ -262,6 +279,11 @@ impl Session {
                 let left = PeerError::Unavailable("this peer has left the tracker".into());
                 self.answer_waiters(Err(left));
                 return;
+            }
+        }
+        if let State::Registered(live) = &mut self.state {
+            for manifest in std::mem::take(&mut live.unsent) {
+                self.register_added(manifest).await;
             }
         }
         let mut updates = self.batch.take().into_iter();

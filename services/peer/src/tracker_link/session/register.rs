@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tonic::{Code, Request};
 use tracing::{info, warn};
 
-use super::{Live, RETRY_MAX, Session, State, authed};
+use super::{Live, RETRY_MAX, Session, State, authed, no_answer};
 use crate::{error::PeerError, scan::Found, tracker_link::SessionInfo};
 
 /// A Register request stays under this size; more files go in later calls.
@@ -39,8 +39,17 @@ impl Session {
                     live.announced.insert(name, manifest);
                 }
             }
-            Err(e) => {
+            Err(e) if no_answer(&e) => {
+                warn!(file = %name, error = %e, "the tracker did not answer; registering this file again at the next flush");
+                if let State::Registered(live) = &mut self.state {
+                    live.unsent.push(manifest);
+                }
+            }
+            Err(e) if refusal(&e) => {
                 warn!(file = %name, error = %e, "the tracker still refused this file");
+            }
+            Err(e) => {
+                warn!(file = %name, error = %e, "cannot register this file");
                 self.on_session_error(&e);
             }
         }
@@ -108,6 +117,7 @@ impl Session {
             interval,
             unreachable: false,
             announced: HashMap::new(),
+            unsent: Vec::new(),
         };
         let mut refused = Vec::new();
         for batch in batches {
@@ -192,15 +202,13 @@ impl Session {
                 });
             }
         }
-        if let State::Registered(live) = &mut self.state {
-            for f in &files {
-                let m = &f.manifest;
-                live.announced.insert(m.name().clone(), m.clone());
-            }
-        }
         for f in files {
+            let m = f.manifest.clone();
             self.holdings
                 .insert_complete(f.manifest, f.path, f.file, f.stamp)?;
+            if let State::Registered(live) = &mut self.state {
+                live.announced.insert(m.name().clone(), m);
+            }
         }
         Ok(())
     }
