@@ -8,8 +8,8 @@
 #      tracker and seeders, both swarms up for the whole run;
 #  (2) tracker: a Locate / RegisterChunk / Heartbeat mix from 64 callers
 #      against each build's tracker (durable, as it runs by default), each
-#      round beside the raw tonic ping in the same second, so each build's
-#      mix : ping ratio is measured under the same load.
+#      beside the raw tonic ping (3 rounds of DURATION, ping then mix), so
+#      each build's mix : ping ratio is measured under the same load.
 # Prints every round, then medians and the B / A ratio of the medians.
 #
 #   scripts/bench-ab.sh                    # A = HEAD~1, B = the working tree
@@ -24,7 +24,7 @@ cd "$(dirname "$0")/.."
 
 ROUNDS=${ROUNDS:-5}
 SIZE_MIB=${SIZE_MIB:-1024}
-DURATION=${DURATION:-3s}
+DURATION=${DURATION:-2s}
 BASE=${1:-HEAD~1}
 AB_DIR=$PWD/target/ab
 
@@ -104,7 +104,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
   if ((r % 2)); then fetch A "$r"; fetch B "$r"; else fetch B "$r"; fetch A "$r"; fi
 done
 
-echo "==> (2) tracker: mix : ping, 64 callers, $ROUNDS rounds of $DURATION each"
+echo "==> (2) tracker: mix : ping, 64 callers, $ROUNDS runs a build, each 3 rounds of $DURATION"
 "$B_BIN/raw-server" --listen 127.0.0.1:0 >"$WORK/ping.out" 2>"$WORK/ping.log" &
 PING_PID=$!
 HIVE_PIDS+=("$PING_PID")
@@ -121,13 +121,16 @@ mix() {
   local addr
   addr=$(wait_line "$WORK/load-$build.out" "listening on")
   "$B_BIN/tracker-load" --tracker "$addr" --ping "$PING" --callers 64 --connections 4 \
-    --rounds 1 --duration "$DURATION" >"$WORK/load.txt" 2>&1
+    --rounds 3 --duration "$DURATION" >"$WORK/load.txt" 2>&1
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
-  local ratio
-  ratio=$(sed -n 's/^round 1: .*, ratio \([0-9.]*\),.*/\1/p' "$WORK/load.txt")
-  [[ -n $ratio ]] || { echo "tracker-load $build gave no ratio:" >&2; cat "$WORK/load.txt" >&2; exit 1; }
-  printf 'tracker\t%s\t%s\t%s\n' "$build" "$round" "$ratio" | tee -a "$WORK/results.tsv"
+  # One row per tracker-load round: one round alone swings too much.
+  local ratio n=0
+  while read -r ratio; do
+    printf 'tracker\t%s\t%s\t%s\n' "$build" "$round" "$ratio" | tee -a "$WORK/results.tsv"
+    n=$((n + 1))
+  done < <(sed -n 's/^round [0-9]*: .*, ratio \([0-9.]*\),.*/\1/p' "$WORK/load.txt")
+  ((n > 0)) || { echo "tracker-load $build gave no ratio:" >&2; cat "$WORK/load.txt" >&2; exit 1; }
 }
 for ((r = 1; r <= ROUNDS; r++)); do
   if ((r % 2)); then mix A "$r"; mix B "$r"; else mix B "$r"; mix A "$r"; fi
