@@ -90,7 +90,7 @@ install_missing() {
   command -v ip >/dev/null || pkgs+=(iproute2)
   command -v iptables >/dev/null || pkgs+=(iptables)
   command -v python3 >/dev/null || pkgs+=(python3)
-  command -v mktorrent >/dev/null || pkgs+=(mktorrent)
+  [[ $CLIENTS == hive ]] || command -v mktorrent >/dev/null || pkgs+=(mktorrent)
   [[ " $CLIENTS " != *" aria2c "* ]] || command -v aria2c >/dev/null || pkgs+=(aria2)
   [[ " $CLIENTS " != *" transmission "* ]] || command -v transmission-cli >/dev/null || pkgs+=(transmission-cli)
   ((${#pkgs[@]})) || return 0
@@ -164,7 +164,9 @@ net_node() {
   shape "$node" eth0 "$up"
   shape sw "v-$node" "$down"
   if [[ $DELAY_MS != 0 ]]; then
+    rm -f "$RUN/net-$node.delay" # a churn round's arrival may have had it
     ip netns exec "$P$node" "$BIN/netem-delay" --delay-ms "$DELAY_MS" >"$RUN/net-$node.delay" 2>&1 &
+    DELAYERS+=($!)
     disown $!
     wait_line "$RUN/net-$node.delay" '^ready' >/dev/null
     nsx "$node" iptables -t mangle -A PREROUTING -i eth0 -j NFQUEUE --queue-num 0
@@ -188,6 +190,7 @@ up_bytes() { counters | awk -v n="$1" '$1 == n { print $2 }'; }
 # whole file) and data_CLIENT NODE (where the leecher's bytes are).
 
 declare -A PIDS=()   # node -> pid of its client in this round
+DELAYERS=()          # pids of the netem-delay processes
 declare -A UP_RATE=() HOST=()
 
 hive_tracker() {
@@ -483,7 +486,7 @@ BT_PIECE_LOG=$((PIECE_LOG < 15 ? 15 : PIECE_LOG))
 # The torrent names its file after the source; hive shares it by that name too.
 FILE=$(basename "$SRC")
 TORRENT=$RUN/$FILE.torrent
-mktorrent -l "$BT_PIECE_LOG" -a "http://$TRACKER_IP:6969/announce" -o "$TORRENT" "$SRC" >/dev/null
+[[ $CLIENTS == hive ]] || mktorrent -l "$BT_PIECE_LOG" -a "http://$TRACKER_IP:6969/announce" -o "$TORRENT" "$SRC" >/dev/null
 
 echo "==> $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), hive $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(aria2c --version 2>/dev/null | sed -n 1p), $(transmission-cli --version 2>&1 | head -n1), tcp $(sysctl -n net.ipv4.tcp_congestion_control)"
 echo "    $SIZE_MIB MiB (hive chunks $((1 << PIECE_LOG)) B, torrent pieces $((1 << BT_PIECE_LOG)) B), $LEECHERS leechers, upload ${UP_MBIT} Mbit/s (seeder ${SEED_UP_MBIT}), download cap ${DOWN_MBIT} Mbit/s (0: none), one-way delay ${DELAY_MS} ms, $ROUNDS rounds: $CLIENTS"
@@ -512,9 +515,18 @@ for SCENARIO in "${SCENARIOS[@]}"; do
     sum_up=$(awk -v a="$sum_up" -v b="$UP_MBIT" 'BEGIN { print a + b }')
   fi
   printf 'scenario\t%s\t%s\t%s\t%s\t%s\t%s\n' "$SCENARIO" "$SIZE" "$n" "$SEED_UP_MBIT" "$sum_up" "$DOWN_MBIT" >>"$RESULTS"
+  t_scenario=$EPOCHREALTIME
   for ((r = 1; r <= ROUNDS; r++)); do
     for client in $CLIENTS; do run_round "$client" "$r"; done
   done
+  # What the emulation itself cost: the delayers' CPU time (utime + stime).
+  ticks=0
+  for pid in "${DELAYERS[@]}"; do
+    [[ -r /proc/$pid/stat ]] && ticks=$((ticks + $(awk '{ print $14 + $15 }' "/proc/$pid/stat")))
+  done
+  echo "    netem-delay used $(awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" -v a="$t_scenario" -v b="$EPOCHREALTIME" \
+    'BEGIN { printf "%.1f CPU-s in %.0f s (%.0f %% of a core)", t / hz, b - a, 100 * t / hz / (b - a) }') for ${#DELAYERS[@]} namespaces"
+  DELAYERS=()
   netem_cleanup
 done
 

@@ -64,6 +64,42 @@ def samples(name):
     return out
 
 
+def timeline(name, p, rs, smp):
+    """Each client's first round, second by second: the seeder's upload, the
+    leechers' total upload (Mbit/s) and how many leechers upload at 10 % of
+    their cap or more."""
+    first = {}
+    for r in rs:
+        first.setdefault(r["c"], r)
+    if not first:
+        return
+    print("First round, second by second: the seeder's upload and the leechers' total upload in Mbit/s, "
+          "and how many leechers upload at ≥ 10 % of their cap:\n")
+    print("```")
+    for c, r in first.items():
+        caps = {x["node"]: x["up_mbit"] for x in nodes[(name, c, r["r"])]}
+        secs = int(r["t1"] - r["t0"]) + 1
+        seed, leech, busy = [0.0] * secs, [0.0] * secs, [0] * secs
+        for node, xs in smp.items():
+            if node not in caps:
+                continue
+            per = [0.0] * secs
+            for (ta, ua, _), (tb, ub, _) in zip(xs, xs[1:]):
+                k = int(tb - r["t0"] - 1e-9)
+                if 0 <= k < secs and tb > r["t0"] and ub >= ua:
+                    per[k] += (ub - ua) * 8 / 1e6
+            for k in range(secs):
+                if node == "s":
+                    seed[k] = per[k]
+                else:
+                    leech[k] += per[k]
+                    busy[k] += per[k] >= 0.1 * caps[node]
+        print("%-13s seeder  %s" % (c, " ".join("%3.0f" % v for v in seed)))
+        print("%-13s leechers%s" % ("", " ".join("%3.0f" % v for v in leech)))
+        print("%-13s busy    %s" % ("", " ".join("%3d" % v for v in busy)))
+    print("```\n")
+
+
 for name, p in scen.items():
     lb, cs = bounds(p)
     F = p["size"]
@@ -108,17 +144,15 @@ for name, p in scen.items():
             done, total))
     print()
     if len(clients) > 1:
-        for a in clients:
-            for b in clients:
-                if a >= b:
-                    continue
+        for i, a in enumerate(clients):
+            for b in clients[i + 1:]:
                 ratios = [per_round_done[(a, k)] / per_round_done[(b, k)] for (cc, k) in per_round_done
                           if cc == a and (b, k) in per_round_done]
                 if ratios:
                     print("- %s ÷ %s, same round: %s" % (a, b, span(ratios, "%.2f")))
         print()
-    print("Per leecher (completion in s after the flash-crowd start, median over rounds; upload in copies; "
-          "held at the end):\n")
+    print("Per leecher, medians over rounds: seconds from its start to the whole file (or how much of the "
+          "file it held at the end), and its upload in copies of the file:\n")
     leechers = sorted({x["node"] for k, v in nodes.items() if k[0] == name for x in v if x["role"] != "seed"},
                       key=lambda s: int(s[1:]) if s[1:].isdigit() else 0)
     print("| client | " + " | ".join(leechers) + " |")
@@ -127,19 +161,20 @@ for name, p in scen.items():
         cells = []
         for ln in leechers:
             xs = [x for r in rs if r["c"] == c for x in nodes[(name, c, r["r"])] if x["node"] == ln]
-            d = [x["done"] for x in xs if x["done"] is not None]
+            d = [x["done"] - x["start"] for x in xs if x["done"] is not None]
             cell = "%.1f s" % med(d) if len(d) == len(xs) and d else "%d%% held" % round(100 * med([x["frac"] for x in xs]))
             cell += ", %.2f up" % med([x["up"] / F for x in xs])
             if xs and xs[0]["up_mbit"] != p["us"]:
                 cell += " (%g Mbit/s)" % xs[0]["up_mbit"]
-            if xs and xs[0]["role"] == "late":
-                cell += " (joined at %.0f s)" % xs[0]["start"]
+            if xs and xs[0]["role"] in ("late", "churn"):
+                cell += " (joined at %.1f s)" % med([x["start"] for x in xs])
             cells.append(cell)
         print("| %s | %s |" % (c, " | ".join(cells)))
     print()
     bad = [(r["c"], r["r"], x["node"]) for r in rs for x in nodes[(name, r["c"], r["r"])] if x["digest"] == "bad"]
     if bad:
         print("**Digest mismatch**: %s\n" % ", ".join("%s r%d %s" % b for b in bad))
+    timeline(name, p, rs, smp)
     for r in rs:
         if r["outcome"] != "done":
             print("- %s round %d: %s after %.1f s; %d of %d pieces held by no leecher" % (
@@ -150,7 +185,7 @@ for name, p in scen.items():
             out.write("t,node,up_mbit,down_mbit\n")
             for node, xs in sorted(smp.items()):
                 for (ta, ua, da), (tb, ub, db) in zip(xs, xs[1:]):
-                    if r["t0"] - 0.5 <= tb <= r["t1"] + 0.5 and tb > ta:
+                    if r["t0"] - 0.5 <= tb <= r["t1"] + 0.5 and tb > ta and ub >= ua and db >= da:
                         out.write("%.2f,%s,%.2f,%.2f\n" % (
                             tb - r["t0"], node, (ub - ua) * 8 / 1e6 / (tb - ta), (db - da) * 8 / 1e6 / (tb - ta)))
     print()
