@@ -430,7 +430,7 @@ run_round() {
     fi
     # Stalled: no leecher received anything for STALL_S.
     local total
-    total=$(counters | awk '$1 != "s" && $1 != "t" { s += $3 } END { print s + 0 }')
+    total=$(counters | awk '$1 != "s" && $1 != "t" { s += $3 } END { printf "%d", s }')
     if ((total - last_total > 65536)); then last_total=$total; last_moved=$now; fi
     if awk -v a="$last_moved" -v b="$now" -v s="$STALL_S" 'BEGIN { exit !(b - a >= s) }'; then outcome=stalled; break; fi
     if awk -v e="$el" -v m="$TIMEOUT_S" 'BEGIN { exit !(e >= m) }'; then break; fi

@@ -262,3 +262,63 @@ fn wait_ack(fd: &impl rustix::fd::AsFd, seq: u32) -> anyhow::Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A queue notice as the kernel sends it: an attribute before the
+    /// packet header (a mark), the header's id big-endian, then the hook.
+    fn notice(id: u32) -> Vec<u8> {
+        let mut hdr = id.to_be_bytes().to_vec();
+        hdr.extend_from_slice(&0x0800u16.to_be_bytes()); // hw_protocol
+        hdr.push(0); // hook
+        let mut msg = message(
+            NFQNL_MSG_PACKET,
+            0,
+            0,
+            0,
+            &[(3, 9u32.to_be_bytes().to_vec()), (NFQA_PACKET_HDR, hdr)],
+        );
+        msg[4..6].copy_from_slice(&((NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET).to_ne_bytes());
+        msg
+    }
+
+    #[test]
+    fn every_notice_of_a_datagram_gives_its_packet_id() {
+        let mut datagram = notice(7);
+        datagram.extend(notice(0x0102_0304));
+        assert_eq!(packet_ids(&datagram).unwrap(), vec![7, 0x0102_0304]);
+    }
+
+    #[test]
+    fn a_message_is_as_long_as_its_header_says_and_attributes_are_padded() {
+        let msg = message(
+            NFQNL_MSG_CONFIG,
+            NLM_F_REQUEST,
+            5,
+            1,
+            &[(NFQA_CFG_CMD, vec![1, 0, 0, 2]), (9, vec![1])],
+        );
+        assert_eq!(
+            u32::from_ne_bytes(msg[0..4].try_into().unwrap()) as usize,
+            msg.len()
+        );
+        assert_eq!(msg.len() % 4, 0);
+        // nfgenmsg: the queue number, big-endian.
+        assert_eq!(&msg[18..20], &1u16.to_be_bytes());
+        let parsed: Vec<_> = messages(&msg).collect();
+        assert_eq!(parsed.len(), 1);
+        assert_eq!(parsed[0].1, 5);
+    }
+
+    #[test]
+    fn a_netlink_error_is_an_error() {
+        let mut msg = vec![0u8; NLMSG_HDRLEN];
+        msg.extend_from_slice(&(-1i32).to_ne_bytes());
+        let len = msg.len() as u32;
+        msg[0..4].copy_from_slice(&len.to_ne_bytes());
+        msg[4..6].copy_from_slice(&NLMSG_ERROR.to_ne_bytes());
+        assert!(packet_ids(&msg).is_err());
+    }
+}
