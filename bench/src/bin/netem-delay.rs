@@ -17,7 +17,8 @@
 //! Prints `ready` on stdout once the queue is bound, so the rule can be
 //! added after it (without a listener the kernel drops queued packets, so a
 //! delayer that dies stops the traffic rather than silently removing the
-//! delay). Runs until killed.
+//! delay), then every 5 s how late it released packets (see `Stats`).
+//! Runs until killed.
 
 use std::{
     collections::VecDeque,
@@ -124,19 +125,23 @@ fn main() -> anyhow::Result<()> {
     println!("ready");
     std::io::stdout().flush()?;
 
+    let mut stats = Stats::default();
+    let mut next_report = Instant::now() + REPORT_EVERY;
     // (when due, packet id), oldest first.
     let mut held: VecDeque<(Instant, u32)> = VecDeque::new();
     let mut buf = vec![0u8; 1 << 18];
     loop {
-        let timeout = held.front().map(|&(due, _)| {
-            let wait = due.saturating_duration_since(Instant::now());
-            Timespec {
-                tv_sec: wait.as_secs() as _,
-                tv_nsec: wait.subsec_nanos() as _,
-            }
-        });
+        // Until the oldest packet is due, or the next report.
+        let wake = held
+            .front()
+            .map_or(next_report, |&(due, _)| due.min(next_report));
+        let wait = wake.saturating_duration_since(Instant::now());
+        let timeout = Timespec {
+            tv_sec: wait.as_secs() as _,
+            tv_nsec: wait.subsec_nanos() as _,
+        };
         let mut fds = [PollFd::new(&fd, PollFlags::IN)];
-        match poll(&mut fds, timeout.as_ref()) {
+        match poll(&mut fds, Some(&timeout)) {
             Ok(_) | Err(Errno::INTR) => {}
             Err(e) => return Err(e).context("poll"),
         }
@@ -161,8 +166,13 @@ fn main() -> anyhow::Result<()> {
             if due > now {
                 break;
             }
+            stats.released(now - due);
             last = Some(id);
             held.pop_front();
+        }
+        if now >= next_report {
+            stats.report()?;
+            next_report = now + REPORT_EVERY;
         }
         if let Some(id) = last {
             let mut verdict = NF_ACCEPT.to_be_bytes().to_vec();
@@ -176,6 +186,59 @@ fn main() -> anyhow::Result<()> {
             );
             sendto(&fd, &msg, SendFlags::empty(), &kernel).context("send verdict")?;
         }
+    }
+}
+
+const REPORT_EVERY: Duration = Duration::from_secs(5);
+
+/// How late packets were released against their due time: a packet's delay
+/// is `--delay-ms` plus this (and the moment it took to be read). Printed
+/// every few seconds as `stats packets=N late_p50_us=… late_p99_us=…
+/// late_max_us=…` (totals since the start), so a harness can tell whether
+/// the delayer kept up.
+#[derive(Default)]
+struct Stats {
+    packets: u64,
+    max: Duration,
+    /// Packets by lateness, in 100 µs steps; the last bucket takes the rest.
+    buckets: Vec<u64>,
+}
+
+impl Stats {
+    fn released(&mut self, late: Duration) {
+        if self.buckets.is_empty() {
+            self.buckets = vec![0; 1000];
+        }
+        let i = ((late.as_micros() / 100) as usize).min(self.buckets.len() - 1);
+        self.buckets[i] += 1;
+        self.packets += 1;
+        self.max = self.max.max(late);
+    }
+
+    /// The lateness (µs, to the bucket's upper edge) below which `q` of the packets fall.
+    fn quantile(&self, q: f64) -> u64 {
+        let want = (q * self.packets as f64).ceil() as u64;
+        let mut seen = 0;
+        for (i, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= want.max(1) {
+                return (i as u64 + 1) * 100;
+            }
+        }
+        0
+    }
+
+    fn report(&self) -> std::io::Result<()> {
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "stats packets={} late_p50_us={} late_p99_us={} late_max_us={}",
+            self.packets,
+            self.quantile(0.5),
+            self.quantile(0.99),
+            self.max.as_micros()
+        )?;
+        out.flush()
     }
 }
 
@@ -266,6 +329,21 @@ fn wait_ack(fd: &impl rustix::fd::AsFd, seq: u32) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lateness_quantiles_come_from_the_released_packets() {
+        let mut stats = Stats::default();
+        for _ in 0..98 {
+            stats.released(Duration::from_micros(50));
+        }
+        stats.released(Duration::from_micros(2_050));
+        stats.released(Duration::from_secs(1));
+        assert_eq!(stats.packets, 100);
+        assert_eq!(stats.quantile(0.5), 100);
+        assert_eq!(stats.quantile(0.99), 2_100);
+        assert_eq!(stats.quantile(1.0), 100_000);
+        assert_eq!(stats.max, Duration::from_secs(1));
+    }
 
     /// A queue notice as the kernel sends it: an attribute before the
     /// packet header (a mark), the header's id big-endian, then the hook.
