@@ -15,6 +15,7 @@
 #   scripts/netem-swarm.sh flash hetero      # scenarios: flash, hetero, churn
 #   SIZE_MIB=16 LEECHERS=4 ROUNDS=1 CLIENTS=hive scripts/netem-swarm.sh
 #   scripts/netem-swarm.sh --cleanup         # remove what an interrupted run left
+#   scripts/netem-swarm.sh --help
 #
 # Scenarios:
 #   flash   1 seeder + LEECHERS leechers, all starting at once.
@@ -73,6 +74,10 @@ netem_cleanup() {
   done
 }
 
+if [[ ${1:-} == -h || ${1:-} == --help ]]; then
+  sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+  exit 0
+fi
 if [[ ${1:-} == --cleanup ]]; then
   netem_cleanup
   exit 0
@@ -108,8 +113,11 @@ cargo build --release --quiet -p hive-tracker -p hive-peer -p hive-bench
 BIN=${CARGO_TARGET_DIR:-$PWD/target}/release
 TOOLS=$PWD/bench/netem
 
-netem_cleanup # what an interrupted run may have left
 mkdir -p "$NETEM_DIR"
+# One run at a time: the namespaces' names are fixed.
+exec 9>"$NETEM_DIR/.lock"
+flock -n 9 || { echo "netem-swarm.sh: another run holds $NETEM_DIR/.lock" >&2; exit 1; }
+netem_cleanup # what an interrupted run may have left
 RUN=$NETEM_DIR/run-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$RUN"
 chmod 755 "$NETEM_DIR" "$RUN"
