@@ -391,7 +391,7 @@ run_round() {
   done
   local outcome=timeout left=0 seed_up0=${c0[s]%% *} last_moved=$t0 last_total=0 arrivals=0
   local leave_bytes
-  leave_bytes=$(awk -v c="$LEAVE_COPIES" -v f="$SIZE" 'BEGIN { printf "%d", c * f }')
+  leave_bytes=$(awk -v c="$LEAVE_COPIES" -v f="$SIZE" 'BEGIN { printf "%.0f", c * f }')
   local -A finished=() done_at=()
   while :; do
     sleep 0.25
@@ -446,7 +446,7 @@ run_round() {
     fi
     # Stalled: no leecher received anything for STALL_S.
     local total
-    total=$(counters | awk '$1 != "s" && $1 != "t" { s += $3 } END { printf "%d", s }')
+    total=$(counters | awk '$1 != "s" && $1 != "t" { s += $3 } END { printf "%.0f", s }')
     if ((total - last_total > 65536)); then last_total=$total; last_moved=$now; fi
     if awk -v a="$last_moved" -v b="$now" -v s="$STALL_S" 'BEGIN { exit !(b - a >= s) }'; then outcome=stalled; break; fi
     if awk -v e="$el" -v m="$TIMEOUT_S" 'BEGIN { exit !(e >= m) }'; then break; fi
