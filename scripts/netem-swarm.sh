@@ -198,8 +198,28 @@ counters() {
   awk '{ sub(/^[ \t]+/, ""); sub(/:/, " ") } $1 ~ /^v-/ { print substr($1, 3), $2, $10 }' "/proc/$SAMPLER/net/dev"
 }
 
-# up_bytes NODE: what NODE has uploaded so far.
-up_bytes() { counters | awk -v n="$1" '$1 == n { print $2 }'; }
+# link_totals: sets SEED_UP (what the seeder has uploaded) and LEECH_DOWN
+# (what all leechers have downloaded), without starting a process: the
+# round's watch loop calls it 4 times a second, on cores that may be busy.
+link_totals() {
+  local line name f
+  SEED_UP=0 LEECH_DOWN=0
+  while IFS= read -r line; do
+    [[ $line == *:* ]] || continue
+    name=${line%%:*}
+    name=${name//[[:space:]]/}
+    [[ $name == v-* ]] || continue
+    read -r -a f <<<"${line#*:}"
+    case ${name#v-} in
+      s) SEED_UP=${f[0]} ;;
+      t) ;;
+      *) LEECH_DOWN=$((LEECH_DOWN + f[8])) ;;
+    esac
+  done <"/proc/$SAMPLER/net/dev"
+}
+
+# us_now: the time in microseconds.
+us_now() { local t=$EPOCHREALTIME; echo "${t/./}"; }
 
 # ---------------------------------------------------------------- clients
 # Each client has start_seed_CLIENT NODE, start_leech_CLIENT NODE (returns
@@ -341,10 +361,14 @@ data_transmission() {
 # quits), still reaches the tracker to say goodbye, and gets SIGTERM.
 seed_leaves() {
   local node=$1
-  nsx "$node" iptables -A OUTPUT -o eth0 ! -d "$TRACKER_IP" -p tcp ! --tcp-flags RST RST -j DROP
-  nsx "$node" iptables -A OUTPUT -o eth0 ! -d "$TRACKER_IP" ! -p tcp -j DROP
-  nsx "$node" iptables -A INPUT -i eth0 ! -s "$TRACKER_IP" -p tcp -j REJECT --reject-with tcp-reset
-  nsx "$node" iptables -A INPUT -i eth0 ! -s "$TRACKER_IP" -j DROP
+  nsx "$node" iptables-restore --noflush <<RULES
+*filter
+-A OUTPUT -o eth0 ! -d $TRACKER_IP -p tcp ! --tcp-flags RST RST -j DROP
+-A OUTPUT -o eth0 ! -d $TRACKER_IP ! -p tcp -j DROP
+-A INPUT -i eth0 ! -s $TRACKER_IP -p tcp -j REJECT --reject-with tcp-reset
+-A INPUT -i eth0 ! -s $TRACKER_IP -j DROP
+COMMIT
+RULES
   kill -TERM "${PIDS[$node]}" 2>/dev/null || true
 }
 
@@ -385,18 +409,25 @@ run_round() {
   local n u d
   while read -r n u d; do c0[$n]="$u $d"; done < <(counters)
   local t0=$EPOCHREALTIME
+  local t0_us=${t0/./}
   local -A started=()
   for node in "${LEECH[@]}"; do
     if [[ ${start_at[$node]} == 0 ]]; then "start_leech_$client" "$node"; started[$node]=1; fi
   done
-  local outcome=timeout left=0 seed_up0=${c0[s]%% *} last_moved=$t0 last_total=0 arrivals=0
-  local leave_bytes
+  local outcome=timeout left=0 seed_up0=${c0[s]%% *} last_moved=0 last_total=0 arrivals=0
+  # The watch loop below starts no process while nothing happens (times
+  # in integer milliseconds since t0), so that it keeps to its 4 checks a
+  # second on busy cores: a leaving seeder is cut off within about 0.25 s.
+  local leave_bytes stall_ms timeout_ms
   leave_bytes=$(awk -v c="$LEAVE_COPIES" -v f="$SIZE" 'BEGIN { printf "%.0f", c * f }')
+  stall_ms=$(awk -v s="$STALL_S" 'BEGIN { printf "%.0f", s * 1000 }')
+  timeout_ms=$(awk -v s="$TIMEOUT_S" 'BEGIN { printf "%.0f", s * 1000 }')
+  local -A start_ms=()
+  for node in "${LEECH[@]}"; do start_ms[$node]=$(awk -v s="${start_at[$node]}" 'BEGIN { printf "%.0f", s * 1000 }'); done
   local -A finished=() done_at=()
   while :; do
     sleep 0.25
-    local now=$EPOCHREALTIME el
-    el=$(awk -v a="$t0" -v b="$now" 'BEGIN { printf "%.3f", b - a }')
+    local el_ms=$((($(us_now) - t0_us) / 1000))
     local all=1 failed=0
     for node in "${LEECH[@]}"; do
       if [[ -z ${finished[$node]:-} && -s $W/$node.done ]]; then
@@ -421,6 +452,7 @@ run_round() {
           "prepare_leech_$client" "$new"
           "ready_leech_$client" "$new"
           start_at[$new]=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", b - a }')
+          start_ms[$new]=0
           "start_leech_$client" "$new"
           started[$new]=1
           all=0
@@ -428,28 +460,23 @@ run_round() {
       fi
       [[ -n ${finished[$node]:-} ]] || all=0
       [[ ${finished[$node]:-0} == 0 ]] || failed=1
-      if [[ -z ${started[$node]:-} ]] && awk -v e="$el" -v s="${start_at[$node]}" 'BEGIN { exit !(e >= s) }'; then
+      if [[ -z ${started[$node]:-} ]] && ((el_ms >= start_ms[$node])); then
         "start_leech_$client" "$node"
         started[$node]=1
       fi
     done
     if ((all && failed)); then outcome=failed; break; fi
     if ((all)); then outcome="done"; break; fi
-    if [[ $SCENARIO == hetero && $left == 0 ]]; then
-      local sent
-      sent=$(($(up_bytes s) - seed_up0))
-      if ((sent >= leave_bytes)); then
-        seed_leaves s
-        left=1
-        echo "    seeder left at ${el} s"
-      fi
+    link_totals
+    if [[ $SCENARIO == hetero && $left == 0 ]] && ((SEED_UP - seed_up0 >= leave_bytes)); then
+      seed_leaves s
+      left=1
+      echo "    seeder left at $((el_ms / 1000)).$(printf '%03d' $((el_ms % 1000))) s"
     fi
     # Stalled: no leecher received anything for STALL_S.
-    local total
-    total=$(counters | awk '$1 != "s" && $1 != "t" { s += $3 } END { printf "%.0f", s }')
-    if ((total - last_total > 65536)); then last_total=$total; last_moved=$now; fi
-    if awk -v a="$last_moved" -v b="$now" -v s="$STALL_S" 'BEGIN { exit !(b - a >= s) }'; then outcome=stalled; break; fi
-    if awk -v e="$el" -v m="$TIMEOUT_S" 'BEGIN { exit !(e >= m) }'; then break; fi
+    if ((LEECH_DOWN - last_total > 65536)); then last_total=$LEECH_DOWN; last_moved=$el_ms; fi
+    if ((el_ms - last_moved >= stall_ms)); then outcome=stalled; break; fi
+    if ((el_ms >= timeout_ms)); then break; fi
   done
   local t1=$EPOCHREALTIME
   while read -r n u d; do c1[$n]="$u $d"; done < <(counters)
@@ -522,6 +549,13 @@ echo "    results in $RUN"
 
 for SCENARIO in "${SCENARIOS[@]}"; do
   echo "==> $SCENARIO"
+  # Every leecher writes a copy of the file: refuse to fill the disk.
+  need=$(((LEECHERS + 2) * SIZE))
+  free=$(($(df --output=avail -B1 "$NETEM_DIR" | tail -n1)))
+  if ((free < need + (1 << 30))); then
+    echo "netem-swarm.sh: $NETEM_DIR has $((free >> 20)) MiB free; a round needs $((need >> 20)) MiB and 1 GiB to spare" >&2
+    exit 1
+  fi
   net_switch
   net_node t 2 0 0
   net_node s 10 "$SEED_UP_MBIT" "$DOWN_MBIT"
