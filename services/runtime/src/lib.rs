@@ -8,7 +8,8 @@
 //!   (`grpc/conn.rs`) and small answers cut into small HTTP/2 frames
 //!   (`grpc/frames.rs`).
 //! - [`metrics`]: Prometheus metrics: per-RPC counts and latencies, and `/metrics` over HTTP.
-//! - [`telemetry`]: the daemons' logging set-up and shared operator flags.
+//! - [`telemetry`]: the daemons' logging set-up, shared operator flags, and
+//!   the message for a port that cannot be bound.
 //! - [`task`]: spawning named background tasks whose failures are logged.
 //! - [`shutdown`]: the daemons' Ctrl-C / SIGTERM handling.
 //! - [`config_file`]: `--config PATH`, the daemons' settings from a TOML file

@@ -42,3 +42,17 @@ pub fn init_logging(format: LogFormat) {
         LogFormat::Json => builder.json().init(),
     }
 }
+
+/// The one-line error for a port that `flag` sets and that could not be
+/// bound (`what` says which and why): when the address is taken, most often
+/// by a second `daemon` on this machine, it says how to move it.
+pub fn bind_error(daemon: &str, what: &str, e: &std::io::Error, flag: &str) -> String {
+    if e.kind() == std::io::ErrorKind::AddrInUse {
+        format!(
+            "{what} (another {daemon} running here?); choose another with {flag} ADDR, \
+             port 0 picks a free one"
+        )
+    } else {
+        format!("{what} (set by {flag})")
+    }
+}

@@ -71,15 +71,9 @@ async fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `what` went wrong binding the port `flag` sets: when the address is
-/// taken, says how to move it.
+/// `what` went wrong binding the port `flag` sets.
 fn bind_error(what: &str, e: &std::io::Error, flag: &str) -> anyhow::Error {
-    if e.kind() == std::io::ErrorKind::AddrInUse {
-        anyhow::anyhow!(
-            "{what} (another tracker running here?); choose another with {flag} ADDR, \
-             port 0 picks a free one"
-        )
-    } else {
-        anyhow::anyhow!("{what} (set by {flag})")
-    }
+    anyhow::anyhow!(hive_runtime::telemetry::bind_error(
+        "tracker", what, e, flag
+    ))
 }

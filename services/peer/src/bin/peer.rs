@@ -104,15 +104,7 @@ async fn bind(addr: SocketAddr, flag: &str, port: &str) -> anyhow::Result<TcpLis
         .map_err(|e| bind_error(&format!("cannot listen on {addr}, {port}: {e}"), &e, flag))
 }
 
-/// `what` went wrong binding the port `flag` sets: when the address is
-/// taken (most often by a second peer on this machine), says how to move it.
+/// `what` went wrong binding the port `flag` sets.
 fn bind_error(what: &str, e: &std::io::Error, flag: &str) -> anyhow::Error {
-    if e.kind() == std::io::ErrorKind::AddrInUse {
-        anyhow::anyhow!(
-            "{what} (another peer running here?); choose another with {flag} ADDR, \
-             port 0 picks a free one"
-        )
-    } else {
-        anyhow::anyhow!("{what} (set by {flag})")
-    }
+    anyhow::anyhow!(hive_runtime::telemetry::bind_error("peer", what, e, flag))
 }
