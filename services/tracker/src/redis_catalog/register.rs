@@ -1,0 +1,347 @@
+//! Registration: Register, RegisterChunk, and opening a session.
+
+use std::{
+    collections::{HashMap, HashSet},
+    ops::RangeInclusive,
+};
+
+use futures_util::future::join_all;
+use hive::{ChunkSet, Digest, FileName, chunk::ChunkError, pb::types};
+use prost::Message;
+
+use super::{
+    Claimed, RedisCatalog, corrupt,
+    keys::{FILES, FileKeys, PeerKeys, addr_key, token_key},
+    layout_of,
+    scripts::*,
+};
+use crate::{
+    auth::{self, PeerId, TokenHash},
+    error::ServiceError,
+    registry::{Caller, Credentials, Offer, Registered, RegistryError, rules},
+};
+
+impl RedisCatalog {
+    pub(super) async fn register_impl(
+        &self,
+        caller: Caller,
+        offers: Vec<Offer>,
+    ) -> Result<Registered, ServiceError> {
+        let distinct: Vec<FileName> = {
+            let mut seen = HashSet::new();
+            offers
+                .iter()
+                .map(|o| o.manifest.name())
+                .filter(|n| seen.insert(*n))
+                .cloned()
+                .collect()
+        };
+        // The session first, as the embedded catalog checks it first.
+        let session = match &caller {
+            Caller::Session(cred) => {
+                let keys = PeerKeys::new(cred.peer);
+                let mut inv = SESSION.key(&keys.s);
+                inv.key(&keys.l)
+                    .key(&keys.f)
+                    .arg(cred.token.as_bytes().as_slice());
+                for n in &distinct {
+                    inv.arg(n.as_str());
+                }
+                let out: Vec<String> = self.run(&inv).await?;
+                match out.as_slice() {
+                    [ok, addr, held, new] if ok == "ok" => {
+                        let held: usize = held.parse().map_err(|_| corrupt("count"))?;
+                        let new: usize = new.parse().map_err(|_| corrupt("count"))?;
+                        Some((cred.peer, addr.clone(), held + new))
+                    }
+                    [why, ..] => return Err(self.refused(cred, why).await),
+                    [] => return Err(corrupt("empty answer")),
+                }
+            }
+            Caller::New { .. } => None,
+        };
+        // Every check before any write.
+        let mut registered = HashMap::new();
+        let found = join_all(distinct.iter().map(|n| self.manifest(n))).await;
+        for (name, m) in distinct.iter().zip(found) {
+            if let Some(m) = m? {
+                registered.insert(name.clone(), m);
+            }
+        }
+        rules::check_offers(&offers, |n| registered.get(n).map(|m| m.as_ref()))?;
+        let new_names = distinct.len() - registered.len();
+        if new_names > 0 {
+            let files: usize = self.query(redis::cmd("ZCARD").arg(FILES)).await?;
+            rules::check_file_count(&self.limits, files + new_names)?;
+        }
+        let held = session.as_ref().map_or(distinct.len(), |s| s.2);
+        rules::check_files_per_peer(&self.limits, held)?;
+
+        let (peer, token, addr) = match (session, caller) {
+            (Some((peer, addr, _)), _) => (peer, None, addr),
+            (None, Caller::New { addr }) => {
+                let (peer, token) = self.open_session(&addr).await?;
+                (peer, Some(token), addr)
+            }
+            (None, Caller::Session(_)) => unreachable!("checked above"),
+        };
+        self.apply(peer, offers).await?;
+        Ok(Registered { peer, token, addr })
+    }
+
+    pub(super) async fn register_chunks_impl(
+        &self,
+        cred: Credentials,
+        name: &FileName,
+        add: &[RangeInclusive<u32>],
+        remove: &[RangeInclusive<u32>],
+    ) -> Result<u32, ServiceError> {
+        let keys = PeerKeys::new(cred.peer);
+        let fk = FileKeys::new(name);
+        for attempt in 0.. {
+            // A cached manifest is checked by the script against the stored
+            // digest ('stale', 'unknown'), so the hot path skips the read.
+            let manifest = match (attempt, self.cached(name)) {
+                (0, Some(m)) => Some(m),
+                _ => self.manifest(name).await?,
+            };
+            let invalid =
+                |field: &str, e: ChunkError| RegistryError::Invalid(format!("{field}: {e}"));
+            let sets = manifest.as_ref().map(|m| {
+                let universe = m.chunk_count();
+                let add = ChunkSet::from_ranges(universe, add.iter().cloned())
+                    .map_err(|e| invalid("chunks", e))?;
+                let remove = ChunkSet::from_ranges(universe, remove.iter().cloned())
+                    .map_err(|e| invalid("withdrawn", e))?;
+                Ok::<_, RegistryError>((add, remove))
+            });
+            if attempt == 0 && matches!(sets, Some(Err(_))) {
+                // Refused against a cached manifest: check the stored one.
+                self.forget_cached(name);
+                continue;
+            }
+            // The file joins the peer's set only when the call can go on
+            // and would keep a holding of it.
+            let join = match (&manifest, &sets) {
+                (Some(m), Some(Ok((add, _)))) => !add.is_empty() || m.chunk_count() == 0,
+                _ => false,
+            };
+            let quota = matches!(&sets, Some(Ok((add, _))) if !add.is_empty());
+            let why: String = self
+                .run(
+                    CHUNK_AUTH
+                        .key(&keys.s)
+                        .key(&keys.l)
+                        .key(&keys.f)
+                        .arg(cred.token.as_bytes().as_slice())
+                        .arg(if join { name.as_str() } else { "" })
+                        .arg(if quota { "1" } else { "0" })
+                        .arg(self.limits.max_files_per_peer),
+                )
+                .await?;
+            let added = match why.as_str() {
+                "added" => true,
+                "ok" => false,
+                "quota" => false,
+                other => return Err(self.refused(&cred, other).await),
+            };
+            let (manifest, (add_set, remove_set)) = match (manifest, sets) {
+                (None, _) | (_, None) => {
+                    return Err(RegistryError::UnknownFile(name.clone()).into());
+                }
+                (Some(_), Some(Err(e))) => return Err(e.into()),
+                (Some(m), Some(Ok(s))) => (m, s),
+            };
+            if why == "quota" {
+                rules::check_files_per_peer(&self.limits, self.limits.max_files_per_peer + 1)?;
+            }
+            let out: Vec<String> = match self
+                .run(
+                    CHUNKS
+                        .key(&fk.m)
+                        .key(&fk.h)
+                        .arg(manifest.digest().as_bytes().as_slice())
+                        .arg(&keys.id)
+                        .arg(add_set.to_bitmap())
+                        .arg(remove_set.to_bitmap()),
+                )
+                .await
+            {
+                Ok(out) => out,
+                Err(e) => {
+                    if added {
+                        self.undo_join(&keys, name).await;
+                    }
+                    return Err(e);
+                }
+            };
+            match out.first().map(String::as_str) {
+                Some("ok") => {
+                    let held: u32 = out[1].parse().map_err(|_| corrupt("count"))?;
+                    let since = out.get(2).cloned().unwrap_or_default();
+                    self.orphaned(&fk, &since).await?;
+                    if held == 0 && manifest.chunk_count() > 0 {
+                        self.query::<i64>(redis::cmd("SREM").arg(&keys.f).arg(name.as_str()))
+                            .await?;
+                    }
+                    return Ok(held);
+                }
+                Some("stale") if attempt == 0 => {
+                    // Forgotten and registered again with other content:
+                    // check the ranges against the new manifest.
+                    self.forget_cached(name);
+                    if added {
+                        self.undo_join(&keys, name).await;
+                    }
+                }
+                _ => {
+                    if added {
+                        self.undo_join(&keys, name).await;
+                    }
+                    return Err(RegistryError::UnknownFile(name.clone()).into());
+                }
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
+    /// Registers offers for `peer` after every check passed: its file set
+    /// first (so every holding can be found from the session), then each
+    /// file in order.
+    pub(super) async fn apply(&self, peer: PeerId, offers: Vec<Offer>) -> Result<(), ServiceError> {
+        let keys = PeerKeys::new(peer);
+        let mut kept: HashMap<&FileName, bool> = HashMap::new();
+        for o in &offers {
+            let dropped = o.chunks.is_empty() && o.manifest.chunk_count() > 0;
+            kept.insert(o.manifest.name(), !dropped);
+        }
+        let add: Vec<&str> = kept
+            .iter()
+            .filter(|(_, k)| **k)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        if !add.is_empty() {
+            self.query::<i64>(redis::cmd("SADD").arg(&keys.f).arg(&add))
+                .await?;
+        }
+        for Offer { manifest, chunks } in &offers {
+            let fk = FileKeys::new(manifest.name());
+            let dropped = chunks.is_empty() && manifest.chunk_count() > 0;
+            let wire = types::Manifest::from(manifest).encode_to_vec();
+            let out: Vec<Vec<u8>> = self
+                .run(
+                    PUT.key(&fk.m)
+                        .key(&fk.h)
+                        .arg(manifest.name().as_str())
+                        .arg(wire)
+                        .arg(manifest.digest().as_bytes().as_slice())
+                        .arg(layout_of(manifest))
+                        .arg(&keys.id)
+                        .arg(chunks.to_bitmap())
+                        .arg(if dropped { "1" } else { "0" }),
+                )
+                .await?;
+            match out.first().map(Vec::as_slice) {
+                Some(b"ok") => {}
+                Some(b"conflict") => {
+                    let existing = out.get(1).and_then(|d| Digest::from_bytes(d).ok());
+                    return Err(match existing {
+                        Some(existing) if existing != manifest.digest() => {
+                            RegistryError::Conflict {
+                                name: manifest.name().clone(),
+                                existing,
+                            }
+                        }
+                        _ => RegistryError::Invalid(format!(
+                            "{:?} is registered in another layout; offer it in that layout",
+                            manifest.name()
+                        )),
+                    }
+                    .into());
+                }
+                Some(b"collision") => {
+                    return Err(RegistryError::Quota(format!(
+                        "{:?} cannot be registered on this tracker",
+                        manifest.name()
+                    ))
+                    .into());
+                }
+                _ => return Err(corrupt("answer to a registration")),
+            }
+            if out.get(1).map(Vec::as_slice) == Some(b"1") {
+                self.query::<i64>(
+                    redis::cmd("ZADD")
+                        .arg(FILES)
+                        .arg(0)
+                        .arg(manifest.name().as_str()),
+                )
+                .await?;
+            }
+            let since = String::from_utf8_lossy(out.get(2).map_or(&[][..], Vec::as_slice));
+            self.orphaned(&fk, &since).await?;
+        }
+        let gone: Vec<&str> = kept
+            .iter()
+            .filter(|(_, k)| !**k)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        if !gone.is_empty() {
+            self.query::<i64>(redis::cmd("SREM").arg(&keys.f).arg(&gone))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// A new session at `addr`; an old one there is ended first.
+    async fn open_session(&self, addr: &str) -> Result<(PeerId, auth::Token), ServiceError> {
+        let (peer, token) = auth::mint().map_err(RegistryError::from)?;
+        let keys = PeerKeys::new(peer);
+        let hash: TokenHash = token.hash();
+        self.run::<String>(
+            OPEN.key(&keys.s)
+                .key(&keys.l)
+                .key(&keys.d)
+                .arg(&keys.id)
+                .arg(addr)
+                .arg(hash.as_bytes().as_slice())
+                .arg(self.ttl_ms()),
+        )
+        .await?;
+        self.query::<()>(
+            redis::cmd("SET")
+                .arg(token_key(hash.as_bytes()))
+                .arg(&keys.id),
+        )
+        .await?;
+        let old: Option<String> = self
+            .query(
+                redis::cmd("SET")
+                    .arg(addr_key(addr))
+                    .arg(&keys.id)
+                    .arg("GET"),
+            )
+            .await?;
+        if let Some(old) = old.and_then(|o| PeerId::parse(&o).ok())
+            && old != peer
+        {
+            let ok = PeerKeys::new(old);
+            let ended: Vec<Claimed> = self.run(EVICT.key(&ok.d).arg(&ok.id)).await?;
+            // The address index already names the new session.
+            let ended = ended
+                .into_iter()
+                .map(|(id, _, token, files)| (id, String::new(), token, files))
+                .collect();
+            self.clean_up(ended).await?;
+        }
+        Ok((peer, token))
+    }
+
+    /// Takes `name` back out of the peer's file set after a refused
+    /// RegisterChunk added it (best effort: a stray name only counts
+    /// against the peer's quota until its session ends).
+    async fn undo_join(&self, keys: &PeerKeys, name: &FileName) {
+        let _ = self
+            .query::<i64>(redis::cmd("SREM").arg(&keys.f).arg(name.as_str()))
+            .await;
+    }
+}
