@@ -46,13 +46,29 @@ enum Heard {
     },
 }
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct Recorder {
     heard: Arc<Mutex<Vec<Heard>>>,
     /// The next heartbeat is answered NOT_FOUND (the tracker restarted).
     forget: Arc<AtomicBool>,
     /// The next Register gets no answer (UNAVAILABLE), unheard.
     drop_register: Arc<AtomicBool>,
+    /// Every Register is refused (RESOURCE_EXHAUSTED: rate limited).
+    refuse_register: Arc<AtomicBool>,
+    /// How many Registers arrived, refused or not.
+    registers: Arc<tokio::sync::watch::Sender<usize>>,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Self {
+            heard: Arc::default(),
+            forget: Arc::default(),
+            drop_register: Arc::default(),
+            refuse_register: Arc::default(),
+            registers: Arc::new(tokio::sync::watch::channel(0).0),
+        }
+    }
 }
 
 impl Recorder {
@@ -75,6 +91,10 @@ impl Tracker for Recorder {
         &self,
         req: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
+        self.registers.send_modify(|n| *n += 1);
+        if self.refuse_register.load(Ordering::SeqCst) {
+            return Err(Status::resource_exhausted("rate limited"));
+        }
         if self.drop_register.swap(false, Ordering::SeqCst) {
             return Err(Status::unavailable("dropped"));
         }
@@ -149,13 +169,7 @@ struct Fixture {
 /// chunks) held as a download holding chunk 1.
 async fn fixture() -> Fixture {
     let tracker = Recorder::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(TrackerServer::new(tracker.clone()))
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
+    let addr = serve(&tracker).await;
     let dir = tempfile::tempdir().unwrap();
     let holdings = Holdings::default();
     let m = manifest("f", 4);
@@ -284,67 +298,25 @@ async fn a_forgotten_session_registers_everything_held_again() {
     .await;
 }
 
-/// A tracker that refuses every Register, counting them.
-#[derive(Clone)]
-struct Refuser {
-    registers: Arc<tokio::sync::watch::Sender<usize>>,
-}
-
-#[tonic::async_trait]
-impl Tracker for Refuser {
-    async fn register(
-        &self,
-        _: Request<pb::RegisterRequest>,
-    ) -> Result<Response<pb::RegisterResponse>, Status> {
-        self.registers.send_modify(|n| *n += 1);
-        Err(Status::resource_exhausted("rate limited"))
-    }
-    async fn list_files(
-        &self,
-        _: Request<pb::ListFilesRequest>,
-    ) -> Result<Response<pb::ListFilesResponse>, Status> {
-        Err(Status::unimplemented("refuser"))
-    }
-    async fn locate(
-        &self,
-        _: Request<pb::LocateRequest>,
-    ) -> Result<Response<pb::LocateResponse>, Status> {
-        Err(Status::unimplemented("refuser"))
-    }
-    async fn register_chunk(
-        &self,
-        _: Request<pb::RegisterChunkRequest>,
-    ) -> Result<Response<pb::RegisterChunkResponse>, Status> {
-        Err(Status::unimplemented("refuser"))
-    }
-    async fn heartbeat(
-        &self,
-        _: Request<pb::HeartbeatRequest>,
-    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
-        Err(Status::unimplemented("refuser"))
-    }
-    async fn leave(
-        &self,
-        _: Request<pb::LeaveRequest>,
-    ) -> Result<Response<pb::LeaveResponse>, Status> {
-        Err(Status::unimplemented("refuser"))
-    }
+/// Serves `tracker` on a port of its own; its address.
+async fn serve(tracker: &Recorder) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TrackerServer::new(tracker.clone()))
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    addr
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_queued_change_does_not_hurry_the_registration_retries() {
     within(async {
-        let tracker = Refuser {
-            registers: Arc::new(tokio::sync::watch::channel(0).0),
-        };
+        let tracker = Recorder::default();
+        tracker.refuse_register.store(true, Ordering::SeqCst);
         let mut registers = tracker.registers.subscribe();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(TrackerServer::new(tracker.clone()))
-                .serve_with_incoming(TcpListenerStream::new(listener)),
-        );
+        let addr = serve(&tracker).await;
         let dir = tempfile::tempdir().unwrap();
         let holdings = Holdings::default();
         let m = manifest("f", 4);
