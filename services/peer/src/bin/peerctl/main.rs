@@ -21,6 +21,7 @@ use hive::pb::{
     control::{self as ctl, control_client::ControlClient},
     tracker::{self as trk, tracker_client::TrackerClient},
 };
+use hive_peer::tracker_link::trackers;
 use serde_json::json;
 use tonic::{Code, Status, transport::Channel};
 use tonic_health::pb::{
@@ -96,11 +97,30 @@ fn said(message: &str) -> &str {
 
 async fn run(cli: Cli) -> Outcome {
     let target = match cli.command {
-        Command::Files | Command::Locate { .. } => Target::tracker(&cli).await,
+        Command::Files | Command::Locate { .. } => {
+            let target = Target::tracker(&cli).await;
+            return on_trackers(&cli, &target).await;
+        }
         Command::Health { ref addr } => Target::any(addr.as_deref().unwrap_or(&cli.peer)),
         _ => Target::peer(&cli),
     };
     command(&cli, &target).await.map_err(|f| target.explain(f))
+}
+
+/// A tracker command, asked of each of the tracker's replicas in turn
+/// until one answers (a refusal is an answer).
+async fn on_trackers(cli: &Cli, target: &Target) -> Outcome {
+    loop {
+        match command(cli, target).await {
+            Err(Failure::Status(s)) if trackers::no_answer(&s) && target.next() => {
+                eprintln!(
+                    "peerctl: no answer ({}); asking the next tracker",
+                    s.message()
+                );
+            }
+            outcome => return outcome.map_err(|f| target.explain(f)),
+        }
+    }
 }
 
 async fn command(cli: &Cli, target: &Target) -> Outcome {
@@ -402,7 +422,7 @@ fn print_local(files: &[ctl::LocalFile], json: bool, key: &str) {
 }
 
 async fn health(target: &Target, json: bool) -> Outcome {
-    let addr = &target.url;
+    let addr = target.url();
     let channel = target.connect().await?;
     let resp = HealthClient::new(channel)
         .check(HealthCheckRequest {
