@@ -343,7 +343,8 @@ async fn status(target: &Target, json: bool) -> Outcome {
         outln!(
             "{}",
             json!({
-                "peer_id": s.peer_id, "tracker": s.tracker, "addr": s.addr, "listen": s.listen,
+                "peer_id": s.peer_id, "tracker": s.tracker, "trackers": s.trackers,
+                "addr": s.addr, "listen": s.listen,
                 "files": s.files.iter().map(local_json).collect::<Vec<_>>(),
                 "bytes_served": s.bytes_served, "bytes_fetched": s.bytes_fetched,
                 "uploads_active": s.uploads_active, "downloads_active": s.downloads_active,
@@ -357,10 +358,11 @@ async fn status(target: &Target, json: bool) -> Outcome {
         format!("peer {}", s.peer_id)
     };
     outln!(
-        "{id} at {} (listening on {}), tracker {}",
+        "{id} at {} (listening on {}), tracker {}{}",
         s.addr,
         s.listen,
-        s.tracker
+        s.tracker,
+        replica_of(&s.tracker, &s.trackers)
     );
     outln!(
         "served {}, fetched {}, {} uploads and {} downloads running",
@@ -371,6 +373,14 @@ async fn status(target: &Target, json: bool) -> Outcome {
     );
     print_local(&s.files, false, "files");
     Ok(())
+}
+
+/// " (replica 2 of 3)" for a daemon given several tracker replicas.
+fn replica_of(tracker: &str, trackers: &[String]) -> String {
+    match trackers.iter().position(|t| t == tracker) {
+        Some(i) if trackers.len() > 1 => format!(" (replica {} of {})", i + 1, trackers.len()),
+        _ => String::new(),
+    }
 }
 
 fn state_name(state: i32) -> &'static str {
