@@ -8,7 +8,10 @@ mod common;
 #[path = "common/redis.rs"]
 mod redis_server;
 
-use std::{process::Output, time::Duration};
+use std::{
+    process::Output,
+    time::{Duration, Instant},
+};
 
 use common::{
     TestPeer, TestTracker, bin, data,
@@ -114,6 +117,7 @@ async fn a_replica_killed_mid_download_is_failed_over_keeping_the_session() {
         gated.gate().release(20);
         run.until_chunks(20).await.expect("20 chunks");
         a.daemon.kill().await;
+        let killed = Instant::now();
 
         // The rest comes from a holder that shares it only now, through
         // the seeder's own failover (a Register).
@@ -135,6 +139,10 @@ async fn a_replica_killed_mid_download_is_failed_over_keeping_the_session() {
         assert_eq!(done.digest.as_ref(), want.digest().as_bytes());
         assert!(std::fs::read(leecher.dir.join("f")).unwrap() == f);
         assert!(download::bytes_served(&seeder).await > 0, "found through b");
+        eprintln!(
+            "FIGURE replicas: replica in use killed at 20/{CHUNKS} chunks; share through the other and the fetch done {:?} after the kill",
+            killed.elapsed()
+        );
 
         let after = status(leecher.control).await;
         assert_eq!(after.tracker, b.url(), "now on the other replica");
