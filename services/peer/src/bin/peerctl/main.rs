@@ -362,7 +362,7 @@ async fn status(target: &Target, json: bool) -> Outcome {
         s.addr,
         s.listen,
         s.tracker,
-        replica_of(&s.tracker, &s.trackers)
+        output::replica_of(&s.tracker, &s.trackers)
     );
     outln!(
         "served {}, fetched {}, {} uploads and {} downloads running",
@@ -373,14 +373,6 @@ async fn status(target: &Target, json: bool) -> Outcome {
     );
     print_local(&s.files, false, "files");
     Ok(())
-}
-
-/// " (replica 2 of 3)" for a daemon given several tracker replicas.
-fn replica_of(tracker: &str, trackers: &[String]) -> String {
-    match trackers.iter().position(|t| t == tracker) {
-        Some(i) if trackers.len() > 1 => format!(" (replica {} of {})", i + 1, trackers.len()),
-        _ => String::new(),
-    }
 }
 
 fn state_name(state: i32) -> &'static str {

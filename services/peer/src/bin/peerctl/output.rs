@@ -202,6 +202,14 @@ fn die_of_sigpipe() -> ! {
     std::process::exit(141)
 }
 
+/// " (replica 2 of 3)" for a daemon given several tracker replicas.
+pub fn replica_of(tracker: &str, trackers: &[String]) -> String {
+    match trackers.iter().position(|t| t == tracker) {
+        Some(i) if trackers.len() > 1 => format!(" (replica {} of {})", i + 1, trackers.len()),
+        _ => String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{availability, ranges_within};
