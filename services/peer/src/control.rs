@@ -123,7 +123,9 @@ impl Control for ControlService {
         request: Request<pb::TransferRequest>,
     ) -> Result<Response<Self::WatchTransferStream>, Status> {
         let name = transfers::name(request.into_inner().name)?;
-        Ok(Response::new(transfers::watch(&self.transfers, name).await?))
+        Ok(Response::new(
+            transfers::watch(&self.transfers, name).await?,
+        ))
     }
 
     #[instrument(skip_all, fields(name = %request.get_ref().name))]

@@ -70,7 +70,11 @@ pub fn transfer(i: &Info) -> pb::Transfer {
         eta_seconds: i.eta.map_or(0, |d| d.as_secs()),
         holders_active: i.holders_active,
         holders: i.holders,
-        path: i.path.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+        path: i
+            .path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
         hook: i.hook.clone().unwrap_or_default(),
     }
 }

@@ -203,7 +203,6 @@ impl Fetcher {
             warn!(error = %e, "cannot save the hash cache");
         }
     }
-
 }
 
 impl DoneInfo {

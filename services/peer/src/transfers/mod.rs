@@ -126,7 +126,10 @@ enum Cmd {
         result: Result<DoneInfo, PeerError>,
     },
     /// The hook ran for a completed transfer.
-    Hooked { name: FileName, outcome: String },
+    Hooked {
+        name: FileName,
+        outcome: String,
+    },
 }
 
 /// The transfers: a cheap, shared handle to the task that owns them.

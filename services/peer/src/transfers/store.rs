@@ -147,13 +147,26 @@ mod tests {
             entry("a", State::Running),
             entry("b", State::Paused),
             entry("c", State::Queued),
-            entry("d", State::Done { path: "/x/d".into() }),
-            entry("e", State::Failed { reason: "why".into() }),
+            entry(
+                "d",
+                State::Done {
+                    path: "/x/d".into(),
+                },
+            ),
+            entry(
+                "e",
+                State::Failed {
+                    reason: "why".into(),
+                },
+            ),
         ];
         store.save(&table).expect("saved");
         assert_eq!(store.load(), table);
         assert!(!dir.path().join("transfers.json.tmp").exists());
         std::fs::write(dir.path().join("transfers.json"), b"{not json").expect("written");
-        assert!(store.load().is_empty(), "a torn file is reported, not fatal");
+        assert!(
+            store.load().is_empty(),
+            "a torn file is reported, not fatal"
+        );
     }
 }

@@ -148,7 +148,12 @@ impl Table {
     }
 
     /// A run of `name` ended. `stopping`: the daemon is shutting down.
-    pub fn finished(&mut self, name: &FileName, result: Result<PathBuf, PeerError>, stopping: bool) {
+    pub fn finished(
+        &mut self,
+        name: &FileName,
+        result: Result<PathBuf, PeerError>,
+        stopping: bool,
+    ) {
         let Ok(e) = self.entry(name) else {
             return;
         };
@@ -224,7 +229,12 @@ mod tests {
         assert_eq!(names(t.start_next()), Vec::<String>::new(), "no free slot");
         assert_eq!(state(&t, "c"), State::Queued);
         t.finished(&name("b"), Ok(PathBuf::from("/d/b")), false);
-        assert_eq!(state(&t, "b"), State::Done { path: "/d/b".into() });
+        assert_eq!(
+            state(&t, "b"),
+            State::Done {
+                path: "/d/b".into()
+            }
+        );
         assert_eq!(names(t.start_next()), ["c"], "the next in order");
         t.finished(&name("a"), Err(PeerError::NotFound("gone".into())), false);
         assert!(matches!(state(&t, "a"), State::Failed { .. }));
@@ -248,13 +258,22 @@ mod tests {
         assert_eq!(names(t.start_next()), ["b"]);
         t.finished(&name("b"), Ok("/d/b".into()), false);
         let code = |r: Result<(), PeerError>| r.map_err(|e| e.code()).err();
-        assert_eq!(code(t.pause(&name("b")).map(drop)), Some(tonic::Code::FailedPrecondition));
-        assert_eq!(code(t.resume(&name("b"))), Some(tonic::Code::FailedPrecondition));
+        assert_eq!(
+            code(t.pause(&name("b")).map(drop)),
+            Some(tonic::Code::FailedPrecondition)
+        );
+        assert_eq!(
+            code(t.resume(&name("b"))),
+            Some(tonic::Code::FailedPrecondition)
+        );
         assert_eq!(code(t.resume(&name("zz"))), Some(tonic::Code::NotFound));
         let gone = t.cancel(&name("a")).expect("cancelled");
         assert_eq!(gone.state, State::Paused);
         assert!(t.get(&name("a")).is_none());
-        assert_eq!(code(t.cancel(&name("a")).map(|_| ())), Some(tonic::Code::NotFound));
+        assert_eq!(
+            code(t.cancel(&name("a")).map(|_| ())),
+            Some(tonic::Code::NotFound)
+        );
         // A fetch of an ended transfer queues it again.
         assert_eq!(t.fetch(&name("b"), Spec::default()), Fetched::Requeued);
     }
@@ -268,7 +287,8 @@ mod tests {
         t.pause(&name("x")).expect("paused");
         t.finished(&name("x"), Err(PeerError::Cancelled), false);
         assert_eq!(names(t.start_next()), ["a"]);
-        t.resume(&name("x")).expect("queued again, ahead of a in order");
+        t.resume(&name("x"))
+            .expect("queued again, ahead of a in order");
         t.finished(&name("a"), Err(PeerError::Cancelled), true);
         assert_eq!(state(&t, "a"), State::Running, "shutdown is not a pause");
         let saved: Vec<Entry> = t.entries().to_vec();

@@ -99,7 +99,12 @@ impl<R: Runner> Task<R> {
                 self.changed();
             }
             Cmd::List(reply) => {
-                let names: Vec<_> = self.table.entries().iter().map(|e| e.name.clone()).collect();
+                let names: Vec<_> = self
+                    .table
+                    .entries()
+                    .iter()
+                    .map(|e| e.name.clone())
+                    .collect();
                 let list = names.iter().filter_map(|n| self.info(n)).collect();
                 let _ = reply.send(list);
             }
@@ -175,7 +180,8 @@ impl<R: Runner> Task<R> {
         if let Some(s) = &live.phase.borrow().started {
             live.manifest = Some(s.manifest.clone());
         }
-        live.phase.send_modify(|p| p.finished = Some(result.clone()));
+        live.phase
+            .send_modify(|p| p.finished = Some(result.clone()));
         let discard = live.discard;
         if self.table.get(&name).is_none() {
             // Cancelled while it ran.

@@ -33,7 +33,10 @@ struct Fake {
 
 impl Fake {
     fn gate(&self, name: &str) -> Arc<Notify> {
-        lock(&self.gates).entry(name.to_owned()).or_default().clone()
+        lock(&self.gates)
+            .entry(name.to_owned())
+            .or_default()
+            .clone()
     }
 
     /// Lets the run of `name` complete.
@@ -121,7 +124,9 @@ async fn until(t: &Transfers, n: &str, state: Shown) {
 
 async fn states(t: &Transfers) -> Vec<(String, Shown)> {
     let list = t.list().await.expect("the task runs");
-    list.into_iter().map(|i| (i.name.to_string(), i.state)).collect()
+    list.into_iter()
+        .map(|i| (i.name.to_string(), i.state))
+        .collect()
 }
 
 #[tokio::test(start_paused = true)]
@@ -135,7 +140,11 @@ async fn the_queue_runs_in_order_within_the_limit() {
     until(&t, "a", Shown::Running).await;
     assert_eq!(
         states(&t).await,
-        [("a".into(), Shown::Running), ("b".into(), Shown::Queued), ("c".into(), Shown::Queued)]
+        [
+            ("a".into(), Shown::Running),
+            ("b".into(), Shown::Queued),
+            ("c".into(), Shown::Queued)
+        ]
     );
     fake.complete("a");
     until(&t, "b", Shown::Running).await;
@@ -156,10 +165,19 @@ async fn pause_resume_and_cancel_stop_and_start_runs() {
     let mut phase = t.fetch(name("a"), Spec::default()).await.expect("accepted");
     t.fetch(name("b"), Spec::default()).await.expect("accepted");
     until(&t, "a", Shown::Running).await;
-    assert_eq!(t.pause(name("a")).await.expect("paused").state, Shown::Paused);
+    assert_eq!(
+        t.pause(name("a")).await.expect("paused").state,
+        Shown::Paused
+    );
     // A follower learns the run stopped; the freed slot goes to b.
-    let stopped = phase.wait_for(|p| p.finished.is_some()).await.expect("open");
-    assert_eq!(stopped.finished.clone().map(|r| r.err()), Some(Some(PeerError::Cancelled)));
+    let stopped = phase
+        .wait_for(|p| p.finished.is_some())
+        .await
+        .expect("open");
+    assert_eq!(
+        stopped.finished.clone().map(|r| r.err()),
+        Some(Some(PeerError::Cancelled))
+    );
     drop(stopped);
     until(&t, "b", Shown::Running).await;
     t.resume(name("a")).await.expect("resumed");
@@ -174,7 +192,10 @@ async fn pause_resume_and_cancel_stop_and_start_runs() {
     assert_eq!(code(t.pause(name("b")).await), Some(tonic::Code::NotFound));
     fake.complete("a");
     until(&t, "a", Shown::Done).await;
-    assert_eq!(code(t.pause(name("a")).await), Some(tonic::Code::FailedPrecondition));
+    assert_eq!(
+        code(t.pause(name("a")).await),
+        Some(tonic::Code::FailedPrecondition)
+    );
     assert_eq!(fake.started(), ["a", "b", "a"]);
 }
 
@@ -199,7 +220,11 @@ async fn paused_and_running_transfers_survive_a_restart() {
     until(&t, "c", Shown::Running).await;
     assert_eq!(
         states(&t).await,
-        [("b".into(), Shown::Running), ("c".into(), Shown::Running), ("a".into(), Shown::Paused)]
+        [
+            ("b".into(), Shown::Running),
+            ("c".into(), Shown::Running),
+            ("a".into(), Shown::Paused)
+        ]
     );
     assert_eq!(fake.started(), ["b", "c"], "the paused one stays paused");
 }

@@ -114,8 +114,8 @@ pub fn info(
     };
     let running = entry.state == State::Running;
     let rate = if running { rate.sample(bytes_done) } else { 0 };
-    let eta = (running && rate > 0)
-        .then(|| Duration::from_secs(size.saturating_sub(bytes_done) / rate));
+    let eta =
+        (running && rate > 0).then(|| Duration::from_secs(size.saturating_sub(bytes_done) / rate));
     Info {
         name: entry.name.clone(),
         state,
@@ -126,7 +126,11 @@ pub fn info(
         chunks_done,
         rate,
         eta,
-        holders_active: if running { phase.progress.holders_active } else { 0 },
+        holders_active: if running {
+            phase.progress.holders_active
+        } else {
+            0
+        },
         holders: phase.started.as_ref().map_or(0, |s| s.holders),
         path,
         hook: hook.cloned(),

@@ -41,7 +41,9 @@ pub async fn run(mut client: ControlClient<Channel>, file: &str, how: How, json:
         if json {
             outln!("{}", json!({ "event": "accepted", "name": file }));
         } else {
-            outln!("{file}: transfer accepted; `peerctl transfers` lists it, `peerctl watch {file}` follows it");
+            outln!(
+                "{file}: transfer accepted; `peerctl transfers` lists it, `peerctl watch {file}` follows it"
+            );
         }
         return Ok(());
     }

@@ -134,12 +134,26 @@ async fn command(cli: &Cli, target: &Target) -> Outcome {
             fetch::run(client, file, how, cli.json).await
         }
         Command::Transfers => transfers::list(control(target).await?, cli.json).await,
-        Command::Watch { ref file } => transfers::watch(control(target).await?, file, cli.json).await,
+        Command::Watch { ref file } => {
+            transfers::watch(control(target).await?, file, cli.json).await
+        }
         Command::Pause { ref file } => {
-            transfers::act(control(target).await?, file, transfers::Act::Pause, cli.json).await
+            transfers::act(
+                control(target).await?,
+                file,
+                transfers::Act::Pause,
+                cli.json,
+            )
+            .await
         }
         Command::Resume { ref file } => {
-            transfers::act(control(target).await?, file, transfers::Act::Resume, cli.json).await
+            transfers::act(
+                control(target).await?,
+                file,
+                transfers::Act::Resume,
+                cli.json,
+            )
+            .await
         }
         Command::Cancel { ref file, remove } => {
             let act = transfers::Act::Cancel { remove };

@@ -34,13 +34,17 @@ pub async fn list(mut client: ControlClient<Channel>, json: bool) -> Outcome {
         return Ok(());
     }
     let rows: Vec<Vec<String>> = list.iter().map(row).collect();
-    let header = ["NAME", "STATE", "PROGRESS", "RATE", "ETA", "HOLDERS", "NOTE"];
+    let header = [
+        "NAME", "STATE", "PROGRESS", "RATE", "ETA", "HOLDERS", "NOTE",
+    ];
     table(&header, &rows);
     Ok(())
 }
 
 pub async fn watch(mut client: ControlClient<Channel>, file: &str, json: bool) -> Outcome {
-    let request = ctl::TransferRequest { name: file.to_owned() };
+    let request = ctl::TransferRequest {
+        name: file.to_owned(),
+    };
     let mut signals = hive_runtime::shutdown::Signals::install();
     let mut stream = client.watch_transfer(request).await?.into_inner();
     let mut last = None;
@@ -82,7 +86,9 @@ pub async fn act(mut client: ControlClient<Channel>, file: &str, act: Act, json:
             (t.into_inner(), "paused")
         }
         Act::Resume => {
-            let t = client.resume_transfer(ctl::TransferRequest { name }).await?;
+            let t = client
+                .resume_transfer(ctl::TransferRequest { name })
+                .await?;
             (t.into_inner(), "resumed")
         }
         Act::Cancel { remove } => {
@@ -97,7 +103,10 @@ pub async fn act(mut client: ControlClient<Channel>, file: &str, act: Act, json:
         }
     };
     if json {
-        outln!("{}", json!({ "action": did.split(';').next(), "transfer": to_json(&t) }));
+        outln!(
+            "{}",
+            json!({ "action": did.split(';').next(), "transfer": to_json(&t) })
+        );
     } else {
         outln!("{file}: {did} ({})", state_word(&t));
     }
@@ -121,7 +130,12 @@ fn progress(t: &ctl::Transfer) -> String {
         return "-".into();
     }
     let pct = t.bytes_done.saturating_mul(100) / t.size;
-    format!("{pct}% of {} ({}/{} chunks)", bytes(t.size), t.chunks_done, t.chunk_count)
+    format!(
+        "{pct}% of {} ({}/{} chunks)",
+        bytes(t.size),
+        t.chunks_done,
+        t.chunk_count
+    )
 }
 
 fn row(t: &ctl::Transfer) -> Vec<String> {
@@ -137,12 +151,20 @@ fn row(t: &ctl::Transfer) -> Vec<String> {
         t.name.clone(),
         state_word(t).into(),
         progress(t),
-        if running { format!("{}/s", bytes(t.rate)) } else { "-".into() },
+        if running {
+            format!("{}/s", bytes(t.rate))
+        } else {
+            "-".into()
+        },
         match t.eta_seconds {
             0 => "-".into(),
             s => humantime::format_duration(Duration::from_secs(s)).to_string(),
         },
-        if running { format!("{}/{}", t.holders_active, t.holders) } else { "-".into() },
+        if running {
+            format!("{}/{}", t.holders_active, t.holders)
+        } else {
+            "-".into()
+        },
         note,
     ]
 }

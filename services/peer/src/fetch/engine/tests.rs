@@ -279,9 +279,16 @@ async fn with_no_holder_it_waits_stalled_and_goes_on_when_one_appears() {
         seen.iter().any(|&(_, stalled)| stalled),
         "reported stalled: {seen:?}"
     );
-    assert_eq!(seen.last().map(|s| s.1), Some(false), "not stalled at the end");
+    assert_eq!(
+        seen.last().map(|s| s.1),
+        Some(false),
+        "not stalled at the end"
+    );
     let took = started.elapsed();
-    assert!(took >= late, "no chunk before the holder appeared: {took:?}");
+    assert!(
+        took >= late,
+        "no chunk before the holder appeared: {took:?}"
+    );
     // Asked again on the relocate interval, not in a tight loop.
     let calls = *lock(&w.tracker.calls);
     let most = (late.as_secs() / w.settings.relocate_interval.as_secs()) as u32 + 3;
