@@ -10,7 +10,8 @@ use clap::{Parser, Subcommand};
 /// and 64 + the gRPC status code when a daemon refuses (as grpcurl does):
 /// 69 NOT_FOUND, 70 ALREADY_EXISTS, 72 RESOURCE_EXHAUSTED, 78 UNAVAILABLE,
 /// 79 DATA_LOSS, 67 INVALID_ARGUMENT, 65 CANCELLED, 76 UNIMPLEMENTED (another
-/// kind of daemon at that address: the message names the flag to change).
+/// kind of daemon at that address: the message names the flag to change);
+/// 130 when Ctrl-C stops following a transfer (it goes on in the daemon).
 #[derive(Parser, Debug)]
 #[command(name = "peerctl", version)]
 pub struct Cli {
