@@ -296,6 +296,14 @@ async fn a_stalled_transfer_completes_when_a_seeder_appears() {
         until_state(&leecher, "f", TransferState::Stalled).await;
         let listed = ok(&leecher, &["transfers"]).await;
         assert!(listed.contains("stalled"), "{listed}");
+        // A script's fetch of the stalled transfer is not left waiting.
+        let out = leecher.peerctl(&["fetch", "--fail-fast", "f"]).await;
+        assert_eq!(out.status.code(), Some(64 + Code::Unavailable as i32));
+        assert_eq!(
+            transfer(&leecher, "f").await.map(|t| t.state()),
+            Some(TransferState::Stalled),
+            "the transfer waits on"
+        );
 
         let again = TestPeer::start(&tracker, &[("f", &f)]).await;
         until_state(&leecher, "f", TransferState::Done).await;

@@ -81,7 +81,8 @@ impl Control for ControlService {
             };
             let phase = self.transfers.fetch(name, spec).await?;
             if !req.detach {
-                hive_runtime::task::spawn("fetch-progress", forward(phase, tx));
+                let fail_fast = req.fail_fast;
+                hive_runtime::task::spawn("fetch-progress", forward(phase, fail_fast, tx));
             }
         }
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -198,9 +199,12 @@ async fn one_chunk(
 }
 
 /// Relays a transfer's phases to one caller until it finishes or the caller
-/// goes away (which leaves the transfer running).
+/// goes away (which leaves the transfer running). With `fail_fast`, a
+/// transfer found stalled (one started earlier, without it) ends the
+/// caller's stream with UNAVAILABLE; the transfer waits on.
 async fn forward(
     mut phase_rx: watch::Receiver<Phase>,
+    fail_fast: bool,
     tx: mpsc::Sender<Result<pb::FetchEvent, Status>>,
 ) -> Result<(), PeerError> {
     let mut started = false;
@@ -215,6 +219,11 @@ async fn forward(
         }
         if let Some(result) = phase.finished {
             let _ = tx.send(done(result)).await;
+            return Ok(());
+        }
+        if fail_fast && phase.progress.stalled {
+            let why = "no live holder can supply the missing chunks; the transfer waits in the daemon (`peerctl cancel` drops it)";
+            let _ = tx.send(Err(Status::unavailable(why))).await;
             return Ok(());
         }
         if started && last.as_ref() != Some(&phase.progress) {
