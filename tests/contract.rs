@@ -410,6 +410,7 @@ async fn unavailable_when_the_tracker_or_every_holder_is_gone() {
             let mut stream = ctl
                 .fetch(FetchRequest {
                     name: "f".into(),
+                    fail_fast: true,
                     ..Default::default()
                 })
                 .await?

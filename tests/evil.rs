@@ -16,7 +16,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    download::{fetch, fetch_whole, listed_chunks, part_file, peak_rss_kib, until_logged},
+    download::{
+        fetch, fetch_fail_fast, fetch_whole, listed_chunks, part_file, peak_rss_kib, until_logged,
+    },
     evil::{EvilPeer, Fault},
     *,
 };
@@ -233,7 +235,12 @@ async fn a_repeat_offender_is_banned_after_one_strike_or_three_if_sole_source() 
             .await;
         let leecher = one_at_a_time(&tracker).await;
         let started = Instant::now();
-        let err = fetch_whole(leecher.control, "f").await.unwrap_err();
+        let err = fetch_fail_fast(leecher.control, "f")
+            .await
+            .expect("fetch")
+            .done()
+            .await
+            .unwrap_err();
         let failed_after = started.elapsed();
         assert_eq!(err.code(), Code::Unavailable, "{}", err.message());
         assert_eq!(evil.request_count(), 3, "three strikes, then no more requests");

@@ -149,7 +149,7 @@ async fn json_logs_and_completions() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ctrl_c_in_peerctl_stops_the_fetch_and_keeps_its_chunks() {
+async fn ctrl_c_in_peerctl_detaches_and_pause_keeps_the_chunks() {
     use tokio::io::{AsyncBufReadExt, BufReader};
     within(90, async {
         let tracker = TestTracker::start().await;
@@ -197,9 +197,20 @@ async fn ctrl_c_in_peerctl_stops_the_fetch_and_keeps_its_chunks() {
             .unwrap();
         assert!(status.success());
         let exit = fetch.wait().await.unwrap();
-        assert_eq!(exit.code(), Some(64 + tonic::Code::Cancelled as i32));
+        // Ctrl-C only stops following (exit 130, as an interrupted command):
+        // the transfer goes on in the daemon until paused.
+        assert_eq!(exit.code(), Some(130));
+        let out = leecher.peerctl(&["--json", "transfers"]).await;
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(list["transfers"][0]["state"], "running", "{list}");
+        let out = leecher.peerctl(&["pause", "f"]).await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
 
-        // The daemon stops the download and keeps what it verified.
+        // Paused: the daemon stops the download and keeps what it verified.
         let held = loop {
             let out = leecher.peerctl(&["--json", "status"]).await;
             let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -155,7 +155,9 @@ async fn the_last_holder_leaving_keeps_the_part_for_a_later_fetch() {
         let f = data(64 * 1024, 8);
         let only = EvilPeer::builder("f", &f).gated().start(&tracker).await;
         let leecher = TestPeer::start(&tracker, &[]).await;
-        let mut run = fetch(leecher.control, "f").await.expect("fetch");
+        let mut run = download::fetch_fail_fast(leecher.control, "f")
+            .await
+            .expect("fetch");
         only.gate().release(20);
         run.until_chunks(20).await.expect("20 chunks");
 

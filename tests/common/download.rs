@@ -45,6 +45,17 @@ pub async fn fetch(control: SocketAddr, name: &str) -> Result<Fetching, Status> 
     .await
 }
 
+/// Like [`fetch`], failing with UNAVAILABLE (as scripts want) rather than
+/// waiting when no live holder has a missing chunk.
+pub async fn fetch_fail_fast(control: SocketAddr, name: &str) -> Result<Fetching, Status> {
+    let req = FetchRequest {
+        name: name.into(),
+        fail_fast: true,
+        ..Default::default()
+    };
+    fetch_with(control, req).await
+}
+
 /// Like [`fetch`]; a peer that cannot be reached is UNAVAILABLE.
 pub async fn fetch_with(control: SocketAddr, req: FetchRequest) -> Result<Fetching, Status> {
     let sent = Instant::now();

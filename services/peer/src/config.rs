@@ -73,6 +73,18 @@ pub struct Config {
     #[arg(long, env = "HIVE_VERIFY_ON_FINISH")]
     pub verify_on_finish: bool,
 
+    /// Transfers (whole-file downloads) running at once; the rest wait,
+    /// queued, in the order asked for.
+    #[arg(long, env = "HIVE_MAX_ACTIVE_TRANSFERS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_active_transfers: u64,
+
+    /// A program run when a transfer completes, with the file's path and
+    /// name as its arguments (and as HIVE_FILE_PATH, HIVE_FILE_NAME); run
+    /// directly, not by a shell. Its exit status is logged and shown by
+    /// `peerctl transfers`.
+    #[arg(long, env = "HIVE_ON_COMPLETE", value_name = "CMD")]
+    pub on_complete: Option<PathBuf>,
+
     /// On shutdown, how long running uploads may take to finish.
     #[arg(long, env = "HIVE_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
     pub grace: Duration,

@@ -1,5 +1,8 @@
 //! The local Control service that peerctl drives: Share, Fetch, Status,
-//! Leave. It listens on loopback only.
+//! Leave, and the transfers' RPCs (`control/transfers.rs`). It listens on
+//! loopback only.
+
+mod transfers;
 
 use std::{path::PathBuf, pin::Pin};
 
@@ -8,7 +11,7 @@ use hive::{
     pb::control::{self as pb, control_server::Control, fetch_event::Event},
     wire,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -16,11 +19,12 @@ use tracing::{info, instrument};
 
 use crate::{
     error::PeerError,
-    fetch::{DoneInfo, Fetcher, Phase, StartInfo, Subscription},
+    fetch::{DoneInfo, Fetcher, Phase, Spec, StartInfo},
     holdings::{FileView, Kind},
     share::Sharing,
     status::{Overview, Snapshot},
     tracker_link::TrackerLink,
+    transfers::Transfers,
 };
 
 pub type FetchStream = Pin<Box<dyn Stream<Item = Result<pb::FetchEvent, Status>> + Send>>;
@@ -28,6 +32,7 @@ pub type FetchStream = Pin<Box<dyn Stream<Item = Result<pb::FetchEvent, Status>>
 pub struct ControlService {
     pub sharing: Sharing,
     pub fetcher: Fetcher,
+    pub transfers: Transfers,
     pub overview: Overview,
     pub link: TrackerLink,
     /// Cancelled to stop the daemon (after Leave).
@@ -69,8 +74,16 @@ impl Control for ControlService {
             let chunk = one_chunk(self.fetcher.clone(), name, req.chunk, from, tx);
             hive_runtime::task::spawn("fetch-chunk", chunk);
         } else {
-            let sub = self.fetcher.whole(name, req.force, from);
-            hive_runtime::task::spawn("fetch-progress", forward(sub, tx));
+            let spec = Spec {
+                force: req.force,
+                only: from,
+                fail_fast: req.fail_fast,
+            };
+            let phase = self.transfers.fetch(name, spec).await?;
+            if !req.detach {
+                let fail_fast = req.fail_fast;
+                hive_runtime::task::spawn("fetch-progress", forward(phase, fail_fast, tx));
+            }
         }
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -92,6 +105,59 @@ impl Control for ControlService {
         self.shutdown.cancel();
         result?;
         Ok(Response::new(pb::LeaveResponse {}))
+    }
+
+    async fn list_transfers(
+        &self,
+        _: Request<pb::ListTransfersRequest>,
+    ) -> Result<Response<pb::ListTransfersResponse>, Status> {
+        let list = self.transfers.list().await?;
+        let transfers = list.iter().map(transfers::transfer).collect();
+        Ok(Response::new(pb::ListTransfersResponse { transfers }))
+    }
+
+    type WatchTransferStream = transfers::WatchStream;
+
+    #[instrument(skip_all, fields(name = %request.get_ref().name))]
+    async fn watch_transfer(
+        &self,
+        request: Request<pb::TransferRequest>,
+    ) -> Result<Response<Self::WatchTransferStream>, Status> {
+        let name = transfers::name(request.into_inner().name)?;
+        Ok(Response::new(
+            transfers::watch(&self.transfers, name).await?,
+        ))
+    }
+
+    #[instrument(skip_all, fields(name = %request.get_ref().name))]
+    async fn pause_transfer(
+        &self,
+        request: Request<pb::TransferRequest>,
+    ) -> Result<Response<pb::Transfer>, Status> {
+        let name = transfers::name(request.into_inner().name)?;
+        let info = self.transfers.pause(name).await?;
+        Ok(Response::new(transfers::transfer(&info)))
+    }
+
+    #[instrument(skip_all, fields(name = %request.get_ref().name))]
+    async fn resume_transfer(
+        &self,
+        request: Request<pb::TransferRequest>,
+    ) -> Result<Response<pb::Transfer>, Status> {
+        let name = transfers::name(request.into_inner().name)?;
+        let info = self.transfers.resume(name).await?;
+        Ok(Response::new(transfers::transfer(&info)))
+    }
+
+    #[instrument(skip_all, fields(name = %request.get_ref().name))]
+    async fn cancel_transfer(
+        &self,
+        request: Request<pb::CancelTransferRequest>,
+    ) -> Result<Response<pb::Transfer>, Status> {
+        let req = request.into_inner();
+        let name = transfers::name(req.name)?;
+        let info = self.transfers.cancel(name, req.remove).await?;
+        Ok(Response::new(transfers::transfer(&info)))
     }
 }
 
@@ -132,16 +198,19 @@ async fn one_chunk(
     Ok(())
 }
 
-/// Relays a download's phases to one caller until it finishes or the caller
-/// goes away (which may stop the download: see [`Fetcher::whole`]).
+/// Relays a transfer's phases to one caller until it finishes or the caller
+/// goes away (which leaves the transfer running). With `fail_fast`, a
+/// transfer found stalled (one started earlier, without it) ends the
+/// caller's stream with UNAVAILABLE; the transfer waits on.
 async fn forward(
-    mut sub: Subscription,
+    mut phase_rx: watch::Receiver<Phase>,
+    fail_fast: bool,
     tx: mpsc::Sender<Result<pb::FetchEvent, Status>>,
 ) -> Result<(), PeerError> {
     let mut started = false;
     let mut last = None;
     loop {
-        let phase: Phase = sub.phase.borrow_and_update().clone();
+        let phase: Phase = phase_rx.borrow_and_update().clone();
         if !started && let Some(s) = &phase.started {
             started = true;
             if tx.send(Ok(event(Event::Started(start(s))))).await.is_err() {
@@ -150,6 +219,11 @@ async fn forward(
         }
         if let Some(result) = phase.finished {
             let _ = tx.send(done(result)).await;
+            return Ok(());
+        }
+        if fail_fast && phase.progress.stalled {
+            let why = "no live holder can supply the missing chunks; the transfer waits in the daemon (`peerctl cancel` drops it)";
+            let _ = tx.send(Err(Status::unavailable(why))).await;
             return Ok(());
         }
         if started && last.as_ref() != Some(&phase.progress) {
@@ -170,7 +244,7 @@ async fn forward(
             last = Some(phase.progress.clone());
         }
         tokio::select! {
-            changed = sub.phase.changed() => if changed.is_err() { return Ok(()) },
+            changed = phase_rx.changed() => if changed.is_err() { return Ok(()) },
             _ = tx.closed() => return Ok(()),
         }
     }

@@ -24,6 +24,10 @@ pub enum PeerError {
     DataLoss(String),
     #[error("{0}")]
     Unavailable(String),
+    /// The operation does not apply in the current state (a transfer that
+    /// has ended cannot be paused).
+    #[error("{0}")]
+    Precondition(String),
     #[error("cancelled")]
     Cancelled,
     /// The tracker refused; its code is passed on.
@@ -78,6 +82,7 @@ impl PeerError {
             Self::NoSpace(_) | Self::Busy(_) => Code::ResourceExhausted,
             Self::DataLoss(_) => Code::DataLoss,
             Self::Unavailable(_) => Code::Unavailable,
+            Self::Precondition(_) => Code::FailedPrecondition,
             Self::Cancelled => Code::Cancelled,
             Self::Tracker { code, .. } => *code,
             Self::Internal(_) => Code::Internal,

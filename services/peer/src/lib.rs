@@ -14,6 +14,8 @@
 //!   batched chunk registration, leave).
 //! - [`fetch`]: downloads: the swarm engine, single chunks, part files and
 //!   resume.
+//! - [`transfers`]: the transfers the daemon owns (queued, running,
+//!   stalled, paused, done, failed), their limit, and their table on disk.
 //! - [`pool`]: one connection per holder.
 //! - [`share`]: sharing files by path: hash, check, register.
 //! - [`status`]: a snapshot of the daemon for `peerctl status`.
@@ -37,6 +39,7 @@ pub mod server;
 pub mod share;
 pub mod status;
 pub mod tracker_link;
+pub mod transfers;
 
 pub use config::Config;
 pub use daemon::{Listeners, serve};

@@ -37,6 +37,7 @@ use crate::{
     share::Sharing,
     status::Overview,
     tracker_link::TrackerLink,
+    transfers::{self, Transfers},
 };
 
 /// Concurrent streams one connection may open to this peer.
@@ -119,14 +120,19 @@ pub async fn serve(
         config: config.clone(),
         counters: counters.clone(),
         dir,
-        state_dir,
+        state_dir: state_dir.clone(),
         cache,
     });
     let fetcher = Fetcher::new(ctx, stops.downloads.clone());
-    for name in resume {
-        info!(file = %name, "resuming download");
-        fetcher.detached(name);
-    }
+    let transfers = Transfers::start(
+        fetcher.clone(),
+        transfers::Options {
+            max_active: usize::try_from(config.max_active_transfers).unwrap_or(usize::MAX),
+            on_complete: config.on_complete.clone(),
+            state_dir: state_dir.clone(),
+        },
+        resume,
+    );
 
     let (public_routes, public_health) =
         hive_runtime::grpc::introspection(PEER_SERVICE).map_err(internal)?;
@@ -154,6 +160,7 @@ pub async fn serve(
     let control_service = control::ControlService {
         sharing,
         fetcher: fetcher.clone(),
+        transfers,
         overview: Overview {
             link: link.clone(),
             holdings: holdings.clone(),

@@ -56,6 +56,8 @@ pub struct Progress {
     pub chunks_done: u32,
     pub bytes_done: u64,
     pub holders_active: u32,
+    /// No live holder has a missing chunk: waiting for one to appear.
+    pub stalled: bool,
 }
 
 /// What a finished (or stopped) run did.
@@ -82,6 +84,9 @@ pub struct Settings {
     pub chunk_timeout: Duration,
     /// How often the tracker is asked again.
     pub relocate_interval: Duration,
+    /// When no live holder has a missing chunk: wait (stalled), asking the
+    /// tracker every `relocate_interval`, rather than fail with UNAVAILABLE.
+    pub wait_for_holders: bool,
 }
 
 impl From<&Config> for Settings {
@@ -90,6 +95,7 @@ impl From<&Config> for Settings {
             per_holder: config.per_holder,
             chunk_timeout: config.chunk_timeout,
             relocate_interval: config.relocate_interval,
+            wait_for_holders: true,
         }
     }
 }
@@ -144,6 +150,7 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
                 .map(|c| u64::from(manifest.layout().chunk_len(c)))
                 .sum(),
             holders_active: 0,
+            stalled: false,
         };
         let rank = vec![(0, 0); manifest.chunk_count() as usize];
         let mut engine = Self {
@@ -187,7 +194,8 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
     }
 
     /// Fetches until every chunk is held, the download is cancelled, or no
-    /// holder can supply what is missing.
+    /// holder can supply what is missing (unless it waits for one: then it
+    /// reports itself stalled and takes up again when a Locate lists one).
     pub async fn run(
         &mut self,
         located: Located,
@@ -209,19 +217,27 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
             let mut wait = None;
             if self.tasks.is_empty() {
                 match self.idle() {
-                    Idle::Until(at) => wait = Some(at),
+                    Idle::Until(at) => {
+                        wait = Some(at);
+                        self.progress.stalled = false;
+                    }
+                    // Stalled already: the relocate tick asks the tracker.
+                    Idle::NoSource if self.progress.stalled => {}
                     Idle::NoSource => {
                         // Ask the tracker once more before giving up.
                         if self.relocate_now().await {
                             continue;
                         }
-                        let missing = self.manifest.chunk_count() - self.have.len();
-                        return Err(PeerError::Unavailable(format!(
-                            "no live holder can supply the {missing} missing chunks of {:?}; verified chunks are kept",
-                            self.manifest.name()
-                        )));
+                        if !self.settings.wait_for_holders {
+                            return Err(self.unavailable());
+                        }
+                        self.progress.stalled = true;
+                        self.publish(report);
                     }
                 }
+            } else if self.progress.stalled {
+                self.progress.stalled = false;
+                self.publish(report);
             }
             if self.relocate_soon && self.last_relocate.elapsed() >= RELOCATE_MIN {
                 self.start_locate();
@@ -245,6 +261,14 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
                 _ = tokio::time::sleep_until(wait.unwrap_or_else(Instant::now)), if wait.is_some() => {}
             }
         }
+    }
+
+    fn unavailable(&self) -> PeerError {
+        let missing = self.manifest.chunk_count() - self.have.len();
+        PeerError::Unavailable(format!(
+            "no live holder can supply the {missing} missing chunks of {:?}; verified chunks are kept",
+            self.manifest.name()
+        ))
     }
 
     fn publish(&mut self, report: &mut (dyn FnMut(&Progress) + Send)) {

@@ -1,10 +1,9 @@
 //! Downloads: whole files through the swarm engine, single chunks directly.
 //!
-//! Each whole-file download is one task, keyed by file name; a second Fetch
-//! of the same name follows the running one. Callers watch its progress on a
-//! `watch` channel. When the last caller goes away the download stops (its
-//! verified chunks stay, served and resumable), unless the daemon started it
-//! itself, resuming after a restart.
+//! A whole-file download runs for [`crate::transfers`], which owns it (and
+//! decides when it runs, pauses or stops); its progress goes out on a
+//! `watch` channel that any number of callers follow. Nobody following it
+//! never stops it.
 //!
 //! - `whole`: a whole-file download, from Locate to the file in place.
 //! - `single`: one chunk, fetched directly.
@@ -24,13 +23,16 @@ pub mod traits;
 mod whole;
 
 use std::{
-    collections::HashMap,
     path::PathBuf,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
 use hive::{Digest, FileName, Manifest};
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -40,7 +42,7 @@ use self::{engine::Progress, live::PartSink, partfile::PartFile};
 use crate::{
     Config,
     error::PeerError,
-    holdings::{Holdings, Stamp},
+    holdings::{self, Holdings, Stamp},
     metrics::Counters,
     pool::Pool,
     scan::HashCache,
@@ -90,115 +92,95 @@ pub struct DoneInfo {
     pub holders_banned: u32,
 }
 
-/// The download manager: a cheap, shared handle.
+/// How a whole-file download is to run, as the user asked for it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Spec {
+    /// Replace an existing file of that name.
+    pub force: bool,
+    /// Ask only this holder (`host:port`).
+    pub only: Option<String>,
+    /// Fail with UNAVAILABLE when no live holder has a missing chunk, rather
+    /// than wait (stalled) for one to appear.
+    pub fail_fast: bool,
+}
+
+/// The download manager: a cheap, shared handle. It runs downloads; which
+/// ones run, and when, is decided by [`crate::transfers`].
 #[derive(Clone)]
 pub struct Fetcher {
     ctx: Arc<Ctx>,
-    running: Arc<Mutex<HashMap<FileName, Running>>>,
+    active: Arc<AtomicUsize>,
     /// Cancelled when the daemon stops: downloads stop without pausing.
     stop: CancellationToken,
-}
-
-struct Running {
-    phase: watch::Receiver<Phase>,
-    cancel: CancellationToken,
-    watchers: usize,
-    detached: bool,
-}
-
-/// A caller following a download; dropping it may stop the download.
-pub struct Subscription {
-    pub phase: watch::Receiver<Phase>,
-    _guard: WatchGuard,
-}
-
-struct WatchGuard {
-    fetcher: Fetcher,
-    name: FileName,
-}
-
-impl Drop for WatchGuard {
-    fn drop(&mut self) {
-        let mut running = self.fetcher.lock();
-        if let Some(r) = running.get_mut(&self.name) {
-            r.watchers = r.watchers.saturating_sub(1);
-            if r.watchers == 0 && !r.detached {
-                info!(file = %self.name, "the caller went away; stopping the download");
-                r.cancel.cancel();
-            }
-        }
-    }
 }
 
 impl Fetcher {
     pub fn new(ctx: Arc<Ctx>, stop: CancellationToken) -> Self {
         Self {
             ctx,
-            running: Arc::default(),
+            active: Arc::default(),
             stop,
         }
     }
 
     /// Downloads running now.
     pub fn active(&self) -> usize {
-        self.lock().len()
+        self.active.load(Ordering::Relaxed)
     }
 
-    /// Starts a whole-file download of `name`, or follows the running one.
-    pub fn whole(&self, name: FileName, force: bool, only: Option<String>) -> Subscription {
-        let phase = self.launch(name.clone(), force, only, false);
-        Subscription {
-            phase,
-            _guard: WatchGuard {
-                fetcher: self.clone(),
-                name,
-            },
-        }
+    /// A token that stops one download, and is cancelled when the daemon stops.
+    pub fn token(&self) -> CancellationToken {
+        self.stop.child_token()
     }
 
-    /// Starts a whole-file download that nobody watches (resuming after a
-    /// restart); it runs until done or the daemon stops.
-    pub fn detached(&self, name: FileName) {
-        self.launch(name, false, None, true);
+    /// Whether the daemon is stopping (a cancelled download then stays
+    /// resumable rather than paused).
+    pub fn stopping(&self) -> bool {
+        self.stop.is_cancelled()
     }
 
-    fn launch(
+    /// Runs a whole-file download of `name`, reporting on `tx`, until it is
+    /// done, fails, or `cancel` stops it (its verified chunks stay, served
+    /// and resumable).
+    pub async fn run(
         &self,
-        name: FileName,
-        force: bool,
-        only: Option<String>,
-        detached: bool,
-    ) -> watch::Receiver<Phase> {
-        let mut running = self.lock();
-        if let Some(r) = running.get_mut(&name) {
-            if !detached {
-                r.watchers += 1;
-            }
-            return r.phase.clone();
+        name: &FileName,
+        spec: &Spec,
+        tx: &watch::Sender<Phase>,
+        cancel: &CancellationToken,
+    ) -> Result<DoneInfo, PeerError> {
+        let _active = self.ctx.counters.download();
+        self.active.fetch_add(1, Ordering::Relaxed);
+        let result = self.download(name, spec, tx, cancel).await;
+        self.active.fetch_sub(1, Ordering::Relaxed);
+        if let Err(e) = &result {
+            info!(file = %name, error = %e, "download stopped");
         }
-        let (tx, rx) = watch::channel(Phase::default());
-        let cancel = self.stop.child_token();
-        running.insert(
-            name.clone(),
-            Running {
-                phase: rx.clone(),
-                cancel: cancel.clone(),
-                watchers: usize::from(!detached),
-                detached,
-            },
-        );
-        let this = self.clone();
-        hive_runtime::task::spawn("download", async move {
-            let _active = this.ctx.counters.download();
-            let result = this.download(&name, force, only, &tx, &cancel).await;
-            if let Err(e) = &result {
-                info!(file = %name, error = %e, "download stopped");
-            }
-            this.lock().remove(&name);
-            tx.send_modify(|p| p.finished = Some(result));
-            Ok::<(), PeerError>(())
-        });
-        rx
+        result
+    }
+
+    /// What is held of `name`: its manifest, and the bytes and chunks held.
+    pub fn held(&self, name: &FileName) -> Option<(Arc<Manifest>, u64, u32)> {
+        let (manifest, have, _) = self.ctx.holdings.holding(name)?;
+        let bytes = have
+            .iter()
+            .map(|c| u64::from(manifest.layout().chunk_len(c)))
+            .sum();
+        Some((manifest, bytes, have.len()))
+    }
+
+    /// Drops a stopped download's verified chunks: no longer served, the
+    /// part file and its resume state removed (blocking).
+    pub fn discard(&self, name: &FileName) {
+        if self
+            .ctx
+            .holdings
+            .holding(name)
+            .is_some_and(|(_, _, kind)| kind == holdings::Kind::Partial)
+        {
+            self.ctx.holdings.remove(name);
+        }
+        PartFile::discard(&self.ctx.state_dir, name);
     }
 
     /// Where `part`'s verified chunks go.
@@ -220,11 +202,6 @@ impl Fetcher {
         if let Err(e) = cache.save() {
             warn!(error = %e, "cannot save the hash cache");
         }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, HashMap<FileName, Running>> {
-        // Entries are inserted and removed whole; poison cannot tear one.
-        self.running.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

@@ -255,6 +255,17 @@ impl PartFile {
             .exists()
     }
 
+    /// Removes the part file for `name` and its resume state, if any.
+    pub fn discard(state_dir: &Path, name: &FileName) {
+        let part = partial_dir(state_dir).join(format!("{}.part", stem(name)));
+        if let Err(e) = std::fs::remove_file(&part)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            warn!(error = %e, path = %part.display(), "cannot remove part file");
+        }
+        Self::forget(state_dir, name);
+    }
+
     /// Removes the resume state for `name`, if any.
     pub fn forget(state_dir: &Path, name: &FileName) {
         let path = partial_dir(state_dir).join(format!("{}.state", stem(name)));

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{
-    DoneInfo, Fetcher, Phase, StartInfo, blocking,
+    DoneInfo, Fetcher, Phase, Spec, StartInfo, blocking,
     engine::{Engine, Progress, Settings, Swarm},
     live::LiveEngine,
     partfile::{Mode, PartFile},
@@ -29,12 +29,12 @@ impl Fetcher {
     pub(super) async fn download(
         &self,
         name: &FileName,
-        force: bool,
-        only: Option<String>,
+        spec: &Spec,
         tx: &watch::Sender<Phase>,
         cancel: &CancellationToken,
     ) -> Result<DoneInfo, PeerError> {
         let ctx = &*self.ctx;
+        let force = spec.force;
         let started = Instant::now();
         let mut located = ctx.link.locate(name).await?;
         let manifest = Arc::new(located.manifest.clone());
@@ -87,7 +87,11 @@ impl Fetcher {
             holders: ctx.pool.clone(),
             sink: self.sink(&part, &manifest),
         };
-        let settings = Settings::from(&ctx.config);
+        let settings = Settings {
+            wait_for_holders: !spec.fail_fast,
+            ..Settings::from(&ctx.config)
+        };
+        let only = spec.only.clone();
         let counters = ctx.counters.clone();
         let mut engine = Engine::new(swarm, settings, counters, manifest.clone(), have, only);
         let outcome = self

@@ -10,7 +10,8 @@ use clap::{Parser, Subcommand};
 /// and 64 + the gRPC status code when a daemon refuses (as grpcurl does):
 /// 69 NOT_FOUND, 70 ALREADY_EXISTS, 72 RESOURCE_EXHAUSTED, 78 UNAVAILABLE,
 /// 79 DATA_LOSS, 67 INVALID_ARGUMENT, 65 CANCELLED, 76 UNIMPLEMENTED (another
-/// kind of daemon at that address: the message names the flag to change).
+/// kind of daemon at that address: the message names the flag to change);
+/// 130 when Ctrl-C stops following a transfer (it goes on in the daemon).
 #[derive(Parser, Debug)]
 #[command(name = "peerctl", version)]
 pub struct Cli {
@@ -59,8 +60,12 @@ pub enum Command {
     /// Download a whole file from the swarm, or one chunk (seed message 5).
     ///
     /// Every chunk is verified before it is stored, served or registered.
-    /// A whole file lands in the daemon's directory complete and verified;
-    /// Ctrl-C stops it and keeps what was verified for the next fetch.
+    /// A whole file is a transfer the daemon owns: this command starts it
+    /// (or re-attaches to it) and follows its progress. Ctrl-C, a closed
+    /// terminal or killing peerctl only stops following: the transfer goes
+    /// on in the daemon (`peerctl transfers`, `watch`, `pause`, `cancel`).
+    /// When no live holder has a missing chunk it waits, stalled, until one
+    /// appears, unless --fail-fast.
     Fetch {
         /// The file's name.
         file: String,
@@ -73,6 +78,40 @@ pub enum Command {
         /// Replace an existing file of that name in the daemon's directory.
         #[arg(long)]
         force: bool,
+        /// Return as soon as the daemon has accepted the transfer.
+        #[arg(long, conflicts_with = "chunk")]
+        detach: bool,
+        /// Fail (UNAVAILABLE) when no live holder has a missing chunk,
+        /// rather than wait for one: for scripts.
+        #[arg(long)]
+        fail_fast: bool,
+    },
+    /// List the daemon's transfers: state, progress, rate, ETA, holders.
+    Transfers,
+    /// Follow one transfer until it is done or failed (Ctrl-C only stops
+    /// following).
+    Watch {
+        /// The file's name.
+        file: String,
+    },
+    /// Pause a transfer; its verified chunks stay, and are served.
+    Pause {
+        /// The file's name.
+        file: String,
+    },
+    /// Resume a paused or failed transfer (queued until a slot is free).
+    Resume {
+        /// The file's name.
+        file: String,
+    },
+    /// Stop a transfer and drop it from the list. Its verified chunks stay
+    /// (served, and used by a later fetch) unless --remove.
+    Cancel {
+        /// The file's name.
+        file: String,
+        /// Delete the verified chunks too (never a completed file).
+        #[arg(long)]
+        remove: bool,
     },
     /// Share files on the daemon's disk (seed message 1).
     Share {

@@ -16,30 +16,50 @@ use crate::{
     output::{bytes, count, hex},
 };
 
-pub async fn run(
-    mut client: ControlClient<Channel>,
-    file: &str,
-    chunk: Option<u32>,
-    from: Option<String>,
-    force: bool,
-    json: bool,
-) -> Outcome {
+/// What to fetch, and how.
+pub struct How {
+    pub chunk: Option<u32>,
+    pub from: Option<String>,
+    pub force: bool,
+    pub detach: bool,
+    pub fail_fast: bool,
+}
+
+pub async fn run(mut client: ControlClient<Channel>, file: &str, how: How, json: bool) -> Outcome {
+    let chunk = how.chunk;
     let request = ctl::FetchRequest {
         name: file.to_owned(),
         chunk: chunk.unwrap_or(0),
-        from: from.unwrap_or_default(),
-        force,
+        from: how.from.unwrap_or_default(),
+        force: how.force,
+        detach: how.detach,
+        fail_fast: how.fail_fast,
     };
     let mut signals = hive_runtime::shutdown::Signals::install();
     let mut stream = client.fetch(request).await?.into_inner();
+    if how.detach {
+        if json {
+            outln!("{}", json!({ "event": "accepted", "name": file }));
+        } else {
+            outln!(
+                "{file}: transfer accepted; `peerctl transfers` lists it, `peerctl watch {file}` follows it"
+            );
+        }
+        return Ok(());
+    }
     let mut view = View::new(json);
     loop {
         let msg = tokio::select! {
             msg = stream.message() => msg,
             _ = signals.recv() => {
                 view.clear();
-                // Dropping the stream tells the daemon to stop this download.
-                return Err(Failure::Status(Status::cancelled("fetch cancelled; verified chunks are kept for the next fetch")));
+                // Only the following stops: the daemon owns the transfer.
+                if chunk.is_some() {
+                    return Err(Failure::Detached("stopped waiting; the chunk may still be fetched".into()));
+                }
+                return Err(Failure::Detached(format!(
+                    "stopped following; {file} goes on in the daemon (`peerctl watch {file}` follows it, `peerctl pause {file}` pauses it)"
+                )));
             }
         };
         let event = match msg {
@@ -48,6 +68,13 @@ pub async fn run(
                 return Err(Failure::Local(
                     "the daemon ended the fetch without a result".into(),
                 ));
+            }
+            Err(status) if status.code() == tonic::Code::Cancelled && chunk.is_none() => {
+                view.clear();
+                return Err(Status::cancelled(format!(
+                    "the transfer of {file} was paused or cancelled in the daemon; `peerctl resume {file}` or `peerctl fetch {file}` starts it again"
+                ))
+                .into());
             }
             Err(status) => {
                 view.clear();

@@ -13,6 +13,7 @@ mod cli;
 mod fetch;
 mod output;
 mod target;
+mod transfers;
 
 use std::process::ExitCode;
 
@@ -38,6 +39,9 @@ use crate::{
 pub enum Failure {
     Status(Status),
     Local(String),
+    /// The user interrupted a command that follows a transfer: it goes on
+    /// in the daemon. Exits 130, as an interrupted command does.
+    Detached(String),
 }
 
 impl From<Status> for Failure {
@@ -66,6 +70,10 @@ fn main() -> ExitCode {
         Err(Failure::Local(msg)) => {
             report(json, "LOCAL", &msg);
             ExitCode::from(1)
+        }
+        Err(Failure::Detached(msg)) => {
+            eprintln!("peerctl: {msg}");
+            ExitCode::from(130)
         }
         Err(Failure::Status(s)) => {
             report(json, hive_runtime::grpc::code_name(s.code()), s.message());
@@ -132,9 +140,44 @@ async fn command(cli: &Cli, target: &Target) -> Outcome {
             chunk,
             ref from,
             force,
+            detach,
+            fail_fast,
         } => {
             let client = control(target).await?;
-            fetch::run(client, file, chunk, from.clone(), force, cli.json).await
+            let how = fetch::How {
+                chunk,
+                from: from.clone(),
+                force,
+                detach,
+                fail_fast,
+            };
+            fetch::run(client, file, how, cli.json).await
+        }
+        Command::Transfers => transfers::list(control(target).await?, cli.json).await,
+        Command::Watch { ref file } => {
+            transfers::watch(control(target).await?, file, cli.json).await
+        }
+        Command::Pause { ref file } => {
+            transfers::act(
+                control(target).await?,
+                file,
+                transfers::Act::Pause,
+                cli.json,
+            )
+            .await
+        }
+        Command::Resume { ref file } => {
+            transfers::act(
+                control(target).await?,
+                file,
+                transfers::Act::Resume,
+                cli.json,
+            )
+            .await
+        }
+        Command::Cancel { ref file, remove } => {
+            let act = transfers::Act::Cancel { remove };
+            transfers::act(control(target).await?, file, act, cli.json).await
         }
         Command::Share {
             ref paths,

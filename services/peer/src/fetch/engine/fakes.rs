@@ -112,7 +112,7 @@ impl FakeTracker {
         ChunkSet::full(self.manifest.chunk_count())
     }
 
-    fn answer(&self) -> Located {
+    pub(super) fn answer(&self) -> Located {
         let holders: Vec<Holder> = lock(&self.listed)
             .iter()
             .filter(|(from, _)| *from <= Instant::now())
@@ -354,6 +354,7 @@ impl World {
                 per_holder: 1,
                 chunk_timeout: Duration::from_secs(10),
                 relocate_interval: Duration::from_secs(5),
+                wait_for_holders: false,
             },
             data,
             manifest,

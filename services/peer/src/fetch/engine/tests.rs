@@ -252,3 +252,52 @@ async fn this_peer_never_asks_itself() {
     assert_eq!(w.log().asked_of("me:1"), []);
     w.assert_complete();
 }
+
+/// With nobody holding the missing chunks, a download that may wait reports
+/// itself stalled, asks the tracker on its interval, and completes once a
+/// holder appears; one that may not fails with UNAVAILABLE.
+#[tokio::test(start_paused = true)]
+async fn with_no_holder_it_waits_stalled_and_goes_on_when_one_appears() {
+    let mut w = World::new(3);
+    w.settings.wait_for_holders = true;
+    let late = Duration::from_secs(30);
+    w.tracker.list("late:1", w.full(), late);
+    w.holders.script("late:1", &[Serve::Good]);
+    let mut engine = w.engine(w.none());
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let seen = std::sync::Mutex::new(Vec::new());
+    let mut report = |p: &super::Progress| lock(&seen).push((Instant::now(), p.stalled));
+    let started = Instant::now();
+    let run = engine.run(w.tracker.answer(), &cancel, &mut report);
+    tokio::time::timeout(Duration::from_secs(600), run)
+        .await
+        .expect("the engine finished in time")
+        .expect("the download completes once a holder appears");
+    w.assert_complete();
+    let seen = lock(&seen).clone();
+    assert!(
+        seen.iter().any(|&(_, stalled)| stalled),
+        "reported stalled: {seen:?}"
+    );
+    assert_eq!(
+        seen.last().map(|s| s.1),
+        Some(false),
+        "not stalled at the end"
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= late,
+        "no chunk before the holder appeared: {took:?}"
+    );
+    // Asked again on the relocate interval, not in a tight loop.
+    let calls = *lock(&w.tracker.calls);
+    let most = (late.as_secs() / w.settings.relocate_interval.as_secs()) as u32 + 3;
+    assert!(calls <= most, "{calls} Locates in {took:?}");
+
+    // Without waiting: today's UNAVAILABLE.
+    let w = World::new(3);
+    w.tracker.list("late:1", w.full(), late);
+    let mut engine = w.engine(w.none());
+    let err = w.run(&mut engine).await.expect_err("nobody can supply it");
+    assert!(matches!(err, PeerError::Unavailable(_)), "{err:?}");
+}
