@@ -7,9 +7,19 @@ use clap::Parser;
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
     /// The tracker's URL: http://HOST:PORT (https:// is refused: hive has no
-    /// TLS yet).
-    #[arg(long, env = "HIVE_TRACKER", default_value = "http://127.0.0.1:65001", value_parser = parse_url)]
-    pub tracker: String,
+    /// TLS yet). Replicas of one tracker on a shared store: repeat the flag
+    /// or separate URLs with commas (HIVE_TRACKER too); the first that
+    /// answers is used, and when it stops answering the next, keeping the
+    /// session.
+    #[arg(
+        long,
+        env = "HIVE_TRACKER",
+        value_name = "URL[,URL...]",
+        default_value = "http://127.0.0.1:65001",
+        value_delimiter = ',',
+        value_parser = parse_url
+    )]
+    pub tracker: Vec<String>,
 
     /// Directory whose files are shared at start, and where downloads land
     /// (created if missing). Hive keeps its own state in DIR/.hive.
@@ -84,6 +94,10 @@ impl Default for Config {
 /// refused: `https://` above all, which hive would otherwise use in plaintext
 /// (it has no TLS yet).
 pub fn parse_url(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("an empty URL; give http://HOST:PORT".into());
+    }
     match s.split_once("://") {
         None => Ok(s.to_owned()),
         Some((scheme, _)) if scheme.eq_ignore_ascii_case("http") => Ok(s.to_owned()),
@@ -126,6 +140,42 @@ mod tests {
         assert!(parse_url("https://h:1").is_err());
         assert!(parse_url("HTTPS://h:1").is_err());
         assert!(parse_url("grpcs://h:1").is_err());
+        assert_eq!(parse_url(" http://h:1 ").as_deref(), Ok("http://h:1"));
+        assert!(parse_url("").is_err());
+    }
+
+    #[derive(clap::Parser)]
+    struct Peer {
+        #[command(flatten)]
+        config: super::Config,
+    }
+
+    fn trackers(args: &[&str]) -> Result<Vec<String>, String> {
+        use clap::Parser;
+        let args = std::iter::once("peer").chain(args.iter().copied());
+        Peer::try_parse_from(args)
+            .map(|p| p.config.tracker)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn tracker_replicas_are_repeated_or_comma_separated() {
+        let ab = ["http://a:1", "http://b:2"];
+        assert_eq!(trackers(&[]).unwrap(), ["http://127.0.0.1:65001"]);
+        assert_eq!(
+            trackers(&["--tracker", "http://a:1,http://b:2"]).unwrap(),
+            ab
+        );
+        assert_eq!(trackers(&["--tracker=http://a:1, http://b:2"]).unwrap(), ab);
+        let repeated = ["--tracker", "http://a:1", "--tracker", "b:3,http://c:4"];
+        assert_eq!(
+            trackers(&repeated).unwrap(),
+            ["http://a:1", "b:3", "http://c:4"]
+        );
+        // Each URL is checked: one https:// refuses the list.
+        let e = trackers(&["--tracker", "http://a:1,https://b:2"]).unwrap_err();
+        assert!(e.contains("--tracker") && e.contains("TLS"), "{e}");
+        assert!(trackers(&["--tracker", "http://a:1,,http://b:2"]).is_err());
     }
 
     #[test]

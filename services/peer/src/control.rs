@@ -210,6 +210,7 @@ fn status(s: Snapshot) -> pb::StatusResponse {
     pb::StatusResponse {
         peer_id: s.session.peer_id,
         tracker: s.tracker,
+        trackers: s.trackers,
         addr: s.session.addr,
         files: s.files.iter().map(local_file).collect(),
         bytes_served: s.counters.bytes_served,

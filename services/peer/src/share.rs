@@ -139,7 +139,7 @@ mod tests {
         };
         // Nothing listens on port 1: a call that reaches the tracker fails.
         let link = TrackerLink::start(
-            "http://127.0.0.1:1",
+            &["http://127.0.0.1:1".to_owned()],
             10,
             announce,
             holdings.clone(),

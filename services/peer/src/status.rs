@@ -15,8 +15,10 @@ use crate::{
 pub struct Snapshot {
     /// Empty while the tracker has not accepted this peer.
     pub session: SessionInfo,
-    /// The tracker's URL, as configured.
+    /// The URL of the tracker replica in use.
     pub tracker: String,
+    /// Every tracker replica's URL (--tracker), in the order given.
+    pub trackers: Vec<String>,
     /// The Peer service's bound address.
     pub listen: String,
     pub files: Vec<FileView>,
@@ -31,7 +33,6 @@ pub struct Overview {
     pub holdings: Holdings,
     pub counters: Arc<Counters>,
     pub fetcher: Fetcher,
-    pub tracker: String,
     pub listen: String,
 }
 
@@ -39,7 +40,8 @@ impl Overview {
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             session: self.link.session().unwrap_or_default(),
-            tracker: self.tracker.clone(),
+            tracker: self.link.trackers().current().to_owned(),
+            trackers: self.link.trackers().urls(),
             listen: self.listen.clone(),
             files: self.holdings.list(),
             counters: self.counters.snapshot(),

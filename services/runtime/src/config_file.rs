@@ -4,7 +4,8 @@
 //! (`max-uploads = 64`, `tracker = "http://10.0.0.1:65001"`,
 //! `verify-on-finish = true`; `_` may stand for `-`), so `--help` documents
 //! the file as well and there is no second list of settings to keep in step
-//! with the flags.
+//! with the flags. A flag that may be repeated also takes a list
+//! (`tracker = ["http://a:1", "http://b:2"]`): each item as one `--key`.
 //!
 //! Precedence, highest first: the command line, the `HIVE_*` environment,
 //! the file, the built-in default. The command line is parsed twice: the
@@ -20,7 +21,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use clap::{Arg, ArgMatches, Command, Parser, error::ErrorKind, parser::ValueSource};
+use clap::{Arg, ArgAction, ArgMatches, Command, Parser, error::ErrorKind, parser::ValueSource};
 
 /// The id of the argument that names the file. A daemon declares it as
 /// `#[arg(long = "config", env = "HIVE_CONFIG", value_name = "PATH")]
@@ -90,36 +91,60 @@ fn settings(
         if given {
             continue;
         }
-        let text = match value {
-            toml::Value::String(s) => s.clone(),
-            toml::Value::Integer(n) => n.to_string(),
-            toml::Value::Float(x) => x.to_string(),
-            toml::Value::Boolean(b) => b.to_string(),
-            _ => return Err(bad(format!("{key} must be a string, number or boolean"))),
-        };
-        if !arg.get_action().takes_values() {
-            // A switch (`--in-memory`): true sets it, false leaves it off.
-            match value {
-                toml::Value::Boolean(true) => out.push(format!("--{long}")),
-                toml::Value::Boolean(false) => {}
-                _ => return Err(bad(format!("{key} must be true or false"))),
+        let values = match value {
+            toml::Value::Array(items) if matches!(arg.get_action(), ArgAction::Append) => {
+                if items.is_empty() {
+                    return Err(bad(format!(
+                        "{key}: an empty list; give at least one value"
+                    )));
+                }
+                items.iter().collect()
             }
-            continue;
+            one => vec![one],
+        };
+        for value in values {
+            out.extend(setting_arg(arg, &long, key, value).map_err(&bad)?);
         }
-        let setting = format!("--{long}={text}");
-        // The flag's own parser, on this flag alone.
-        Command::new("config")
-            .no_binary_name(true)
-            .arg(arg.clone())
-            .try_get_matches_from([&setting])
-            .map_err(|e| {
-                let e = e.to_string();
-                let first = e.lines().next().unwrap_or_default();
-                bad(format!("{key}: {}", first.trim_start_matches("error: ")))
-            })?;
-        out.push(setting);
     }
     Ok(out)
+}
+
+/// `--long=value` for one value of the setting `key` (nothing for a switch
+/// set false), checked by its flag's parser; else what is wrong, naming
+/// the key.
+fn setting_arg(
+    arg: &Arg,
+    long: &str,
+    key: &str,
+    value: &toml::Value,
+) -> Result<Option<String>, String> {
+    let text = match value {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Integer(n) => n.to_string(),
+        toml::Value::Float(x) => x.to_string(),
+        toml::Value::Boolean(b) => b.to_string(),
+        _ => return Err(format!("{key} must be a string, number or boolean")),
+    };
+    if !arg.get_action().takes_values() {
+        // A switch (`--in-memory`): true sets it, false leaves it off.
+        return match value {
+            toml::Value::Boolean(true) => Ok(Some(format!("--{long}"))),
+            toml::Value::Boolean(false) => Ok(None),
+            _ => Err(format!("{key} must be true or false")),
+        };
+    }
+    let setting = format!("--{long}={text}");
+    // The flag's own parser, on this flag alone.
+    Command::new("config")
+        .no_binary_name(true)
+        .arg(arg.clone())
+        .try_get_matches_from([&setting])
+        .map_err(|e| {
+            let e = e.to_string();
+            let first = e.lines().next().unwrap_or_default();
+            format!("{key}: {}", first.trim_start_matches("error: "))
+        })?;
+    Ok(Some(setting))
 }
 
 /// The argument a file's key sets: any long flag but --config, --help and
@@ -151,6 +176,8 @@ mod tests {
         in_memory: bool,
         #[arg(long)]
         advertise: Option<String>,
+        #[arg(long, value_delimiter = ',', default_value = "http://d:1")]
+        tracker: Vec<String>,
     }
 
     fn humantime_like(s: &str) -> Result<Duration, String> {
@@ -202,6 +229,24 @@ mod tests {
         ] {
             let e = parse(file, &[]).unwrap_err();
             assert!(e.contains("--config") && e.contains(key), "{file}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_repeatable_flag_takes_a_string_or_a_list() {
+        let a = parse("tracker = \"http://a:1,http://b:2\"\n", &[]).unwrap();
+        assert_eq!(a.tracker, ["http://a:1", "http://b:2"]);
+        let a = parse("tracker = [\"http://a:1\", \"http://b:2\"]\n", &[]).unwrap();
+        assert_eq!(a.tracker, ["http://a:1", "http://b:2"]);
+        let a = parse("tracker = [\"http://a:1\"]\n", &["--tracker", "http://c:3"]).unwrap();
+        assert_eq!(a.tracker, ["http://c:3"]);
+        assert_eq!(parse("", &[]).unwrap().tracker, ["http://d:1"]);
+        for file in ["tracker = []\n", "tracker = [[\"http://a:1\"]]\n"] {
+            let e = parse(file, &[]).unwrap_err();
+            assert!(
+                e.contains("--config") && e.contains("tracker"),
+                "{file}: {e}"
+            );
         }
     }
 

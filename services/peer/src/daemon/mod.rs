@@ -159,7 +159,6 @@ pub async fn serve(
             holdings: holdings.clone(),
             counters,
             fetcher,
-            tracker: config.tracker.clone(),
             listen: public_addr.to_string(),
         },
         link: link.clone(),

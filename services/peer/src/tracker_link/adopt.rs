@@ -9,12 +9,11 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use hive::{FileName, pb::tracker::tracker_client::TrackerClient};
+use hive::FileName;
 use tokio::sync::mpsc;
-use tonic::transport::Channel;
 use tracing::warn;
 
-use super::locate;
+use super::{Trackers, locate};
 use crate::{
     error::PeerError,
     holdings::{Holdings, Kind},
@@ -24,13 +23,13 @@ use crate::{
 /// Adopts the swarm's layout for each refused file, one at a time, until
 /// the session is gone.
 pub async fn run(
-    client: TrackerClient<Channel>,
+    trackers: Trackers,
     holdings: Holdings,
     cache: Arc<Mutex<HashCache>>,
     mut refused: mpsc::UnboundedReceiver<FileName>,
 ) -> Result<(), PeerError> {
     while let Some(name) = refused.recv().await {
-        if let Err(e) = adopt(&client, &holdings, &cache, name.clone()).await {
+        if let Err(e) = adopt(&trackers, &holdings, &cache, name.clone()).await {
             warn!(file = %name, error = %e, "cannot take the swarm's chunk size");
         }
     }
@@ -40,7 +39,7 @@ pub async fn run(
 /// If the tracker knows `name` as the same content in another chunk size,
 /// hashes the file again in that size and puts it in the holdings.
 async fn adopt(
-    client: &TrackerClient<Channel>,
+    trackers: &Trackers,
     holdings: &Holdings,
     cache: &Arc<Mutex<HashCache>>,
     name: FileName,
@@ -49,7 +48,9 @@ async fn adopt(
         return Ok(());
     };
     // Only the manifest is needed.
-    let theirs = locate::locate(client, &name, None, 1, None).await?.manifest;
+    let theirs = locate::locate(trackers, &name, None, 1, None)
+        .await?
+        .manifest;
     if theirs.digest() != ours.digest()
         || theirs.size() != ours.size()
         || theirs.layout() == ours.layout()

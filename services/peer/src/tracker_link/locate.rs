@@ -5,13 +5,14 @@
 use hive::{
     ChunkSet, FileName, Manifest,
     pb::{
-        tracker::{self as pb, tracker_client::TrackerClient},
+        tracker::{self as pb},
         types,
     },
     wire,
 };
-use tonic::{Code, transport::Channel};
+use tonic::Code;
 
+use super::Trackers;
 use crate::error::PeerError;
 
 /// A file as the tracker located it, validated.
@@ -36,27 +37,29 @@ pub struct Holder {
 /// already has (the tracker leaves it out unless the content changed); `me`
 /// is this peer's id, left out of the holders.
 pub async fn locate(
-    client: &TrackerClient<Channel>,
+    trackers: &Trackers,
     name: &FileName,
     known: Option<&Manifest>,
     max_holders: u32,
     me: Option<&str>,
 ) -> Result<Located, PeerError> {
-    let found = client
-        .clone()
-        .locate(pb::LocateRequest {
-            name: name.to_string(),
-            known_digest: known
-                .map(|m| bytes::Bytes::copy_from_slice(m.digest().as_bytes()))
-                .unwrap_or_default(),
-            max_holders,
+    let req = pb::LocateRequest {
+        name: name.to_string(),
+        known_digest: known
+            .map(|m| bytes::Bytes::copy_from_slice(m.digest().as_bytes()))
+            .unwrap_or_default(),
+        max_holders,
+    };
+    let found = trackers
+        .call(|mut client| {
+            let req = req.clone();
+            async move { client.locate(req).await }
         })
         .await
         .map_err(|s| match s.code() {
             Code::NotFound => PeerError::NotFound(format!("the tracker does not know {name:?}")),
             _ => PeerError::tracker(&s),
-        })?
-        .into_inner();
+        })?;
     located(name, known, found, me)
 }
 

@@ -13,6 +13,9 @@
 //!   `session/register.rs`) registration.
 //! - [`batch`]: chunk announcements merged per file until they are due (pure).
 //! - [`locate`]: Locate answers, validated (plain functions).
+//! - [`trackers`]: the tracker replicas (`--tracker A,B`), the one in use,
+//!   and failing over to the next when it stops answering; every call below
+//!   goes through it.
 //! - [`adopt`]: a file refused in its own chunk size, hashed again in the
 //!   swarm's; the session hears of it from the holdings.
 //!
@@ -26,17 +29,20 @@ pub mod locate;
 mod session;
 #[cfg(test)]
 mod tests;
+pub mod trackers;
 
 use std::{
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use hive::{FileName, Manifest, pb::tracker::tracker_client::TrackerClient};
+use hive::{FileName, Manifest};
 use tokio::sync::{mpsc, oneshot, watch};
-use tonic::transport::Channel;
 
-pub use self::locate::{Holder, Located};
+pub use self::{
+    locate::{Holder, Located},
+    trackers::Trackers,
+};
 use crate::{
     error::PeerError,
     holdings::Holdings,
@@ -85,45 +91,46 @@ enum Command {
 pub struct TrackerLink {
     tx: mpsc::UnboundedSender<Command>,
     session: watch::Receiver<Option<SessionInfo>>,
-    client: TrackerClient<Channel>,
+    trackers: Trackers,
     /// Most holders a Locate asks for.
     locate_holders: u32,
 }
 
 impl TrackerLink {
-    /// Starts the session task for the tracker at `url`. It registers what
-    /// `holdings` holds as soon as the tracker answers, and announces every
-    /// change they publish from now on. Its Locates ask for `locate_holders`
-    /// holders at most.
+    /// Starts the session task for the tracker replicas at `urls` (see
+    /// [`trackers`]). It registers what `holdings` holds as soon as a
+    /// tracker answers, and announces every change they publish from now on.
+    /// Its Locates ask for `locate_holders` holders at most.
     pub fn start(
-        url: &str,
+        urls: &[String],
         locate_holders: u32,
         announce: Announce,
         holdings: Holdings,
         cache: Arc<Mutex<HashCache>>,
     ) -> Result<Self, PeerError> {
-        let channel = hive_runtime::grpc::endpoint(&hive_runtime::grpc::uri_of(url))
-            .map_err(|e| PeerError::Invalid(format!("bad tracker URL {url:?}: {e}")))?
-            .timeout(CALL_TIMEOUT)
-            .connect_lazy();
-        let client = TrackerClient::new(channel);
+        let trackers = Trackers::connect_lazy(urls)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let (session_tx, session) = watch::channel(None);
         let (refused_tx, refused) = mpsc::unbounded_channel();
         let changes = holdings.subscribe();
         hive_runtime::task::spawn(
             "adopt-layout",
-            adopt::run(client.clone(), holdings.clone(), cache, refused),
+            adopt::run(trackers.clone(), holdings.clone(), cache, refused),
         );
         let session_task =
-            session::Session::new(client.clone(), announce, holdings, session_tx, refused_tx);
+            session::Session::new(trackers.clone(), announce, holdings, session_tx, refused_tx);
         hive_runtime::task::spawn("tracker-link", session_task.run(rx, changes));
         Ok(Self {
             tx,
             session,
-            client,
+            trackers,
             locate_holders,
         })
+    }
+
+    /// The tracker replicas, and the one in use.
+    pub fn trackers(&self) -> &Trackers {
+        &self.trackers
     }
 
     /// The current session, if the tracker has accepted this peer.
@@ -173,7 +180,14 @@ impl TrackerLink {
     /// with a malformed entry is skipped.
     pub async fn locate(&self, name: &FileName) -> Result<Located, PeerError> {
         let me = self.session().map(|s| s.peer_id);
-        locate::locate(&self.client, name, None, self.locate_holders, me.as_deref()).await
+        locate::locate(
+            &self.trackers,
+            name,
+            None,
+            self.locate_holders,
+            me.as_deref(),
+        )
+        .await
     }
 
     /// Asks again where a file is, for a download that has its manifest:
@@ -182,7 +196,7 @@ impl TrackerLink {
         let me = self.session().map(|s| s.peer_id);
         let holders = self.locate_holders;
         locate::locate(
-            &self.client,
+            &self.trackers,
             known.name(),
             Some(known),
             holders,

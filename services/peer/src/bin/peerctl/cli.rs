@@ -17,8 +17,17 @@ pub struct Cli {
     /// The tracker's URL (for files and locate). By default the tracker the
     /// daemon at --peer uses, or http://127.0.0.1:65001 if no daemon answers.
     /// HIVE_TRACKER counts as giving it: set, it wins over the daemon's.
-    #[arg(long, global = true, env = "HIVE_TRACKER", value_parser = hive_peer::config::parse_url)]
-    pub tracker: Option<String>,
+    /// Replicas of one tracker: repeat the flag or separate URLs with commas;
+    /// each is asked in turn until one answers.
+    #[arg(
+        long,
+        global = true,
+        env = "HIVE_TRACKER",
+        value_name = "URL[,URL...]",
+        value_delimiter = ',',
+        value_parser = hive_peer::config::parse_url
+    )]
+    pub tracker: Vec<String>,
 
     /// The local peer daemon's control URL.
     #[arg(

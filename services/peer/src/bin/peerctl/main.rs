@@ -21,6 +21,7 @@ use hive::pb::{
     control::{self as ctl, control_client::ControlClient},
     tracker::{self as trk, tracker_client::TrackerClient},
 };
+use hive_peer::tracker_link::trackers;
 use serde_json::json;
 use tonic::{Code, Status, transport::Channel};
 use tonic_health::pb::{
@@ -96,11 +97,30 @@ fn said(message: &str) -> &str {
 
 async fn run(cli: Cli) -> Outcome {
     let target = match cli.command {
-        Command::Files | Command::Locate { .. } => Target::tracker(&cli).await,
+        Command::Files | Command::Locate { .. } => {
+            let target = Target::tracker(&cli).await;
+            return on_trackers(&cli, &target).await;
+        }
         Command::Health { ref addr } => Target::any(addr.as_deref().unwrap_or(&cli.peer)),
         _ => Target::peer(&cli),
     };
     command(&cli, &target).await.map_err(|f| target.explain(f))
+}
+
+/// A tracker command, asked of each of the tracker's replicas in turn
+/// until one answers (a refusal is an answer).
+async fn on_trackers(cli: &Cli, target: &Target) -> Outcome {
+    loop {
+        match command(cli, target).await {
+            Err(Failure::Status(s)) if trackers::no_answer(&s) && target.next() => {
+                eprintln!(
+                    "peerctl: no answer ({}); asking the next tracker",
+                    s.message()
+                );
+            }
+            outcome => return outcome.map_err(|f| target.explain(f)),
+        }
+    }
 }
 
 async fn command(cli: &Cli, target: &Target) -> Outcome {
@@ -323,7 +343,8 @@ async fn status(target: &Target, json: bool) -> Outcome {
         outln!(
             "{}",
             json!({
-                "peer_id": s.peer_id, "tracker": s.tracker, "addr": s.addr, "listen": s.listen,
+                "peer_id": s.peer_id, "tracker": s.tracker, "trackers": s.trackers,
+                "addr": s.addr, "listen": s.listen,
                 "files": s.files.iter().map(local_json).collect::<Vec<_>>(),
                 "bytes_served": s.bytes_served, "bytes_fetched": s.bytes_fetched,
                 "uploads_active": s.uploads_active, "downloads_active": s.downloads_active,
@@ -337,10 +358,11 @@ async fn status(target: &Target, json: bool) -> Outcome {
         format!("peer {}", s.peer_id)
     };
     outln!(
-        "{id} at {} (listening on {}), tracker {}",
+        "{id} at {} (listening on {}), tracker {}{}",
         s.addr,
         s.listen,
-        s.tracker
+        s.tracker,
+        replica_of(&s.tracker, &s.trackers)
     );
     outln!(
         "served {}, fetched {}, {} uploads and {} downloads running",
@@ -351,6 +373,14 @@ async fn status(target: &Target, json: bool) -> Outcome {
     );
     print_local(&s.files, false, "files");
     Ok(())
+}
+
+/// " (replica 2 of 3)" for a daemon given several tracker replicas.
+fn replica_of(tracker: &str, trackers: &[String]) -> String {
+    match trackers.iter().position(|t| t == tracker) {
+        Some(i) if trackers.len() > 1 => format!(" (replica {} of {})", i + 1, trackers.len()),
+        _ => String::new(),
+    }
 }
 
 fn state_name(state: i32) -> &'static str {
@@ -402,7 +432,7 @@ fn print_local(files: &[ctl::LocalFile], json: bool, key: &str) {
 }
 
 async fn health(target: &Target, json: bool) -> Outcome {
-    let addr = &target.url;
+    let addr = target.url();
     let channel = target.connect().await?;
     let resp = HealthClient::new(channel)
         .check(HealthCheckRequest {

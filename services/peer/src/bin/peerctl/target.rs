@@ -1,8 +1,9 @@
 //! Which daemon a command talks to, and what to tell the user when it is not
 //! there or not what it should be: every such message names the flag that
-//! points peerctl elsewhere.
+//! points peerctl elsewhere. A tracker may be several replicas
+//! (`--tracker A,B`): they are tried in turn.
 
-use std::time::Duration;
+use std::{cell::Cell, time::Duration};
 
 use hive::pb::control::{self as ctl, control_client::ControlClient};
 use tonic::{Code, Status, transport::Channel};
@@ -17,7 +18,11 @@ const ASK_DAEMON: Duration = Duration::from_secs(3);
 
 /// A daemon peerctl talks to.
 pub struct Target {
-    pub url: String,
+    /// Its URL; for a tracker, its replicas in the order to try them.
+    urls: Vec<String>,
+    /// The one of `urls` in use: the first that [`Target::connect`]
+    /// reached, moved on by [`Target::next`].
+    used: Cell<usize>,
     /// What it should be: "tracker", "peer daemon", ...
     what: &'static str,
     /// What it may be instead when it does not serve the service asked for.
@@ -30,7 +35,8 @@ impl Target {
     /// The peer daemon's Control service, at --peer.
     pub fn peer(cli: &Cli) -> Self {
         Self {
-            url: cli.peer.clone(),
+            urls: vec![cli.peer.clone()],
+            used: Cell::new(0),
             what: "peer daemon's control port",
             instead: "a tracker, or a peer's public port",
             fix: "give the daemon's control address with --peer".into(),
@@ -38,23 +44,24 @@ impl Target {
     }
 
     /// The tracker for `files` and `locate`: --tracker if given, else the
-    /// one the daemon at --peer uses, else the default.
+    /// replicas the daemon at --peer uses (the one it uses first), else the
+    /// default.
     pub async fn tracker(cli: &Cli) -> Self {
-        let (url, fix) = match &cli.tracker {
-            Some(url) => (
-                url.clone(),
+        let (urls, fix) = match &cli.tracker {
+            given if !given.is_empty() => (
+                given.clone(),
                 "give the tracker's address with --tracker".into(),
             ),
-            None => match daemon_tracker(&cli.peer).await {
-                Some(url) => {
+            _ => match daemon_trackers(&cli.peer).await {
+                Some(urls) => {
                     let fix = format!(
                         "it is the --tracker of the peer at {}; give another with --tracker",
                         host_port(&cli.peer)
                     );
-                    (url, fix)
+                    (urls, fix)
                 }
                 None => (
-                    DEFAULT_TRACKER.to_owned(),
+                    vec![DEFAULT_TRACKER.to_owned()],
                     "no peer daemon answered at --peer to say which tracker it uses; \
                      give the tracker's address with --tracker"
                         .into(),
@@ -62,7 +69,8 @@ impl Target {
             },
         };
         Self {
-            url,
+            urls,
+            used: Cell::new(0),
             what: "tracker",
             instead: "a peer",
             fix,
@@ -72,33 +80,68 @@ impl Target {
     /// Any daemon, for `health`.
     pub fn any(url: &str) -> Self {
         Self {
-            url: url.to_owned(),
+            urls: vec![url.to_owned()],
+            used: Cell::new(0),
             what: "daemon",
             instead: "not a gRPC server",
             fix: "check the address".into(),
         }
     }
 
+    /// The URL in use.
+    pub fn url(&self) -> &str {
+        &self.urls[self.used.get()]
+    }
+
+    /// Moves on to the next replica, if there is one.
+    pub fn next(&self) -> bool {
+        let next = self.used.get() + 1;
+        if next < self.urls.len() {
+            self.used.set(next);
+        }
+        next < self.urls.len()
+    }
+
+    /// A connection to the URL in use, or else to the first after it that
+    /// accepts one (which is then in use).
     pub async fn connect(&self) -> Result<Channel, Failure> {
-        let uri = hive_runtime::grpc::uri_of(&self.url);
+        let mut failures = Vec::new();
+        loop {
+            match self.connect_one(self.url()).await {
+                Ok(channel) => return Ok(channel),
+                Err(Failure::Status(unreachable)) => {
+                    failures.push(unreachable.message().to_owned())
+                }
+                Err(local) => return Err(local),
+            }
+            if !self.next() {
+                break;
+            }
+        }
+        let failures = failures.join("; ");
+        Err(Failure::Status(Status::unavailable(
+            match self.urls.len() {
+                1 => format!("cannot reach the {} at {failures}; {}", self.what, self.fix),
+                n => format!(
+                    "cannot reach any of the {n} {} replicas ({failures}); {}",
+                    self.what, self.fix
+                ),
+            },
+        )))
+    }
+
+    /// A connection to `url`; a bad URL is a local failure, and one that
+    /// cannot be reached is UNAVAILABLE saying "URI: causes".
+    async fn connect_one(&self, url: &str) -> Result<Channel, Failure> {
+        let uri = hive_runtime::grpc::uri_of(url);
         hive_runtime::grpc::endpoint(&uri)
             .map_err(|e| {
-                Failure::Local(format!(
-                    "bad {} URL {:?}: {e}; {}",
-                    self.what, self.url, self.fix
-                ))
+                Failure::Local(format!("bad {} URL {url:?}: {e}; {}", self.what, self.fix))
             })?
             .connect_timeout(Duration::from_secs(3))
             .connect()
             .await
-            .map_err(|e| {
-                Failure::Status(Status::unavailable(format!(
-                    "cannot reach the {} at {uri}: {}; {}",
-                    self.what,
-                    causes(&e),
-                    self.fix
-                )))
-            })
+            .map_err(|e| Failure::Status(Status::unavailable(format!("{uri}: {}", causes(&e)))))
     }
 
     /// A failure of a call to this daemon, said so the user knows what to
@@ -109,7 +152,7 @@ impl Target {
             Failure::Status(s) if s.code() == Code::Unimplemented => {
                 Failure::Status(Status::unimplemented(format!(
                     "{} is not a hive {} (it is {}?); {}",
-                    host_port(&self.url),
+                    host_port(self.url()),
                     self.what,
                     self.instead,
                     self.fix
@@ -120,8 +163,9 @@ impl Target {
     }
 }
 
-/// The tracker URL the daemon at `peer` uses, if it answers.
-async fn daemon_tracker(peer: &str) -> Option<String> {
+/// The tracker replicas the daemon at `peer` may use, the one it uses
+/// first, if it answers.
+async fn daemon_trackers(peer: &str) -> Option<Vec<String>> {
     let ask = async {
         let channel = hive_runtime::grpc::endpoint(&hive_runtime::grpc::uri_of(peer))
             .ok()?
@@ -133,7 +177,13 @@ async fn daemon_tracker(peer: &str) -> Option<String> {
             .await
             .ok()?
             .into_inner();
-        Some(status.tracker).filter(|t| !t.is_empty())
+        let in_use = Some(status.tracker).filter(|t| !t.is_empty())?;
+        let others: Vec<String> = status
+            .trackers
+            .into_iter()
+            .filter(|t| *t != in_use)
+            .collect();
+        Some(std::iter::once(in_use).chain(others).collect())
     };
     tokio::time::timeout(ASK_DAEMON, ask).await.ok().flatten()
 }

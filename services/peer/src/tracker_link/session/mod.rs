@@ -12,7 +12,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use hive::{
     FileName, Manifest,
-    pb::tracker::{self as pb, tracker_client::TrackerClient},
+    pb::tracker::{self as pb},
     wire,
 };
 use hive_runtime::grpc::TOKEN_METADATA;
@@ -23,11 +23,10 @@ use tokio::{
 use tonic::{
     Code, Request,
     metadata::{Ascii, MetadataValue},
-    transport::Channel,
 };
 use tracing::{debug, info, warn};
 
-use super::{Announce, Command, SessionInfo, batch::Batch};
+use super::{Announce, Command, SessionInfo, Trackers, batch::Batch};
 use crate::{
     error::PeerError,
     holdings::{Holdings, HoldingsChange, Kind},
@@ -68,7 +67,7 @@ struct Live {
 }
 
 pub struct Session {
-    client: TrackerClient<Channel>,
+    trackers: Trackers,
     announce: Announce,
     holdings: Holdings,
     published: watch::Sender<Option<SessionInfo>>,
@@ -82,14 +81,14 @@ pub struct Session {
 
 impl Session {
     pub fn new(
-        client: TrackerClient<Channel>,
+        trackers: Trackers,
         announce: Announce,
         holdings: Holdings,
         published: watch::Sender<Option<SessionInfo>>,
         refused: mpsc::UnboundedSender<FileName>,
     ) -> Self {
         Self {
-            client,
+            trackers,
             announce,
             holdings,
             published,
@@ -241,18 +240,22 @@ impl Session {
             return;
         };
         live.heartbeat_at = Instant::now() + live.interval;
-        let req = authed(
-            pb::HeartbeatRequest {
-                peer_id: live.peer_id.clone(),
-            },
-            live,
-        );
-        let result = self.client.clone().heartbeat(req).await;
+        let beat = pb::HeartbeatRequest {
+            peer_id: live.peer_id.clone(),
+        };
+        let held: &Live = live;
+        let result = self
+            .trackers
+            .call(|mut c| {
+                let req = authed(beat.clone(), held);
+                async move { c.heartbeat(req).await }
+            })
+            .await;
         let result = result.map_err(|s| PeerError::tracker(&s));
         live.unreachable = result.as_ref().is_err_and(no_answer);
         match result {
             Ok(resp) => {
-                let interval = Duration::from_millis(resp.into_inner().heartbeat_interval_ms);
+                let interval = Duration::from_millis(resp.heartbeat_interval_ms);
                 if !interval.is_zero() {
                     live.interval = interval;
                 }
@@ -291,16 +294,20 @@ impl Session {
             let State::Registered(live) = &mut self.state else {
                 break;
             };
-            let req = authed(
-                pb::RegisterChunkRequest {
-                    peer_id: live.peer_id.clone(),
-                    name: u.name.to_string(),
-                    chunks: wire::ranges(&u.add),
-                    withdrawn: wire::ranges(&u.remove),
-                },
-                live,
-            );
-            let result = self.client.clone().register_chunk(req).await;
+            let update = pb::RegisterChunkRequest {
+                peer_id: live.peer_id.clone(),
+                name: u.name.to_string(),
+                chunks: wire::ranges(&u.add),
+                withdrawn: wire::ranges(&u.remove),
+            };
+            let held: &Live = live;
+            let result = self
+                .trackers
+                .call(|mut c| {
+                    let req = authed(update.clone(), held);
+                    async move { c.register_chunk(req).await }
+                })
+                .await;
             let result = result.map_err(|s| PeerError::tracker(&s));
             live.unreachable = result.as_ref().is_err_and(no_answer);
             match result {
@@ -331,13 +338,16 @@ impl Session {
             return Ok(());
         };
         self.published.send_replace(None);
-        let req = authed(
-            pb::LeaveRequest {
-                peer_id: live.peer_id.clone(),
-            },
-            &live,
-        );
-        let answer = self.client.clone().leave(req).await;
+        let bye = pb::LeaveRequest {
+            peer_id: live.peer_id.clone(),
+        };
+        let answer = self
+            .trackers
+            .call(|mut c| {
+                let req = authed(bye.clone(), &live);
+                async move { c.leave(req).await }
+            })
+            .await;
         match answer.map_err(|s| PeerError::tracker(&s)) {
             Ok(_) => {
                 info!(peer = %live.peer_id, "left the tracker");

@@ -169,12 +169,17 @@ impl Session {
             advertise_host: self.announce.host.clone(),
             peer_id: live.map(|s| s.peer_id.clone()).unwrap_or_default(),
         };
-        let req = match live {
-            Some(live) => authed(msg, live),
-            None => Request::new(msg),
-        };
-        let answer = self.client.clone().register(req).await;
-        Ok(answer.map_err(|s| PeerError::tracker(&s))?.into_inner())
+        let answer = self
+            .trackers
+            .call(|mut c| {
+                let req = match live {
+                    Some(live) => authed(msg.clone(), live),
+                    None => Request::new(msg.clone()),
+                };
+                async move { c.register(req).await }
+            })
+            .await;
+        answer.map_err(|s| PeerError::tracker(&s))
     }
 
     /// Shares new files: extends the session (starting one if needed) and
