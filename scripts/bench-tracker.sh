@@ -165,22 +165,27 @@ if part scale; then
   PING=$(wait_line "$WORK/ping-scale.out" "listening on")
   start_tracker embedded --ttl 1h --heartbeat-interval 1m "${unlimited[@]}"
   EMBEDDED=$TRACKER EMBEDDED_PID=${HIVE_PIDS[-1]}
-  start_redis redis-load
+  # Each replica set on a Redis of its own, so that each Redis's counters
+  # are its set's alone (an idle one costs nothing).
+  start_redis redis-one
+  ONE_REDIS=$REDIS ONE_REDIS_PID=$REDIS_PID
   replica one
   ONE=$TRACKER ONE_PID=$TRACKER_PID
+  start_redis redis-two
+  TWO_REDIS=$REDIS TWO_REDIS_PID=$REDIS_PID
   replica two-a
   TWO_A=$TRACKER TWO_A_PID=$TRACKER_PID
   replica two-b
   TWO_B=$TRACKER TWO_B_PID=$TRACKER_PID
-  echo "    embedded $EMBEDDED; one replica $ONE; two replicas $TWO_A, $TWO_B; all on $REDIS (pid $REDIS_PID)"
-  echo "    server CPU per request: the tracker's, or the replicas' and Redis's together"
+  echo "    embedded $EMBEDDED; one replica $ONE on $ONE_REDIS; two replicas $TWO_A, $TWO_B on $TWO_REDIS"
+  echo "    server CPU per request: the tracker's, or the replicas' and their Redis's together"
   "$BIN/tracker-load" --ping "$PING" --ping-pid "$PING_PID" --callers "$CALLERS" \
     --connections "$CONNECTIONS" --rounds "$ROUNDS" --duration "$DURATION" \
     --tracker "embedded=$EMBEDDED" --tracker-pid "embedded=$EMBEDDED_PID" \
-    --tracker "one-replica=$ONE" --tracker-pid "one-replica=$ONE_PID,$REDIS_PID" \
-    --redis "one-replica=$REDIS" \
-    --tracker "two-replicas=$TWO_A,$TWO_B" --tracker-pid "two-replicas=$TWO_A_PID,$TWO_B_PID,$REDIS_PID" \
-    --redis "two-replicas=$REDIS"
+    --tracker "one-replica=$ONE" --tracker-pid "one-replica=$ONE_PID,$ONE_REDIS_PID" \
+    --redis "one-replica=$ONE_REDIS" \
+    --tracker "two-replicas=$TWO_A,$TWO_B" --tracker-pid "two-replicas=$TWO_A_PID,$TWO_B_PID,$TWO_REDIS_PID" \
+    --redis "two-replicas=$TWO_REDIS"
   hive_cleanup
 
   echo
