@@ -76,7 +76,7 @@ teardown() {
   say "${COMPOSE[*]} down -v"
   compose down -v --remove-orphans >"$CLOG" 2>&1 || cat "$CLOG"
   remove_files
-  printf '\n$DEMO took %ds\n' $((SECONDS - started))
+  printf '\n%s took %ds\n' "$DEMO" $((SECONDS - started))
   if ((rc == 0)); then
     echo "$DEMO: $pass passed, 0 failed"
   else
