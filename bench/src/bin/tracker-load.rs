@@ -297,8 +297,8 @@ async fn tracker_setup(
         let mut client = clients[i % clients.len()].clone();
         // A port per tracker and caller: trackers sharing a Redis keep
         // one session per address, and every caller here is 127.0.0.1.
-        let port = u16::try_from(20_000 + t * args.callers.max(1) + i)
-            .context("too many callers")?;
+        let port =
+            u16::try_from(20_000 + t * args.callers.max(1) + i).context("too many callers")?;
         let session = tracker::register(&mut client, port, &offered)
             .await
             .with_context(|| format!("registering the load's sessions on {name}"))?;
