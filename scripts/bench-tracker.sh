@@ -15,11 +15,19 @@
 #  2. swarm-state: 10,000 peers and 1,000 files of 1,024 chunks with 100
 #     holders each in a durable tracker; its RSS, Locate latency, and how long
 #     it takes to answer again after kill -9 with that state.
+#  3. scale-out (shared cores): the same mix against the embedded tracker
+#     (durable), one replica on one Redis and two replicas on one Redis,
+#     each round ping, embedded, one, two; Redis's own accounting per mix
+#     request and per call kind (INFO commandstats, INFO cpu); then the
+#     swarm-state above built through one replica on an empty Redis: Redis's
+#     used_memory, and a replica's restart (it holds no state) until it
+#     answers Locate.
 #
 #   scripts/bench-tracker.sh
 #   ROUNDS=7 DURATION=5s scripts/bench-tracker.sh
 #   SKIP_LOAD=1 scripts/bench-tracker.sh     # only the swarm state
 #   LAYOUTS=shared scripts/bench-tracker.sh  # one core layout only
+#   PARTS=scale scripts/bench-tracker.sh     # only the scale-out part (PARTS: load state scale)
 #
 # Every peer here calls from 127.0.0.1, so the tracker's per-address and
 # per-session rate limits (which a real swarm spreads over many addresses)
@@ -87,7 +95,11 @@ load() {
   stop_pid "$tracker_pid"
 }
 
-if [[ -z ${SKIP_LOAD:-} ]]; then
+PARTS=${PARTS:-load state scale}
+[[ -z ${SKIP_LOAD:-} ]] || PARTS=state
+part() { [[ " $PARTS " == *" $1 "* ]]; }
+
+if part load; then
   for layout in ${LAYOUTS:-shared split}; do
     if [[ $layout == split ]] && ! taskset -c 0,1 true 2>/dev/null; then
       echo "==> split cores skipped: needs taskset and cores 0 and 1"
@@ -106,7 +118,82 @@ if [[ -z ${SKIP_LOAD:-} ]]; then
   done
 fi
 
-echo
-echo "==> swarm-state: 10,000 peers, 1,000 files x 1,024 chunks, 100 holders each; $RESTARTS restarts"
-"$BIN/swarm-state" --tracker-bin "$BIN/tracker" --data-dir "$WORK/swarm-data" \
-  --restarts "$RESTARTS" -- "${unlimited[@]}"
+if part state; then
+  echo
+  echo "==> swarm-state: 10,000 peers, 1,000 files x 1,024 chunks, 100 holders each; $RESTARTS restarts"
+  "$BIN/swarm-state" --tracker-bin "$BIN/tracker" --data-dir "$WORK/swarm-data" \
+    --restarts "$RESTARTS" -- "${unlimited[@]}"
+fi
+
+# start_redis NAME: a redis-server on a free loopback port, no persistence;
+# sets REDIS (redis://127.0.0.1:PORT) and REDIS_PID.
+start_redis() {
+  local port
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  mkdir -p "$WORK/$1"
+  redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no --dir "$WORK/$1" \
+    >"$WORK/$1.log" 2>&1 &
+  REDIS_PID=$!
+  HIVE_PIDS+=("$REDIS_PID")
+  REDIS=redis://127.0.0.1:$port
+  local i
+  for ((i = 0; i < 200; i++)); do
+    redis-cli -p "$port" ping >/dev/null 2>&1 && return 0
+    sleep 0.05
+  done
+  echo "redis-server did not start; its log:" >&2
+  cat "$WORK/$1.log" >&2
+  return 1
+}
+
+# replica NAME: a tracker replica on $REDIS; sets TRACKER and TRACKER_PID.
+replica() {
+  "$BIN/tracker" --listen 127.0.0.1:0 --store "$REDIS" --ttl 1h --heartbeat-interval 1m \
+    "${unlimited[@]}" >"$WORK/$1.out" 2>"$WORK/$1.log" &
+  TRACKER_PID=$!
+  HIVE_PIDS+=("$TRACKER_PID")
+  TRACKER=$(wait_line "$WORK/$1.out" "listening on")
+}
+
+if part scale; then
+  bash scripts/install-redis.sh >/dev/null
+  echo
+  echo "==> scale-out: $(redis-server --version | cut -d' ' -f1-3)"
+  "$BIN/raw-server" --listen 127.0.0.1:0 >"$WORK/ping-scale.out" 2>"$WORK/ping-scale.log" &
+  PING_PID=$!
+  HIVE_PIDS+=("$PING_PID")
+  PING=$(wait_line "$WORK/ping-scale.out" "listening on")
+  start_tracker embedded --ttl 1h --heartbeat-interval 1m "${unlimited[@]}"
+  EMBEDDED=$TRACKER EMBEDDED_PID=${HIVE_PIDS[-1]}
+  # Each replica set on a Redis of its own, so that each Redis's counters
+  # are its set's alone (an idle one costs nothing).
+  start_redis redis-one
+  ONE_REDIS=$REDIS ONE_REDIS_PID=$REDIS_PID
+  replica one
+  ONE=$TRACKER ONE_PID=$TRACKER_PID
+  start_redis redis-two
+  TWO_REDIS=$REDIS TWO_REDIS_PID=$REDIS_PID
+  replica two-a
+  TWO_A=$TRACKER TWO_A_PID=$TRACKER_PID
+  replica two-b
+  TWO_B=$TRACKER TWO_B_PID=$TRACKER_PID
+  echo "    embedded $EMBEDDED; one replica $ONE on $ONE_REDIS; two replicas $TWO_A, $TWO_B on $TWO_REDIS"
+  echo "    server CPU per request: the tracker's, or the replicas' and their Redis's together"
+  "$BIN/tracker-load" --ping "$PING" --ping-pid "$PING_PID" --callers "$CALLERS" \
+    --connections "$CONNECTIONS" --rounds "$ROUNDS" --duration "$DURATION" \
+    --tracker "embedded=$EMBEDDED" --tracker-pid "embedded=$EMBEDDED_PID" \
+    --tracker "one-replica=$ONE" --tracker-pid "one-replica=$ONE_PID,$ONE_REDIS_PID" \
+    --redis "one-replica=$ONE_REDIS" \
+    --tracker "two-replicas=$TWO_A,$TWO_B" --tracker-pid "two-replicas=$TWO_A_PID,$TWO_B_PID,$TWO_REDIS_PID" \
+    --redis "two-replicas=$TWO_REDIS"
+  hive_cleanup
+
+  echo
+  echo "==> swarm-state through one replica on an empty Redis: 10,000 peers, 1,000 files x 1,024 chunks, 100 holders each; $RESTARTS replica restarts"
+  start_redis redis-state
+  "$BIN/swarm-state" --tracker-bin "$BIN/tracker" --data-dir "$WORK/swarm-redis" \
+    --restarts "$RESTARTS" --redis "$REDIS" -- --store "$REDIS" "${unlimited[@]}"
+  redis-cli -u "$REDIS" info memory | grep -E '^(used_memory|used_memory_rss|used_memory_dataset|mem_fragmentation_ratio):' | tr -d '\r'
+  echo "keys: $(redis-cli -u "$REDIS" dbsize)"
+  hive_cleanup
+fi

@@ -7,11 +7,15 @@
 //! - [`stats`]: medians, percentiles and the summary tables the scripts print.
 //! - [`synth`]: synthetic but valid manifests, for loading a tracker.
 //! - [`tracker`]: a tracker client with a session, and the calls the load uses.
+//! - [`load`]: `tracker-load`'s measured phases and its report.
+//! - [`redis_stats`]: a Redis server's own accounting (commands, CPU, memory).
 //! - [`daemon`]: starting hive's daemons and reading what they print and use.
 #![forbid(unsafe_code)]
 
 pub mod baseline;
 pub mod daemon;
+pub mod load;
+pub mod redis_stats;
 pub mod stats;
 pub mod synth;
 pub mod tracker;

@@ -192,23 +192,28 @@ return {'ok', created, ''}
 /// bitmap, remove bitmap (both the file's length). new = (old | add) &
 /// ~remove; no chunk of a file with chunks drops the holding. Returns
 /// {'ok', chunks held, orphaned since or ''}, {'unknown'} or {'stale'}.
+/// The bits are combined and counted by BITOP and BITCOUNT on two scratch
+/// keys of the file's slot, deleted before the script ends (so never seen
+/// by anyone): a loop over the bytes in Lua cost 40 µs of Redis time per
+/// call for a 1,024-chunk file, these commands a few.
 pub static CHUNKS: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 local d = redis.call('HGET', KEYS[1], 'digest')
 if not d then return {'unknown'} end
 if d ~= ARGV[1] then return {'stale'} end
-local old = redis.call('HGET', KEYS[2], ARGV[2]) or ''
-local add, rem = ARGV[3], ARGV[4]
-local out, held = {}, 0
-for i = 1, #add do
-  local o = 0
-  if i <= #old then o = string.byte(old, i) end
-  local b = bit.band(bit.bor(o, string.byte(add, i)), bit.bxor(string.byte(rem, i), 255))
-  out[i] = string.char(b)
-  while b ~= 0 do held = held + 1; b = bit.band(b, b - 1) end
-end
-if held == 0 and #add > 0 then
+local p = string.sub(KEYS[2], 1, #KEYS[2] - 1)
+local x, y = p .. 'x', p .. 'y'
+redis.call('SET', x, redis.call('HGET', KEYS[2], ARGV[2]) or '')
+redis.call('SET', y, ARGV[3])
+redis.call('BITOP', 'OR', x, x, y)
+redis.call('SET', y, ARGV[4])
+redis.call('BITOP', 'NOT', y, y)
+redis.call('BITOP', 'AND', x, x, y)
+local held = redis.call('BITCOUNT', x)
+local new = redis.call('GET', x) or ''
+redis.call('DEL', x, y)
+if held == 0 and #ARGV[3] > 0 then
   redis.call('HDEL', KEYS[2], ARGV[2])
   if redis.call('HLEN', KEYS[2]) == 0 then
     local o = redis.call('HGET', KEYS[1], 'orphaned')
@@ -217,7 +222,7 @@ if held == 0 and #add > 0 then
   end
   return {'ok', '0', ''}
 end
-redis.call('HSET', KEYS[2], ARGV[2], table.concat(out))
+redis.call('HSET', KEYS[2], ARGV[2], new)
 redis.call('HDEL', KEYS[1], 'orphaned')
 return {'ok', tostring(held), ''}
 "#,
