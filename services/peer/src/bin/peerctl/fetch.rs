@@ -6,10 +6,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hive::pb::control::{self as ctl, control_client::ControlClient, fetch_event::Event};
+use hive::pb::control::{self as ctl, fetch_event::Event};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use tonic::{Status, transport::Channel};
+use tonic::Status;
 
 use crate::{
     Failure, Outcome,
@@ -17,7 +17,7 @@ use crate::{
 };
 
 pub async fn run(
-    mut client: ControlClient<Channel>,
+    mut client: crate::target::Ctl,
     file: &str,
     chunk: Option<u32>,
     from: Option<String>,

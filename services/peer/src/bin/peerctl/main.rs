@@ -18,7 +18,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 use hive::pb::{
-    control::{self as ctl, control_client::ControlClient},
+    control as ctl,
     tracker::{self as trk, tracker_client::TrackerClient},
 };
 use serde_json::json;
@@ -30,7 +30,7 @@ use tonic_health::pb::{
 use crate::{
     cli::{Cli, Command},
     output::{bytes, hex, holder_ranges, ranges_json, short, table},
-    target::Target,
+    target::{Ctl, Target},
 };
 
 /// A failure, and the exit status it gives.
@@ -97,7 +97,9 @@ fn said(message: &str) -> &str {
 async fn run(cli: Cli) -> Outcome {
     let target = match cli.command {
         Command::Files | Command::Locate { .. } => Target::tracker(&cli).await,
-        Command::Health { ref addr } => Target::any(addr.as_deref().unwrap_or(&cli.peer)),
+        Command::Health {
+            addr: Some(ref addr),
+        } => Target::any(addr),
         _ => Target::peer(&cli),
     };
     command(&cli, &target).await.map_err(|f| target.explain(f))
@@ -121,6 +123,16 @@ async fn command(cli: &Cli, target: &Target) -> Outcome {
             chunk_size,
         } => share(target, paths, chunk_size, cli.json).await,
         Command::Status => status(target, cli.json).await,
+        Command::Unshare { ref file } => {
+            let req = ctl::UnshareRequest { name: file.clone() };
+            control(target).await?.unshare(req).await?;
+            if cli.json {
+                outln!("{}", json!({ "unshared": file }));
+            } else {
+                outln!("{file} is no longer shared (the file stays on disk)");
+            }
+            Ok(())
+        }
         Command::Leave => {
             control(target).await?.leave(ctl::LeaveRequest {}).await?;
             if cli.json {
@@ -140,8 +152,8 @@ async fn command(cli: &Cli, target: &Target) -> Outcome {
     }
 }
 
-async fn control(target: &Target) -> Result<ControlClient<Channel>, Failure> {
-    Ok(ControlClient::new(target.connect().await?))
+async fn control(target: &Target) -> Result<Ctl, Failure> {
+    target.control().await
 }
 
 async fn tracker(target: &Target) -> Result<TrackerClient<Channel>, Failure> {

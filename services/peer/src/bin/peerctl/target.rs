@@ -2,12 +2,16 @@
 //! there or not what it should be: every such message names the flag that
 //! points peerctl elsewhere.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use hive::pb::control::{self as ctl, control_client::ControlClient};
-use tonic::{Code, Status, transport::Channel};
+use hive_peer::access::{self, SendCookie};
+use tonic::{Code, Status, service::interceptor::InterceptedService, transport::Channel};
 
 use crate::{Failure, cli::Cli};
+
+/// A Control client: over the socket, or over TCP with the cookie.
+pub type Ctl = ControlClient<InterceptedService<Channel, SendCookie>>;
 
 /// The tracker asked when neither --tracker nor a daemon names one.
 pub const DEFAULT_TRACKER: &str = "http://127.0.0.1:65001";
@@ -17,7 +21,13 @@ const ASK_DAEMON: Duration = Duration::from_secs(3);
 
 /// A daemon peerctl talks to.
 pub struct Target {
+    /// A URL, or the control socket's path.
     pub url: String,
+    /// The daemon's control socket, when it is dialed there.
+    socket: Option<PathBuf>,
+    /// The cookie to send, for TCP control, or why it could not be read
+    /// (the call then goes without, and a refusal says why).
+    cookie: Result<Option<String>, String>,
     /// What it should be: "tracker", "peer daemon", ...
     what: &'static str,
     /// What it may be instead when it does not serve the service asked for.
@@ -27,13 +37,39 @@ pub struct Target {
 }
 
 impl Target {
-    /// The peer daemon's Control service, at --peer.
+    /// The peer daemon's Control service: its socket (--control, else that
+    /// of --dir), or TCP at --peer with the cookie.
     pub fn peer(cli: &Cli) -> Self {
+        if let Some(url) = &cli.peer {
+            let path = cli
+                .cookie
+                .clone()
+                .unwrap_or_else(|| access::default_cookie(&cli.dir));
+            let cookie = access::read_cookie(&path)
+                .map(Some)
+                .map_err(|e| format!("cannot read the cookie {}: {e}", path.display()));
+            return Self {
+                url: url.clone(),
+                socket: None,
+                cookie,
+                what: "peer daemon's TCP control port",
+                instead: "a tracker, or a peer's public port",
+                fix: "give the daemon's --control-tcp address with --peer".into(),
+            };
+        }
+        let path = cli
+            .control
+            .clone()
+            .unwrap_or_else(|| access::default_socket(&cli.dir));
         Self {
-            url: cli.peer.clone(),
-            what: "peer daemon's control port",
-            instead: "a tracker, or a peer's public port",
-            fix: "give the daemon's control address with --peer".into(),
+            url: path.display().to_string(),
+            socket: Some(path),
+            cookie: Ok(None),
+            what: "peer daemon's control socket",
+            instead: "not a hive peer",
+            fix: "give the daemon's socket with --control PATH, or its share \
+                  directory with --dir"
+                .into(),
         }
     }
 
@@ -45,17 +81,17 @@ impl Target {
                 url.clone(),
                 "give the tracker's address with --tracker".into(),
             ),
-            None => match daemon_tracker(&cli.peer).await {
+            None => match daemon_tracker(&Self::peer(cli)).await {
                 Some(url) => {
                     let fix = format!(
                         "it is the --tracker of the peer at {}; give another with --tracker",
-                        host_port(&cli.peer)
+                        host_port(&Self::peer(cli).url)
                     );
                     (url, fix)
                 }
                 None => (
                     DEFAULT_TRACKER.to_owned(),
-                    "no peer daemon answered at --peer to say which tracker it uses; \
+                    "no peer daemon answered (--control, --peer) to say which tracker it uses; \
                      give the tracker's address with --tracker"
                         .into(),
                 ),
@@ -63,6 +99,8 @@ impl Target {
         };
         Self {
             url,
+            socket: None,
+            cookie: Ok(None),
             what: "tracker",
             instead: "a peer",
             fix,
@@ -73,6 +111,8 @@ impl Target {
     pub fn any(url: &str) -> Self {
         Self {
             url: url.to_owned(),
+            socket: None,
+            cookie: Ok(None),
             what: "daemon",
             instead: "not a gRPC server",
             fix: "check the address".into(),
@@ -80,6 +120,33 @@ impl Target {
     }
 
     pub async fn connect(&self) -> Result<Channel, Failure> {
+        if let Some(path) = &self.socket {
+            let dial = access::connect_socket(path);
+            return match tokio::time::timeout(Duration::from_secs(3), dial).await {
+                Ok(Ok(channel)) => Ok(channel),
+                Ok(Err(e)) if denied(&e) => {
+                    Err(Failure::Status(Status::permission_denied(format!(
+                        "cannot open the {} at {}: permission denied; only the daemon's \
+                         user may drive it (run peerctl as that user)",
+                        self.what,
+                        path.display()
+                    ))))
+                }
+                Ok(Err(e)) => Err(Failure::Status(Status::unavailable(format!(
+                    "cannot reach the {} at {}: {}; {}",
+                    self.what,
+                    path.display(),
+                    causes(&e),
+                    self.fix
+                )))),
+                Err(_) => Err(Failure::Status(Status::unavailable(format!(
+                    "the {} at {} does not answer; {}",
+                    self.what,
+                    path.display(),
+                    self.fix
+                )))),
+            };
+        }
         let uri = hive_runtime::grpc::uri_of(&self.url);
         hive_runtime::grpc::endpoint(&uri)
             .map_err(|e| {
@@ -101,6 +168,19 @@ impl Target {
             })
     }
 
+    /// A Control client for this daemon, sending its cookie over TCP.
+    pub async fn control(&self) -> Result<Ctl, Failure> {
+        let cookie = match &self.cookie {
+            Ok(Some(text)) => SendCookie::new(text)
+                .map_err(|e| Failure::Local(format!("{e}; give --cookie PATH")))?,
+            Ok(None) | Err(_) => SendCookie::default(),
+        };
+        Ok(ControlClient::with_interceptor(
+            self.connect().await?,
+            cookie,
+        ))
+    }
+
     /// A failure of a call to this daemon, said so the user knows what to
     /// change: a daemon without the service asked for (UNIMPLEMENTED, with
     /// no message) is the wrong daemon.
@@ -115,20 +195,26 @@ impl Target {
                     self.fix
                 )))
             }
+            Failure::Status(s) if s.code() == Code::Unauthenticated => {
+                let why = self.cookie.as_ref().err().map_or("", String::as_str);
+                Failure::Status(Status::unauthenticated(format!(
+                    "{} refused: {} {why}",
+                    self.url,
+                    s.message()
+                )))
+            }
             other => other,
         }
     }
 }
 
 /// The tracker URL the daemon at `peer` uses, if it answers.
-async fn daemon_tracker(peer: &str) -> Option<String> {
+async fn daemon_tracker(peer: &Target) -> Option<String> {
     let ask = async {
-        let channel = hive_runtime::grpc::endpoint(&hive_runtime::grpc::uri_of(peer))
-            .ok()?
-            .connect()
+        let status = peer
+            .control()
             .await
-            .ok()?;
-        let status = ControlClient::new(channel)
+            .ok()?
             .status(ctl::StatusRequest {})
             .await
             .ok()?
@@ -136,6 +222,20 @@ async fn daemon_tracker(peer: &str) -> Option<String> {
         Some(status.tracker).filter(|t| !t.is_empty())
     };
     tokio::time::timeout(ASK_DAEMON, ask).await.ok().flatten()
+}
+
+/// Whether the OS refused to open the socket (its mode, or its directory's).
+fn denied(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::PermissionDenied
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// An error and its causes on one line: tonic's transport error alone says

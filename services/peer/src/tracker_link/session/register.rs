@@ -133,6 +133,9 @@ impl Session {
                                 if let Ok(name) = FileName::new(name) {
                                     if e.code() == Code::InvalidArgument {
                                         let _ = self.refused.send(name.clone());
+                                    } else {
+                                        // Not served either: Status says so.
+                                        self.holdings.retire(&name, &e.to_string(), true);
                                     }
                                     refused.push(name);
                                 }
@@ -175,6 +178,36 @@ impl Session {
         };
         let answer = self.client.clone().register(req).await;
         Ok(answer.map_err(|s| PeerError::tracker(&s))?.into_inner())
+    }
+
+    /// Withdraws `name` from the tracker (the Withdraw RPC). A tracker that
+    /// does not know the file (or this session: it registers again without
+    /// it) has nothing to withdraw.
+    pub(super) async fn withdraw(&mut self, name: &FileName) -> Result<(), PeerError> {
+        let State::Registered(live) = &mut self.state else {
+            return Ok(());
+        };
+        live.announced.remove(name);
+        live.unsent.retain(|m| m.name() != name);
+        let req = authed(
+            pb::WithdrawRequest {
+                peer_id: live.peer_id.clone(),
+                name: name.to_string(),
+            },
+            live,
+        );
+        let answer = self.client.clone().withdraw(req).await;
+        match answer.map_err(|s| PeerError::tracker(&s)) {
+            Ok(_) => {
+                info!(file = %name, "withdrawn from the tracker");
+                Ok(())
+            }
+            Err(e) if e.code() == Code::NotFound => Ok(()),
+            Err(e) => {
+                self.on_session_error(&e);
+                Err(e)
+            }
+        }
     }
 
     /// Shares new files: extends the session (starting one if needed) and
