@@ -167,7 +167,7 @@ async fn ctrl_c_in_peerctl_stops_the_fetch_and_keeps_its_chunks() {
             .args([
                 "--tracker",
                 &tracker.url(),
-                "--peer",
+                "--control",
                 &leecher.control.to_string(),
                 "--json",
                 "fetch",
