@@ -38,7 +38,7 @@ echo "client1  $L1 (shares bse)"
 start_peer client3 "$WORK/client3"; C3=$PEER_CONTROL; L3=$PEER_LISTEN
 echo "client3  $L3 (shares nothing yet)"
 export HIVE_TRACKER="http://$TRACKER"
-ctl() { local peer=$1; shift; "$BIN/peerctl" --peer "$peer" "$@"; }
+ctl() { local peer=$1; shift; "$BIN/peerctl" --control "$peer" "$@"; }
 
 step "message 2: the files the tracker knows, with holders and chunks"
 show "$BIN/peerctl" files
