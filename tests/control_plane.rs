@@ -330,6 +330,9 @@ async fn a_deleted_file_is_never_served_and_status_says_gone() {
         let file = s.files.iter().find(|x| x.name == "f").expect("listed");
         assert_eq!(state_of(Some(file)), Some(FileState::Gone), "{file:?}");
         assert!(file.reason.contains("deleted"), "{file:?}");
+        let out = seeder.peerctl(&["--json", "status"]).await;
+        let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(shown["files"][0]["state"], "gone", "{shown}");
         listed_until(&tracker, "f", &seeder, false).await;
 
         // fetch does not claim it is here: it looks for a holder (none).

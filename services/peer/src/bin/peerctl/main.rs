@@ -370,6 +370,8 @@ fn state_name(state: i32) -> &'static str {
         Ok(ctl::FileState::Seeding) => "seeding",
         Ok(ctl::FileState::Partial) => "partial",
         Ok(ctl::FileState::Downloading) => "downloading",
+        Ok(ctl::FileState::Gone) => "gone",
+        Ok(ctl::FileState::Refused) => "refused",
         _ => "unknown",
     }
 }
@@ -378,7 +380,7 @@ fn local_json(f: &ctl::LocalFile) -> serde_json::Value {
     json!({
         "name": f.name, "size": f.size, "chunk_count": f.chunk_count,
         "chunks_held": f.chunks_held, "digest": hex(&f.digest), "path": f.path,
-        "state": state_name(f.state),
+        "state": state_name(f.state), "reason": f.reason,
     })
 }
 
@@ -403,7 +405,10 @@ fn print_local(files: &[ctl::LocalFile], json: bool, key: &str) {
                 format!("{}/{}", f.chunks_held, f.chunk_count),
                 bytes(f.size),
                 short(&hex(&f.digest)).to_owned(),
-                f.path.clone(),
+                match f.reason.as_str() {
+                    "" => f.path.clone(),
+                    why => format!("{} ({why})", f.path),
+                },
             ]
         })
         .collect();
