@@ -90,7 +90,7 @@ fetch() {
   LEECHES=$((LEECHES + 1))
   start_peer "leech$LEECHES" "$WORK/leech$LEECHES"
   local pid=${HIVE_PIDS[-1]}
-  timed "$BIN/peerctl" --peer "$PEER_CONTROL" --json fetch big.bin >"$WORK/fetch.json"
+  timed "$BIN/peerctl" --control "$PEER_CONTROL" --json fetch big.bin >"$WORK/fetch.json"
   grep -q '"event":"done"' "$WORK/fetch.json" || { echo "fetch $build failed:" >&2; cat "$WORK/fetch.json" >&2; exit 1; }
   cmp -s "$SRC" "$WORK/leech$LEECHES/big.bin" || { echo "fetch $build: wrong bytes" >&2; exit 1; }
   kill "$pid" 2>/dev/null || true

@@ -190,7 +190,7 @@ hive_fetch() {
   local dir=$WORK/leech$LEECHES
   start_peer "leech$LEECHES" "$dir"
   local pid=${HIVE_PIDS[-1]}
-  timed stamped "$WORK/fetch.json" "$BIN/peerctl" --peer "$PEER_CONTROL" --json fetch "$FILE" "$@"
+  timed stamped "$WORK/fetch.json" "$BIN/peerctl" --control "$PEER_CONTROL" --json fetch "$FILE" "$@"
   local done_line
   done_line=$(grep '"event":"done"' "$WORK/fetch.json" || true)
   [[ -n $done_line ]] || { echo "hive fetch gave no result:" >&2; cat "$WORK/fetch.json" >&2; exit 1; }
@@ -268,7 +268,7 @@ if [[ -n ${PROFILE:-} ]] && command -v perf >/dev/null; then
   perf record -e cpu-clock -F 2000 -g -o "$WORK/seeder.perf" -p "$SEED1_PID" 2>"$WORK/perf-seeder.log" &
   perf_seeder=$!
   sleep 0.5
-  "$BIN/peerctl" --peer "$PEER_CONTROL" --json fetch "$FILE" >/dev/null
+  "$BIN/peerctl" --control "$PEER_CONTROL" --json fetch "$FILE" >/dev/null
   kill -INT "$perf_leecher" "$perf_seeder"
   wait "$perf_leecher" "$perf_seeder" 2>/dev/null || true
   for who in leecher seeder; do
@@ -284,7 +284,7 @@ echo "==> (c) single-chunk latency, $CHUNK_RUNS fetches with warm daemons"
 LEECHES=$((LEECHES + 1))
 start_peer "leech$LEECHES" "$WORK/leech$LEECHES"
 CHUNK_LEECH=${HIVE_PIDS[-1]}
-ctl() { "$BIN/peerctl" --peer "$PEER_CONTROL" "$@"; }
+ctl() { "$BIN/peerctl" --control "$PEER_CONTROL" "$@"; }
 # Warm up: the leecher's connections to the tracker and to the seeder.
 ctl --json fetch "23.$((CHUNK_RUNS + 1))" --chunk 2 >/dev/null
 for ((n = 1; n <= CHUNK_RUNS; n++)); do
@@ -316,7 +316,7 @@ if ((BIG_MIB > 0)); then
   MSEED_LISTEN=$PEER_LISTEN
   start_peer mleech "$WORK/mleech"
   MLEECH=${HIVE_PIDS[-1]}
-  timed "$BIN/peerctl" --peer "$PEER_CONTROL" --json fetch huge.bin --from "$MSEED_LISTEN" >"$WORK/huge.json"
+  timed "$BIN/peerctl" --control "$PEER_CONTROL" --json fetch huge.bin --from "$MSEED_LISTEN" >"$WORK/huge.json"
   grep -q '"event":"done"' "$WORK/huge.json" || { echo "4 GiB fetch failed:" >&2; cat "$WORK/huge.json" >&2; exit 1; }
   mem() { awk -v f="$2" '$1 == f":" { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
   MEM_REPORT=$(

@@ -38,7 +38,7 @@ echo "client1  $L1 (shares bse)"
 start_peer client3 "$WORK/client3"; C3=$PEER_CONTROL; L3=$PEER_LISTEN
 echo "client3  $L3 (shares nothing yet)"
 export HIVE_TRACKER="http://$TRACKER"
-ctl() { local peer=$1; shift; "$BIN/peerctl" --peer "$peer" "$@"; }
+ctl() { local peer=$1; shift; "$BIN/peerctl" --control "$peer" "$@"; }
 
 step "message 2: the files the tracker knows, with holders and chunks"
 show "$BIN/peerctl" files
@@ -47,25 +47,25 @@ step "message 3: where the chunks of 23 are"
 show "$BIN/peerctl" locate 23
 
 step "messages 5 and 4: client1 fetches chunk 2 of 23 from client2"
-printf '$ peerctl --peer client1 fetch 23 --chunk 2 --from %s\n' "$L2"
+printf '$ peerctl --dir client1 fetch 23 --chunk 2 --from %s\n' "$L2"
 ctl "$C1" fetch 23 --chunk 2 --from "$L2"
 
 step "the tracker now lists client1 as a holder of chunk 2"
 show "$BIN/peerctl" locate 23
 
 step "a third peer fetches chunk 2 from client1"
-printf '$ peerctl --peer client3 fetch 23 --chunk 2 --from %s\n' "$L1"
+printf '$ peerctl --dir client3 fetch 23 --chunk 2 --from %s\n' "$L1"
 ctl "$C3" fetch 23 --chunk 2 --from "$L1"
 
 step "client3 fetches all of 23 and bse from every holder at once"
-echo '$ peerctl --peer client3 fetch 23 && peerctl --peer client3 fetch bse'
+echo '$ peerctl --dir client3 fetch 23 && peerctl --dir client3 fetch bse'
 ctl "$C3" fetch 23
 ctl "$C3" fetch bse
 cmp "$WORK/client2/23" "$WORK/client3/23" && cmp "$WORK/client1/bse" "$WORK/client3/bse"
 echo "client3's copies are byte for byte the originals"
 
 step "client1 fetches the 48 MiB big.bin from client2 and client3 (which fetches it too)"
-echo '$ peerctl --peer client3 fetch big.bin &  peerctl --peer client1 fetch big.bin'
+echo '$ peerctl --dir client3 fetch big.bin &  peerctl --dir client1 fetch big.bin'
 ctl "$C3" fetch big.bin >"$WORK/fetch3.txt" &
 fetch3=$!
 ctl "$C1" fetch big.bin
@@ -75,11 +75,11 @@ cmp "$WORK/client2/big.bin" "$WORK/client1/big.bin" && cmp "$WORK/client2/big.bi
 echo "both copies match the original"
 
 step "what client1 holds now"
-echo '$ peerctl --peer client1 status'
+echo '$ peerctl --dir client1 status'
 ctl "$C1" status
 
 step "message 6: client1 leaves; its holdings vanish from the tracker"
-echo '$ peerctl --peer client1 leave'
+echo '$ peerctl --dir client1 leave'
 ctl "$C1" leave
 show "$BIN/peerctl" files
 

@@ -40,9 +40,11 @@ check() { # check DESCRIPTION COMMAND...: the command must succeed
 has() { grep -q -- "$1" "$WORK/last.out"; }
 run() { "$@" >"$WORK/last.out" 2>&1; }
 
-for pair in "$TRACKER hive.tracker.v1.Tracker" "$A hive.peer.v1.Peer" "$A_CONTROL hive.control.v1.Control"; do
-  read -r port service <<<"$pair"
-  run $G "$port" list
+# The control service is on the peer's Unix socket: grpcurl -unix.
+for pair in "$TRACKER hive.tracker.v1.Tracker" "$A hive.peer.v1.Peer" "-unix $A_CONTROL hive.control.v1.Control"; do
+  read -r -a words <<<"$pair"
+  service=${words[-1]}; port=${words[*]:0:${#words[@]}-1}
+  run $G $port list
   check "list on $port shows exactly $service, health and reflection" \
     bash -c "grep -q '^$service\$' '$WORK/last.out' && grep -q grpc.health.v1.Health '$WORK/last.out' && grep -q grpc.reflection '$WORK/last.out' && test \$(grep -c '^hive\.' '$WORK/last.out') -eq 1"
 done
@@ -74,8 +76,8 @@ want = open(sys.argv[2], "rb").read()[1024:2048]
 sys.exit(0 if data == want else 1)
 PY
 
-for port in "$TRACKER" "$A" "$A_CONTROL" "$B_CONTROL"; do
-  run $G "$port" grpc.health.v1.Health/Check
+for port in "$TRACKER" "$A" "-unix $A_CONTROL" "-unix $B_CONTROL"; do
+  run $G $port grpc.health.v1.Health/Check
   check "Health/Check on $port is SERVING" has '"SERVING"'
 done
 

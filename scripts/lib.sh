@@ -36,19 +36,20 @@ start_tracker() {
   TRACKER=$(wait_line "$WORK/$name.out" "listening on")
 }
 
-# start_peer NAME DIR [ARGS...]: sets PEER_LISTEN and PEER_CONTROL, and
-# waits until the peer is registered (its health turns SERVING).
+# start_peer NAME DIR [ARGS...]: sets PEER_LISTEN and PEER_CONTROL (the
+# control socket's path, for `peerctl --control`), and waits until the peer
+# is registered (its health turns SERVING).
 start_peer() {
   local name=$1 dir=$2; shift 2
   mkdir -p "$dir"
-  "$BIN/peer" --tracker "http://$TRACKER" --listen 127.0.0.1:0 --control 127.0.0.1:0 --dir "$dir" "$@" \
+  "$BIN/peer" --tracker "http://$TRACKER" --listen 127.0.0.1:0 --dir "$dir" "$@" \
     >"$WORK/$name.out" 2>"$WORK/$name.log" &
   HIVE_PIDS+=($!)
   PEER_LISTEN=$(wait_line "$WORK/$name.out" "listening on")
   PEER_CONTROL=$(wait_line "$WORK/$name.out" "control on")
   local i
   for ((i = 0; i < 600; i++)); do
-    "$BIN/peerctl" --peer "$PEER_CONTROL" health >/dev/null 2>&1 && return 0
+    "$BIN/peerctl" --control "$PEER_CONTROL" health >/dev/null 2>&1 && return 0
     sleep 0.05
   done
   echo "peer $name did not register; its log:" >&2

@@ -241,14 +241,14 @@ hive_daemon() {
   local node=$1
   mkdir -p "$W/$node"
   ip netns exec "$P$node" "$BIN/peer" --tracker "http://$TRACKER_IP:65001" --listen "$NET.${HOST[$node]}:7000" \
-    --control 127.0.0.1:7001 --dir "$W/$node" >"$W/$node.out" 2>"$W/$node.log" &
+    --dir "$W/$node" >"$W/$node.out" 2>"$W/$node.log" &
   PIDS[$node]=$!
 }
 
 hive_ready() {
   local node=$1 i
   for ((i = 0; i < 600; i++)); do
-    nsx "$node" "$BIN/peerctl" --peer 127.0.0.1:7001 health >/dev/null 2>&1 && return 0
+    nsx "$node" "$BIN/peerctl" --dir "$W/$node" health >/dev/null 2>&1 && return 0
     sleep 0.05
   done
   echo "hive peer $node did not register:" >&2
@@ -273,7 +273,7 @@ start_leech_hive() {
   local node=$1
   (
     rc=0
-    nsx "$node" "$BIN/peerctl" --peer 127.0.0.1:7001 --json fetch "$FILE" >"$W/$node.fetch" 2>&1 || rc=$?
+    nsx "$node" "$BIN/peerctl" --dir "$W/$node" --json fetch "$FILE" >"$W/$node.fetch" 2>&1 || rc=$?
     echo "$rc $EPOCHREALTIME" >"$W/$node.done"
   ) &
 }

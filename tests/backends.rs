@@ -156,6 +156,7 @@ both!(
     locate_counts_are_exact_over_live_holders,
     a_silent_peer_is_gone_within_one_ttl,
     leave_drops_every_holding_at_once,
+    withdraw_drops_one_holding_and_keeps_the_session,
     list_files_pages_in_name_order,
     quotas_are_refused_whole,
     orphaned_files_are_forgotten,
@@ -500,6 +501,50 @@ async fn leave_drops_every_holding_at_once(b: Backend) {
         .await
         .expect("the other session stays");
     assert_eq!(c.stats().await.unwrap().peers, 1);
+}
+
+async fn withdraw_drops_one_holding_and_keeps_the_session(b: Backend) {
+    let c = &b.catalog;
+    let (m1, m2) = (manifest("a", 2048, 1), manifest("b", 3072, 2));
+    let empty = manifest("e", 0, 3);
+    let s = join(c, 4001, vec![full(&m1), full(&m2), full(&empty)]).await;
+    let stay = join(c, 4002, vec![offer(&m1, &[1])]).await;
+
+    // Refusals change nothing: an unknown file, another session's token.
+    let before = snapshot(c).await;
+    assert_eq!(
+        code(c.withdraw(s.cred(), &name("zzz")).await),
+        Code::NotFound
+    );
+    let stolen = Credentials {
+        peer: s.reg.peer,
+        token: stay.token.hash(),
+    };
+    assert_eq!(
+        code(c.withdraw(stolen, &name("a")).await),
+        Code::PermissionDenied
+    );
+    assert_eq!(snapshot(c).await, before);
+
+    c.withdraw(s.cred(), &name("a")).await.expect("withdraw");
+    let a = c.locate(&name("a"), 0).await.unwrap();
+    assert_eq!((a.holder_count, a.chunk_holders.clone()), (1, vec![1, 0]));
+    // Again: harmless. A file of no chunks goes the same way.
+    c.withdraw(s.cred(), &name("a"))
+        .await
+        .expect("withdraw again");
+    c.withdraw(s.cred(), &name("e"))
+        .await
+        .expect("withdraw empty");
+    assert_eq!(holder_count(c, "e").await, 0);
+    // The rest of the session stays, and may hold the file again.
+    c.heartbeat(s.cred()).await.expect("the session stays");
+    assert_eq!(holder_count(c, "b").await, 1);
+    let held = c
+        .register_chunks(s.cred(), &name("a"), &[1..=2], &[])
+        .await
+        .expect("hold it again");
+    assert_eq!((held, holder_count(c, "a").await), (2, 2));
 }
 
 async fn list_files_pages_in_name_order(b: Backend) {

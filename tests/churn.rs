@@ -18,7 +18,6 @@
 mod common;
 
 use std::{
-    net::SocketAddr,
     sync::{
         Arc,
         atomic::{AtomicU32, Ordering::Relaxed},
@@ -66,7 +65,7 @@ impl Plan {
 /// generation counts restarts; the address is `None` while it is down.
 struct Slot {
     peer: Mutex<Option<TestPeer>>,
-    at: watch::Sender<(u64, Option<SocketAddr>)>,
+    at: watch::Sender<(u64, Option<common::ControlAddr>)>,
     dir: std::path::PathBuf,
 }
 

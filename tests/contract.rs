@@ -445,7 +445,10 @@ async fn edited_shared_file_is_data_loss_and_withdrawn() {
     within(60, async {
         let tracker = TestTracker::start().await;
         let f = data(8192, 10);
-        let peer = TestPeer::start(&tracker, &[("f", &f)]).await;
+        // Serve-time detection alone: the watcher would retire the whole
+        // edited file (tests/control_plane.rs covers that).
+        let peer =
+            TestPeer::start_with(&tracker.url(), &[("f", &f)], &["--watch-interval", "0s"]).await;
         assert_eq!(
             get_chunk(peer.listen, "f", 3).await.unwrap(),
             chunk_of(&f, 3)

@@ -72,6 +72,12 @@ impl Tracker for Liar {
     ) -> Result<Response<pb::LeaveResponse>, Status> {
         Ok(Response::new(pb::LeaveResponse {}))
     }
+    async fn withdraw(
+        &self,
+        _: Request<pb::WithdrawRequest>,
+    ) -> Result<Response<pb::WithdrawResponse>, Status> {
+        Ok(Response::new(pb::WithdrawResponse {}))
+    }
 }
 
 /// Serves a lying tracker on port 0; returns its URL.

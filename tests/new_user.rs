@@ -64,11 +64,12 @@ fn failed_naming(out: &Output, code: Option<i32>, words: &[&str]) {
 async fn a_port_in_use_names_its_flag() {
     within(90, async {
         let tracker = TestTracker::start().await;
-        let first = TestPeer::start(&tracker, &[]).await;
+        let first =
+            TestPeer::start_with(&tracker.url(), &[], &["--control-tcp", "127.0.0.1:0"]).await;
         let dir = tempfile::tempdir().unwrap();
         let dir = dir.path().display().to_string();
         let taken = |addr: std::net::SocketAddr| addr.to_string();
-        let peer = |listen: String, control: String, extra: &[String]| {
+        let peer = |listen: String, extra: &[String]| {
             let mut args = vec![
                 "--tracker".to_owned(),
                 tracker.url(),
@@ -76,18 +77,24 @@ async fn a_port_in_use_names_its_flag() {
                 dir.clone(),
                 "--listen".into(),
                 listen,
-                "--control".into(),
-                control,
             ];
             args.extend(extra.iter().cloned());
             args
         };
         let free = || "127.0.0.1:0".to_owned();
+        let first_tcp = first.control_tcp.expect("started with --control-tcp");
         for (args, flag) in [
-            (peer(free(), taken(first.control), &[]), "--control"),
-            (peer(taken(first.listen), free(), &[]), "--listen"),
             (
-                peer(free(), free(), &["--metrics".into(), taken(first.listen)]),
+                peer(free(), &["--control".into(), first.control.to_string()]),
+                "--control",
+            ),
+            (
+                peer(free(), &["--control-tcp".into(), taken(first_tcp)]),
+                "--control-tcp",
+            ),
+            (peer(taken(first.listen), &[]), "--listen"),
+            (
+                peer(free(), &["--metrics".into(), taken(first.listen)]),
                 "--metrics",
             ),
         ] {
@@ -119,12 +126,26 @@ async fn a_port_in_use_names_its_flag() {
 async fn the_wrong_daemon_is_named_with_the_flag_to_change() {
     within(90, async {
         let tracker = TestTracker::start().await;
-        let peer = TestPeer::start(&tracker, &[("f", b"hello")]).await;
-        let (public, control) = (peer.listen.to_string(), peer.control.to_string());
+        let peer = TestPeer::start_with(
+            &tracker.url(),
+            &[("f", b"hello")],
+            &["--control-tcp", "127.0.0.1:0"],
+        )
+        .await;
+        let public = peer.listen.to_string();
+        let control = peer.control_tcp.expect("TCP control").to_string();
+        let cookie = peer.cookie().display().to_string();
 
         // A peer's port given as the tracker.
         for cmd in [&["files"][..], &["locate", "f"]] {
-            let mut args = vec!["--peer", &control, "--tracker", &public];
+            let mut args = vec![
+                "--peer",
+                &control,
+                "--cookie",
+                &cookie,
+                "--tracker",
+                &public,
+            ];
             args.extend(cmd);
             let out = run("peerctl", &args).await;
             failed_naming(
@@ -145,6 +166,13 @@ async fn the_wrong_daemon_is_named_with_the_flag_to_change() {
         )
         .await;
         failed_naming(&out, refused(tonic::Code::Unavailable), &["--tracker"]);
+        // No socket where --control (or --dir) points.
+        let out = run(
+            "peerctl",
+            &["--control", "/nonexistent/control.sock", "status"],
+        )
+        .await;
+        failed_naming(&out, refused(tonic::Code::Unavailable), &["--control"]);
     })
     .await;
 }
@@ -157,16 +185,7 @@ async fn https_is_refused_until_there_is_tls() {
         let url = "https://127.0.0.1:1";
         let out = run(
             "peer",
-            &[
-                "--tracker",
-                url,
-                "--dir",
-                &dir,
-                "--listen",
-                "127.0.0.1:0",
-                "--control",
-                "127.0.0.1:0",
-            ],
+            &["--tracker", url, "--dir", &dir, "--listen", "127.0.0.1:0"],
         )
         .await;
         failed_naming(&out, Some(2), &["--tracker", "https://"]);
@@ -186,18 +205,18 @@ async fn peerctl_asks_the_tracker_its_peer_uses() {
         let peer = TestPeer::start(&tracker, &[("f", b"hello")]).await;
         let control = peer.control.to_string();
 
-        let out = run("peerctl", &["--peer", &control, "--json", "files"]).await;
+        let out = run("peerctl", &["--control", &control, "--json", "files"]).await;
         assert!(out.status.success(), "{}", stderr(&out));
         let files: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(files["files"][0]["name"], "f", "{files}");
-        let out = run("peerctl", &["--peer", &control, "locate", "f"]).await;
+        let out = run("peerctl", &["--control", &control, "locate", "f"]).await;
         assert!(out.status.success(), "{}", stderr(&out));
 
         // --tracker, given, wins.
         let out = run(
             "peerctl",
             &[
-                "--peer",
+                "--control",
                 &control,
                 "--tracker",
                 &other.url(),
@@ -236,7 +255,7 @@ async fn output_into_a_closed_pipe_ends_quietly() {
             drop(reader);
             let control = peer.control.to_string();
             let child = Command::new(bin("peerctl"))
-                .args(["--tracker", &url, "--peer", &control])
+                .args(["--tracker", &url, "--control", &control])
                 .args(cmd)
                 .stdin(Stdio::null())
                 .stdout(writer)
@@ -322,7 +341,8 @@ async fn long_chunk_lists_fit_the_terminal_and_stay_whole_in_json() {
 }
 
 /// Starts `bin_name` with `args` and `env` (and no other `HIVE_*`
-/// variable), and reads the `lines` addresses it prints once bound.
+/// variable), and reads the `lines` addresses (or socket paths) it prints
+/// once bound; returns the addresses.
 async fn start(
     bin_name: &str,
     args: &[&str],
@@ -347,13 +367,16 @@ async fn start(
         .unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut addrs = Vec::new();
-    while addrs.len() < lines {
+    let mut seen = 0;
+    while seen < lines {
         let line = out.next_line().await.unwrap().expect("exited early");
-        addrs.extend(
-            line.rsplit(' ')
-                .next()
-                .and_then(|a| a.parse::<std::net::SocketAddr>().ok()),
-        );
+        let last = line.rsplit(' ').next().unwrap_or_default();
+        if let Ok(addr) = last.parse::<std::net::SocketAddr>() {
+            addrs.push(addr);
+            seen += 1;
+        } else if last.starts_with('/') {
+            seen += 1;
+        }
     }
     tokio::spawn(async move { while let Ok(Some(_)) = out.next_line().await {} });
     (child, addrs)
@@ -381,17 +404,18 @@ async fn a_config_file_sets_what_flags_and_the_environment_leave() {
         )
         .unwrap();
         let config = config.display().to_string();
+        let socket = tmp.path().join("control.sock");
+        let socket = socket.display().to_string();
         let (_peer, addrs) = start(
             "peer",
-            &["--config", &config, "--control", "127.0.0.1:0"],
+            &["--config", &config, "--control", &socket],
             &[("HIVE_TRACKER", &tracker.url())],
             2,
         )
         .await;
         assert!(addrs[0].ip().is_loopback(), "listen = {}", addrs[0]);
-        let control = addrs[1].to_string();
-        serving(addrs[1]).await;
-        let out = run("peerctl", &["--peer", &control, "--json", "status"]).await;
+        serving(&socket).await;
+        let out = run("peerctl", &["--control", &socket, "--json", "status"]).await;
         assert!(out.status.success(), "{}", stderr(&out));
         let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(status["tracker"], tracker.url().as_str(), "{status}");
@@ -423,24 +447,27 @@ async fn a_config_file_sets_what_flags_and_the_environment_leave() {
             "peer",
             &[
                 "--config", &example, "--tracker", &url, "--listen", "127.0.0.1:0",
-                "--control", "127.0.0.1:0", "--dir", &share,
+                "--dir", &share,
             ],
             &[],
             2,
         )
         .await;
-        serving(addrs[1]).await;
+        assert_eq!(addrs.len(), 1);
+        let socket = hive_peer::access::default_socket(std::path::Path::new(&share));
+        serving(&socket.display().to_string()).await;
     })
     .await;
 }
 
-/// Waits (watching, not polling) until the peer with control port
+/// Waits (watching, not polling) until the peer with the control socket
 /// `control` reports SERVING: the tracker has accepted it.
-async fn serving(control: std::net::SocketAddr) {
+async fn serving(control: &str) {
     use tonic_health::pb::{
         HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
     };
-    let mut health = HealthClient::new(channel(control).await);
+    let control = ControlAddr::new(control.into());
+    let mut health = HealthClient::new(control_channel(control).await);
     let mut stream = health
         .watch(HealthCheckRequest {
             service: String::new(),

@@ -167,7 +167,7 @@ async fn ctrl_c_in_peerctl_detaches_and_pause_keeps_the_chunks() {
             .args([
                 "--tracker",
                 &tracker.url(),
-                "--peer",
+                "--control",
                 &leecher.control.to_string(),
                 "--json",
                 "fetch",

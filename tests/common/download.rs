@@ -21,10 +21,10 @@ use hive::{
 use hive_peer::fetch::partfile::{self, Mode, PartFile, ResumeState};
 use tonic::{Status, Streaming};
 
-use super::{Daemon, TestPeer, TestTracker, channel, within};
+use super::{ControlAddr, Daemon, TestPeer, TestTracker, control_channel, within};
 
-/// A whole-file Fetch in progress, as its caller sees it. Dropping it may
-/// stop the download (the daemon stops a download nobody follows).
+/// A whole-file Fetch in progress, as its caller sees it. Dropping it stops
+/// only the following: the transfer goes on in the daemon.
 pub struct Fetching {
     stream: Streaming<FetchEvent>,
     /// When the request was sent.
@@ -34,7 +34,7 @@ pub struct Fetching {
 }
 
 /// Starts fetching all of `name` on the peer whose control port is `control`.
-pub async fn fetch(control: SocketAddr, name: &str) -> Result<Fetching, Status> {
+pub async fn fetch(control: ControlAddr, name: &str) -> Result<Fetching, Status> {
     fetch_with(
         control,
         FetchRequest {
@@ -47,7 +47,7 @@ pub async fn fetch(control: SocketAddr, name: &str) -> Result<Fetching, Status> 
 
 /// Like [`fetch`], failing with UNAVAILABLE (as scripts want) rather than
 /// waiting when no live holder has a missing chunk.
-pub async fn fetch_fail_fast(control: SocketAddr, name: &str) -> Result<Fetching, Status> {
+pub async fn fetch_fail_fast(control: ControlAddr, name: &str) -> Result<Fetching, Status> {
     let req = FetchRequest {
         name: name.into(),
         fail_fast: true,
@@ -57,13 +57,12 @@ pub async fn fetch_fail_fast(control: SocketAddr, name: &str) -> Result<Fetching
 }
 
 /// Like [`fetch`]; a peer that cannot be reached is UNAVAILABLE.
-pub async fn fetch_with(control: SocketAddr, req: FetchRequest) -> Result<Fetching, Status> {
+pub async fn fetch_with(control: ControlAddr, req: FetchRequest) -> Result<Fetching, Status> {
     let sent = Instant::now();
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{control}"))
-        .expect("uri")
-        .connect_timeout(Duration::from_secs(10))
-        .connect()
+    let dial = hive_peer::access::connect_socket(control.path());
+    let channel = tokio::time::timeout(Duration::from_secs(10), dial)
         .await
+        .map_err(|_| Status::unavailable(format!("{control} does not answer")))?
         .map_err(|e| Status::unavailable(format!("cannot reach {control}: {e}")))?;
     let stream = ControlClient::new(channel).fetch(req).await?.into_inner();
     Ok(Fetching {
@@ -75,7 +74,7 @@ pub async fn fetch_with(control: SocketAddr, req: FetchRequest) -> Result<Fetchi
 }
 
 /// Fetches all of `name` and waits for the outcome.
-pub async fn fetch_whole(control: SocketAddr, name: &str) -> Result<Done, Status> {
+pub async fn fetch_whole(control: ControlAddr, name: &str) -> Result<Done, Status> {
     fetch(control, name).await?.done().await
 }
 
@@ -125,10 +124,11 @@ impl Fetching {
 }
 
 /// The peer's Status answer.
-pub async fn status(control: SocketAddr) -> StatusResponse {
+pub async fn status(control: ControlAddr) -> StatusResponse {
     within(
         30,
-        ControlClient::new(channel(control).await).status(hive::pb::control::StatusRequest {}),
+        ControlClient::new(control_channel(control).await)
+            .status(hive::pb::control::StatusRequest {}),
     )
     .await
     .expect("status")

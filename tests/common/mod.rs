@@ -96,10 +96,41 @@ pub struct Daemon {
     log: PathBuf,
     /// The addresses it printed, in order.
     pub addrs: Vec<SocketAddr>,
+    /// The socket paths it printed (`control on PATH`), in order.
+    pub paths: Vec<PathBuf>,
+}
+
+/// A peer's control socket: `Copy`, like the addresses beside it (the path
+/// is leaked, a few bytes a peer, so the handle can be).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ControlAddr(&'static Path);
+
+impl ControlAddr {
+    pub fn new(path: PathBuf) -> Self {
+        Self(Box::leak(path.into_boxed_path()))
+    }
+
+    pub fn path(self) -> &'static Path {
+        self.0
+    }
+}
+
+impl std::fmt::Display for ControlAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.display().fmt(f)
+    }
+}
+
+/// A connected channel to a peer's control socket.
+pub async fn control_channel(control: ControlAddr) -> Channel {
+    within(30, hive_peer::access::connect_socket(control.path()))
+        .await
+        .expect("connect to the control socket")
 }
 
 impl Daemon {
-    /// Starts `bin` with `args` and waits for it to print `lines` addresses.
+    /// Starts `bin` with `args` and waits for it to print `lines` addresses
+    /// (or socket paths).
     pub async fn start(bin_name: &str, args: &[String], log: PathBuf, lines: usize) -> Self {
         let mut child = Command::new(bin(bin_name))
             .args(args)
@@ -116,13 +147,17 @@ impl Daemon {
         let stdout = child.stdout.take().expect("piped stdout");
         let mut reader = BufReader::new(stdout).lines();
         let mut addrs = Vec::new();
-        while addrs.len() < lines {
+        let mut paths = Vec::new();
+        while addrs.len() + paths.len() < lines {
             let line = within(30, reader.next_line())
                 .await
                 .expect("read daemon stdout")
                 .unwrap_or_else(|| panic!("{bin_name} exited early:\n{}", tail(&log)));
-            if let Some(addr) = line.rsplit(' ').next().and_then(|a| a.parse().ok()) {
+            let last = line.rsplit(' ').next().unwrap_or_default();
+            if let Ok(addr) = last.parse() {
                 addrs.push(addr);
+            } else if last.starts_with('/') {
+                paths.push(PathBuf::from(last));
             }
         }
         // Keep draining stdout so the daemon never blocks or hits EPIPE.
@@ -132,6 +167,7 @@ impl Daemon {
             name: bin_name.to_owned(),
             log,
             addrs,
+            paths,
         }
     }
 
@@ -261,8 +297,10 @@ pub struct TestPeer {
     pub daemon: Daemon,
     /// The public Peer service.
     pub listen: SocketAddr,
-    /// The local Control service.
-    pub control: SocketAddr,
+    /// The local Control service's socket.
+    pub control: ControlAddr,
+    /// Its TCP control port, for a peer started with `--control-tcp`.
+    pub control_tcp: Option<SocketAddr>,
     pub dir: PathBuf,
     _tmp: TempDir,
     tracker: String,
@@ -295,8 +333,6 @@ impl TestPeer {
             tracker,
             "--listen",
             "127.0.0.1:0",
-            "--control",
-            "127.0.0.1:0",
             "--dir",
             &dir.display().to_string(),
         ]
@@ -305,11 +341,14 @@ impl TestPeer {
         .collect();
         args.extend(extra.iter().map(|s| s.to_string()));
         let log = tmp.path().join(format!("peer-{}.log", fastrand::u32(..)));
-        let lines = 2 + usize::from(extra.contains(&"--metrics"));
+        let lines = 2
+            + usize::from(extra.contains(&"--metrics"))
+            + usize::from(extra.contains(&"--control-tcp"));
         let daemon = Daemon::start("peer", &args, log, lines).await;
         Self {
             listen: daemon.addrs[0],
-            control: daemon.addrs[1],
+            control: ControlAddr::new(daemon.paths[0].clone()),
+            control_tcp: extra.contains(&"--control-tcp").then(|| daemon.addrs[1]),
             daemon,
             dir,
             _tmp: tmp,
@@ -333,7 +372,7 @@ impl TestPeer {
     /// Waits until the tracker has accepted this peer: its health turns
     /// SERVING (watched via grpc.health.v1 Watch, not polled).
     pub async fn registered(&self) {
-        let mut health = HealthClient::new(channel(self.control).await);
+        let mut health = HealthClient::new(control_channel(self.control).await);
         let mut stream = within(
             30,
             health.watch(HealthCheckRequest {
@@ -355,7 +394,12 @@ impl TestPeer {
     }
 
     pub async fn control_client(&self) -> ControlClient<Channel> {
-        ControlClient::new(channel(self.control).await)
+        ControlClient::new(control_channel(self.control).await)
+    }
+
+    /// The cookie TCP control calls must carry.
+    pub fn cookie(&self) -> PathBuf {
+        hive_peer::access::default_cookie(&self.dir)
     }
 
     pub async fn peer_client(&self) -> PeerClient<Channel> {
@@ -368,12 +412,12 @@ impl TestPeer {
     }
 }
 
-/// Runs `peerctl` with the given tracker and peer.
-pub async fn peerctl(tracker: &str, peer: &str, args: &[&str]) -> std::process::Output {
+/// Runs `peerctl` with the given tracker and peer control socket.
+pub async fn peerctl(tracker: &str, control: &str, args: &[&str]) -> std::process::Output {
     within(
         120,
         Command::new(bin("peerctl"))
-            .args(["--tracker", tracker, "--peer", peer])
+            .args(["--tracker", tracker, "--control", control])
             .args(args)
             .stdin(Stdio::null())
             .output(),

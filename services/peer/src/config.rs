@@ -26,6 +26,24 @@ pub struct Config {
     #[arg(long, env = "HIVE_DIR", default_value = "hive-share")]
     pub dir: PathBuf,
 
+    /// A directory whose files `peerctl share` may share, besides --dir
+    /// (repeatable). A path is resolved with every link first: one that
+    /// leads out of every root is refused (PERMISSION_DENIED).
+    #[arg(
+        long = "share-root",
+        env = "HIVE_SHARE_ROOTS",
+        value_delimiter = ',',
+        value_name = "PATH"
+    )]
+    pub share_roots: Vec<PathBuf>,
+
+    /// How often the watcher looks at --dir: new files there are shared,
+    /// and shared files deleted, replaced or edited on disk are withdrawn
+    /// (an edited one is hashed and offered again). 0s turns it off; a file
+    /// deleted or replaced is then still caught before it is served.
+    #[arg(long, env = "HIVE_WATCH_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub watch_interval: Duration,
+
     /// HOST:PORT other peers should dial. By default the tracker uses the
     /// address this peer's requests come from and the port it listens on;
     /// the host part is used only by a tracker run with --trust-advertise.

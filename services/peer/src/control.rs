@@ -1,6 +1,6 @@
 //! The local Control service that peerctl drives: Share, Fetch, Status,
-//! Leave, and the transfers' RPCs (`control/transfers.rs`). It listens on
-//! loopback only.
+//! Leave, Unshare, and the transfers' RPCs (`control/transfers.rs`). Who
+//! may call it is decided where it listens ([`crate::access`]).
 
 mod transfers;
 
@@ -159,6 +159,16 @@ impl Control for ControlService {
         let info = self.transfers.cancel(name, req.remove).await?;
         Ok(Response::new(transfers::transfer(&info)))
     }
+
+    #[instrument(skip_all, fields(name = %request.get_ref().name))]
+    async fn unshare(
+        &self,
+        request: Request<pb::UnshareRequest>,
+    ) -> Result<Response<pb::UnshareResponse>, Status> {
+        let name = wire::file_name("name", request.into_inner().name).map_err(PeerError::from)?;
+        self.sharing.unshare(&name).await?;
+        Ok(Response::new(pb::UnshareResponse {}))
+    }
 }
 
 /// The chunk size asked for; 0 means the daemon's default.
@@ -296,10 +306,12 @@ fn status(s: Snapshot) -> pb::StatusResponse {
 }
 
 fn local_file(f: &FileView) -> pb::LocalFile {
-    let state = match (f.kind, f.downloading) {
-        (Kind::Complete, _) => pb::FileState::Seeding,
-        (Kind::Partial, true) => pb::FileState::Downloading,
-        (Kind::Partial, false) => pb::FileState::Partial,
+    let state = match (&f.retired, f.kind, f.downloading) {
+        (Some(r), _, _) if r.refused => pb::FileState::Refused,
+        (Some(_), _, _) => pb::FileState::Gone,
+        (None, Kind::Complete, _) => pb::FileState::Seeding,
+        (None, Kind::Partial, true) => pb::FileState::Downloading,
+        (None, Kind::Partial, false) => pb::FileState::Partial,
     };
     pb::LocalFile {
         name: f.manifest.name().to_string(),
@@ -309,5 +321,10 @@ fn local_file(f: &FileView) -> pb::LocalFile {
         digest: f.manifest.digest().as_bytes().to_vec().into(),
         path: f.path.display().to_string(),
         state: state as i32,
+        reason: f
+            .retired
+            .as_ref()
+            .map(|r| r.reason.clone())
+            .unwrap_or_default(),
     }
 }

@@ -16,6 +16,9 @@ pub enum PeerError {
     NotFound(String),
     #[error("{0}")]
     Exists(String),
+    /// Outside what the daemon may touch (a path out of the share roots).
+    #[error("{0}")]
+    Denied(String),
     #[error("{0}")]
     NoSpace(String),
     #[error("{0}")]
@@ -79,6 +82,7 @@ impl PeerError {
             Self::Invalid(_) => Code::InvalidArgument,
             Self::NotFound(_) => Code::NotFound,
             Self::Exists(_) => Code::AlreadyExists,
+            Self::Denied(_) => Code::PermissionDenied,
             Self::NoSpace(_) | Self::Busy(_) => Code::ResourceExhausted,
             Self::DataLoss(_) => Code::DataLoss,
             Self::Unavailable(_) => Code::Unavailable,

@@ -1,10 +1,12 @@
 //! hive's peer daemon: shares the files of its directory, serves their
 //! chunks to other peers, downloads files from the swarm, and answers
-//! `peerctl` on a loopback-only control port.
+//! `peerctl` on an owner-only control socket.
 //!
 //! # Layout
 //! - [`daemon`]: [`serve`]: the wiring of every part below, and the one
 //!   shutdown path.
+//! - [`access`]: who may use the Control service: its owner-only Unix
+//!   socket, and the cookie TCP control needs.
 //! - [`config`]: flags and defaults.
 //! - [`holdings`]: what this peer holds, by name: what GetChunk may serve,
 //!   and the one place a chunk is gained or lost (each change published).
@@ -18,6 +20,8 @@
 //!   stalled, paused, done, failed), their limit, and their table on disk.
 //! - [`pool`]: one connection per holder.
 //! - [`share`]: sharing files by path: hash, check, register.
+//! - [`watch`]: the watcher: new files in `--dir` shared, deleted or
+//!   changed ones withdrawn.
 //! - [`status`]: a snapshot of the daemon for `peerctl status`.
 //! - [`control`]: the local Control service: each handler converts the
 //!   request, calls one operation above and maps its answer.
@@ -26,6 +30,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod config;
 pub mod control;
 pub mod daemon;
@@ -40,7 +45,8 @@ pub mod share;
 pub mod status;
 pub mod tracker_link;
 pub mod transfers;
+pub mod watch;
 
 pub use config::Config;
-pub use daemon::{Listeners, serve};
+pub use daemon::{ControlListeners, Listeners, serve};
 pub use error::PeerError;

@@ -61,6 +61,20 @@ impl Peer for ChunkServer {
         let permit = self.uploads.clone().try_acquire_owned().map_err(|_| {
             PeerError::Busy("too many uploads in progress; ask another holder".into())
         })?;
+        // Deleted or replaced since it was hashed: retired, never served
+        // from the descriptor still open.
+        let present = {
+            let (holdings, name) = (self.holdings.clone(), name.clone());
+            tokio::task::spawn_blocking(move || holdings.check(&name))
+                .await
+                .map_err(|e| PeerError::Internal(format!("check task failed: {e}")))?
+        };
+        if !present {
+            return Err(PeerError::NotFound(format!(
+                "{name:?} is not served here any more (deleted or replaced on disk)"
+            ))
+            .into());
+        }
         let source = Arc::new(self.holdings.source(&name, req.chunk)?);
         let chunk = source.chunk;
         // The first segment is read before answering, so a file that is gone

@@ -1,14 +1,22 @@
 //! Sharing files by path (`peerctl share`): each is hashed (through the hash
 //! cache), checked against what this peer shares already, and registered
-//! with the tracker, which adds it to the holdings once accepted.
+//! with the tracker, which adds it to the holdings once accepted. Only
+//! files under the share roots (`--dir`, `--share-root`) are shared: a path
+//! is resolved with every link first, so none leads out of them.
+//!
+//! Unsharing (`peerctl unshare`) stops serving a file and withdraws it from
+//! the tracker; the name is remembered (`.hive/unshared.json`) so that
+//! neither a restart nor the watcher shares it again until it is shared by
+//! hand.
 
 use std::{
+    collections::BTreeSet,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, PoisonError},
 };
 
 use hive::{ChunkSet, ChunkSize, FileName};
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::{
     error::PeerError,
@@ -23,15 +31,54 @@ pub struct Sharing {
     holdings: Holdings,
     link: TrackerLink,
     cache: Arc<Mutex<HashCache>>,
+    /// Canonical share roots: `--dir` first, then each `--share-root`.
+    roots: Arc<Vec<PathBuf>>,
+    unshared: Unshared,
 }
 
 impl Sharing {
-    pub fn new(holdings: Holdings, link: TrackerLink, cache: Arc<Mutex<HashCache>>) -> Self {
+    pub fn new(
+        holdings: Holdings,
+        link: TrackerLink,
+        cache: Arc<Mutex<HashCache>>,
+        roots: Vec<PathBuf>,
+        unshared: Unshared,
+    ) -> Self {
         Self {
             holdings,
             link,
             cache,
+            roots: Arc::new(roots),
+            unshared,
         }
+    }
+
+    pub fn holdings(&self) -> &Holdings {
+        &self.holdings
+    }
+
+    pub fn link(&self) -> &TrackerLink {
+        &self.link
+    }
+
+    pub fn unshared(&self) -> &Unshared {
+        &self.unshared
+    }
+
+    /// Stops serving `name` and withdraws it from the tracker; the file
+    /// stays on disk and is not shared again until shared by hand.
+    pub async fn unshare(&self, name: &FileName) -> Result<(), PeerError> {
+        let held = self.holdings.holding(name).is_some();
+        let retired = self.holdings.forget_retired(name);
+        if !held && !retired {
+            return Err(PeerError::NotFound(format!(
+                "{name:?} is not shared here; see peerctl status"
+            )));
+        }
+        self.holdings.remove(name);
+        self.unshared.insert(name);
+        info!(file = %name, "unshared");
+        self.link.withdraw(name).await
     }
 
     /// Shares the files at `paths`, hashed in `chunk_size` (the default if
@@ -45,10 +92,16 @@ impl Sharing {
         if paths.is_empty() {
             return Err(PeerError::Invalid("no paths to share".into()));
         }
-        let cache = self.cache.clone();
-        let found = tokio::task::spawn_blocking(move || hash_all(&paths, chunk_size, &cache))
-            .await
-            .map_err(|e| PeerError::Internal(format!("hashing task failed: {e}")))??;
+        let (cache, roots) = (self.cache.clone(), self.roots.clone());
+        let found =
+            tokio::task::spawn_blocking(move || hash_all(&paths, &roots, chunk_size, &cache))
+                .await
+                .map_err(|e| PeerError::Internal(format!("hashing task failed: {e}")))??;
+        self.share_found(found).await
+    }
+
+    /// Shares files hashed already (all or none); see [`Sharing::share`].
+    pub async fn share_found(&self, found: Vec<Found>) -> Result<Vec<FileView>, PeerError> {
         let files = found.iter().map(held).collect();
         for f in &found {
             if let Some((m, _, _)) = self.holdings.holding(f.manifest.name())
@@ -60,8 +113,80 @@ impl Sharing {
                 )));
             }
         }
+        let names: Vec<FileName> = found.iter().map(|f| f.manifest.name().clone()).collect();
         self.link.share(found).await?;
+        for name in &names {
+            self.unshared.remove(name);
+        }
         Ok(files)
+    }
+
+    /// The share roots, canonical.
+    pub fn roots(&self) -> &[PathBuf] {
+        &self.roots
+    }
+
+    /// Hashes the file at `path` (blocking, through the cache).
+    pub fn hash(&self, path: &Path) -> Result<Found, PeerError> {
+        hash_all(&[path.to_owned()], &self.roots, None, &self.cache).map(|mut v| v.remove(0))
+    }
+}
+
+/// Names unshared by hand, saved in `.hive/unshared.json`.
+#[derive(Clone)]
+pub struct Unshared {
+    path: PathBuf,
+    names: Arc<Mutex<BTreeSet<FileName>>>,
+}
+
+impl Unshared {
+    /// The set saved in `state_dir`; empty if missing or unreadable.
+    pub fn load(state_dir: &Path) -> Self {
+        let path = state_dir.join("unshared.json");
+        let names = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Vec<String>>(&b).ok())
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|n| FileName::new(n).ok())
+            .collect();
+        Self {
+            path,
+            names: Arc::new(Mutex::new(names)),
+        }
+    }
+
+    pub fn contains(&self, name: &FileName) -> bool {
+        self.lock().contains(name)
+    }
+
+    fn insert(&self, name: &FileName) {
+        let mut names = self.lock();
+        if names.insert(name.clone()) {
+            self.save(&names);
+        }
+    }
+
+    fn remove(&self, name: &FileName) {
+        let mut names = self.lock();
+        if names.remove(name) {
+            self.save(&names);
+        }
+    }
+
+    fn save(&self, names: &BTreeSet<FileName>) {
+        let list: Vec<&str> = names.iter().map(FileName::as_str).collect();
+        let write = serde_json::to_vec(&list)
+            .map_err(std::io::Error::other)
+            .and_then(|b| std::fs::write(&self.path, b));
+        if let Err(e) = write {
+            warn!(path = %self.path.display(), error = %e, "cannot save the unshared files");
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<FileName>> {
+        // Each change is one insert or remove; poison cannot tear the set.
+        self.names.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -73,12 +198,14 @@ fn held(f: &Found) -> FileView {
         kind: Kind::Complete,
         path: f.path.clone(),
         downloading: false,
+        retired: None,
     }
 }
 
 /// Hashes every path, or fails on the first that cannot be shared.
 fn hash_all(
     paths: &[PathBuf],
+    roots: &[PathBuf],
     chunk_size: Option<ChunkSize>,
     cache: &Mutex<HashCache>,
 ) -> Result<Vec<Found>, PeerError> {
@@ -90,6 +217,18 @@ fn hash_all(
         let path = raw
             .canonicalize()
             .map_err(|e| PeerError::io(raw.display(), &e))?;
+        if !roots.iter().any(|r| path.starts_with(r)) {
+            return Err(PeerError::Denied(format!(
+                "{} is outside the share roots ({}); the daemon shares only files under \
+                 its --dir and each --share-root",
+                raw.display(),
+                roots
+                    .iter()
+                    .map(|r| r.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
         let name = file_name_of(&path)?;
         if found.iter().any(|f| f.manifest.name() == &name) {
             return Err(PeerError::Invalid(format!("two paths named {name:?}")));
@@ -146,7 +285,12 @@ mod tests {
             cache.clone(),
         )
         .expect("a well-formed URL");
-        (Sharing::new(holdings.clone(), link, cache), holdings)
+        let roots = vec![dir.path().canonicalize().unwrap()];
+        let unshared = Unshared::load(dir.path());
+        (
+            Sharing::new(holdings.clone(), link, cache, roots, unshared),
+            holdings,
+        )
     }
 
     fn write(dir: &Path, name: &str, body: &[u8]) -> PathBuf {
@@ -178,6 +322,24 @@ mod tests {
         let b = write(&tmp.path().join("b"), "same", b"two");
         let e = within(sharing.share(vec![a, b], None)).await.unwrap_err();
         assert!(matches!(e, PeerError::Invalid(_)), "{e:?}");
+        assert!(holdings.list().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_path_out_of_the_roots_is_denied_even_through_a_link() {
+        let tmp = TempDir::new().unwrap();
+        let outside = TempDir::new().unwrap();
+        let (sharing, holdings) = sharing(&tmp);
+        let secret = write(outside.path(), "secret", b"root's only");
+        let e = within(sharing.share(vec![secret.clone()], None))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, PeerError::Denied(_)), "{e:?}");
+        assert!(e.to_string().contains("--share-root"), "{e}");
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&secret, &link).unwrap();
+        let e = within(sharing.share(vec![link], None)).await.unwrap_err();
+        assert!(matches!(e, PeerError::Denied(_)), "{e:?}");
         assert!(holdings.list().is_empty());
     }
 

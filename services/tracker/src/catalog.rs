@@ -41,6 +41,10 @@ pub trait Catalog: Send + Sync + 'static {
         remove: &[RangeInclusive<u32>],
     ) -> Result<u32, ServiceError>;
 
+    /// The caller holds `name` no longer: it leaves the file's holders (a
+    /// file it does not hold is no change). NOT_FOUND for an unknown file.
+    async fn withdraw(&self, cred: Credentials, name: &FileName) -> Result<(), ServiceError>;
+
     /// Keeps a session alive for one more TTL.
     async fn heartbeat(&self, cred: Credentials) -> Result<(), ServiceError>;
 

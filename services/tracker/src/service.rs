@@ -164,6 +164,21 @@ impl pb::tracker_server::Tracker for TrackerService {
         info!(peer = %cred.peer, "left");
         Ok(Response::new(pb::LeaveResponse {}))
     }
+
+    #[instrument(skip_all, fields(peer = %request.get_ref().peer_id, name = %request.get_ref().name))]
+    async fn withdraw(
+        &self,
+        request: Request<pb::WithdrawRequest>,
+    ) -> Result<Response<pb::WithdrawResponse>, Status> {
+        self.limiter.check(&request)?;
+        let token = required_token(request.metadata())?;
+        let cred = credentials(&request.get_ref().peer_id, token)?;
+        let name =
+            wire::file_name("name", request.into_inner().name).map_err(ServiceError::from)?;
+        self.tracker.withdraw(cred, &name).await?;
+        info!(peer = %cred.peer, file = %name, "withdrawn");
+        Ok(Response::new(pb::WithdrawResponse {}))
+    }
 }
 
 impl TrackerService {

@@ -75,6 +75,12 @@ impl Tracker {
         Ok(held)
     }
 
+    pub async fn withdraw(&self, cred: Credentials, name: &FileName) -> Result<(), ServiceError> {
+        let ((), pending) = self.write(|r, now, c| r.withdraw(&cred, name, now, c))?;
+        pending.durable().await?;
+        Ok(())
+    }
+
     pub fn heartbeat(&self, cred: Credentials) -> Result<(), ServiceError> {
         Ok(self.lock().heartbeat(&cred, Instant::now())?)
     }
@@ -173,6 +179,10 @@ impl Catalog for Tracker {
         remove: &[std::ops::RangeInclusive<u32>],
     ) -> Result<u32, ServiceError> {
         Tracker::register_chunks(self, cred, name, add, remove).await
+    }
+
+    async fn withdraw(&self, cred: Credentials, name: &FileName) -> Result<(), ServiceError> {
+        Tracker::withdraw(self, cred, name).await
     }
 
     async fn heartbeat(&self, cred: Credentials) -> Result<(), ServiceError> {

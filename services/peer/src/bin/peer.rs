@@ -4,7 +4,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use anyhow::bail;
 use clap::Parser;
-use hive_peer::{Config, Listeners};
+use hive_peer::{Config, ControlListeners, Listeners};
 use hive_runtime::telemetry::{Telemetry, init_logging};
 use tokio::net::TcpListener;
 
@@ -17,10 +17,19 @@ struct Args {
     #[arg(long, env = "HIVE_LISTEN", default_value = "0.0.0.0:65050")]
     listen: SocketAddr,
 
-    /// Address of the local Control service that peerctl talks to; must be a
-    /// loopback address. Printed on stdout as `control on ADDR`.
-    #[arg(long, env = "HIVE_CONTROL", default_value = "127.0.0.1:65049")]
-    control: SocketAddr,
+    /// The Unix socket of the Control service that peerctl talks to, made
+    /// owner-only (0600); by default DIR/.hive/control.sock (one per --dir,
+    /// so peers on one machine never collide). Printed on stdout as
+    /// `control on PATH`.
+    #[arg(long, env = "HIVE_CONTROL", value_name = "PATH", value_parser = parse_socket_path)]
+    control: Option<PathBuf>,
+
+    /// Also serve the Control service over TCP on this loopback address
+    /// (opt-in). Every call must then carry the cookie the daemon writes to
+    /// DIR/.hive/control.cookie (0600) at each start; peerctl --peer ADDR
+    /// reads it. Printed on stdout as `control-tcp on ADDR`.
+    #[arg(long, env = "HIVE_CONTROL_TCP", value_name = "ADDR")]
+    control_tcp: Option<SocketAddr>,
 
     /// A TOML file of settings: each key is a long flag without its dashes
     /// (`max-uploads = 64`). Flags and HIVE_* variables override it.
@@ -70,21 +79,14 @@ async fn run() -> anyhow::Result<()> {
     init_logging(args.telemetry.log_format);
     // Before the first `listening on`: a stop signal from then on is graceful.
     let shutdown = hive_runtime::shutdown::signal();
-    if !args.control.ip().is_loopback() {
-        bail!(
-            "--control {} must be a loopback address: the control API is local only",
-            args.control
-        );
+    if let Some(addr) = args.control_tcp
+        && !addr.ip().is_loopback()
+    {
+        bail!("--control-tcp {addr} must be a loopback address: the control API is local only");
     }
     let public = bind(args.listen, "--listen", "the public port other peers dial").await?;
     println!("listening on {}", public.local_addr()?);
-    let control = bind(
-        args.control,
-        "--control",
-        "the control port peerctl talks to",
-    )
-    .await?;
-    println!("control on {}", control.local_addr()?);
+    let control = bind_control(&args).await?;
     let metrics = hive_runtime::metrics::bind(args.telemetry.metrics)
         .await
         .map_err(|e| bind_error(&e.to_string(), &e, "--metrics"))?;
@@ -95,6 +97,51 @@ async fn run() -> anyhow::Result<()> {
     };
     hive_peer::serve(listeners, args.config, shutdown).await?;
     Ok(())
+}
+
+/// Binds the control socket and, if asked, the TCP control port with a
+/// fresh cookie.
+async fn bind_control(args: &Args) -> anyhow::Result<ControlListeners> {
+    let dir = &args.config.dir;
+    hive_peer::access::prepare_state_dir(dir)
+        .map_err(|e| anyhow::anyhow!("cannot create {}/.hive: {e}; check --dir", dir.display()))?;
+    let path = args
+        .control
+        .clone()
+        .unwrap_or_else(|| hive_peer::access::default_socket(dir));
+    let socket = hive_peer::access::bind_socket(&path).await.map_err(|e| {
+        let what = format!(
+            "cannot listen on {}, the control socket peerctl talks to: {e}",
+            path.display()
+        );
+        bind_error(&what, &e, "--control")
+    })?;
+    println!("control on {}", path.display());
+    let Some(addr) = args.control_tcp else {
+        return Ok(ControlListeners { socket, tcp: None });
+    };
+    let tcp = bind(addr, "--control-tcp", "the TCP control port").await?;
+    let cookie_path = hive_peer::access::default_cookie(dir);
+    let cookie = hive_peer::access::write_cookie(&cookie_path)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", cookie_path.display()))?;
+    println!("control-tcp on {}", tcp.local_addr()?);
+    Ok(ControlListeners {
+        socket,
+        tcp: Some((tcp, cookie)),
+    })
+}
+
+/// `--control` is a path; an address there is the old TCP form.
+fn parse_socket_path(s: &str) -> Result<PathBuf, String> {
+    let tcp = s.parse::<SocketAddr>().is_ok() || s.starts_with("tcp://");
+    if tcp {
+        return Err(format!(
+            "--control takes the control socket's path; for TCP control give \
+             --control-tcp {} (calls then need the daemon's cookie)",
+            s.trim_start_matches("tcp://")
+        ));
+    }
+    Ok(PathBuf::from(s))
 }
 
 /// Binds `addr`, the port `flag` sets; a failure names the port and the flag.

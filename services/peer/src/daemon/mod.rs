@@ -21,23 +21,28 @@ use hive::{
 };
 use hive_runtime::metrics::RpcMetrics;
 use prometheus_client::registry::Registry;
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::{
+    net::{TcpListener, UnixListener},
+    sync::Semaphore,
+};
+use tokio_stream::wrappers::UnixListenerStream;
 use tonic_health::ServingStatus;
 use tracing::info;
 
 use self::shutdown::{Servers, Stops};
 use crate::{
-    Config, control,
+    Config, access, control,
     error::PeerError,
     fetch::{Ctx, Fetcher},
     holdings::Holdings,
     metrics::Counters,
     pool::Pool,
     server,
-    share::Sharing,
+    share::{Sharing, Unshared},
     status::Overview,
     tracker_link::TrackerLink,
     transfers::{self, Transfers},
+    watch,
 };
 
 /// Concurrent streams one connection may open to this peer.
@@ -50,10 +55,19 @@ const CONNECTION_AGE_GRACE: Duration = Duration::from_secs(30);
 pub struct Listeners {
     /// The public Peer service.
     pub public: TcpListener,
-    /// The Control service; must be a loopback address.
-    pub control: TcpListener,
+    /// The Control service.
+    pub control: ControlListeners,
     /// Prometheus metrics over HTTP, if wanted.
     pub metrics: Option<TcpListener>,
+}
+
+/// Where the Control service listens (see [`crate::access`]).
+pub struct ControlListeners {
+    /// The owner-only Unix socket; always.
+    pub socket: UnixListener,
+    /// TCP control, opt-in: a loopback address, and the cookie every call
+    /// must carry.
+    pub tcp: Option<(TcpListener, String)>,
 }
 
 /// Runs the peer daemon until `shutdown` resolves or `peerctl leave` asks it
@@ -68,16 +82,19 @@ pub async fn serve(
         .public
         .local_addr()
         .map_err(|e| PeerError::io("public socket", &e))?;
-    let control_addr = listeners
-        .control
-        .local_addr()
-        .map_err(|e| PeerError::io("control socket", &e))?;
-    if !control_addr.ip().is_loopback() {
-        return Err(PeerError::Invalid(format!(
-            "the control address {control_addr} must be a loopback address"
-        )));
+    if let Some((tcp, _)) = &listeners.control.tcp {
+        let addr = tcp
+            .local_addr()
+            .map_err(|e| PeerError::io("control socket", &e))?;
+        if !addr.ip().is_loopback() {
+            return Err(PeerError::Invalid(format!(
+                "--control-tcp {addr} must be a loopback address"
+            )));
+        }
     }
     let (dir, state_dir) = startup::prepare_dirs(&config.dir)?;
+    let roots = startup::share_roots(&dir, &config.share_roots)?;
+    let unshared = Unshared::load(&state_dir);
     let chunk_size = config
         .chunk_size
         .map(ChunkSize::new)
@@ -88,9 +105,12 @@ pub async fn serve(
     let holdings = Holdings::default();
     let (cache, resume) = {
         let (dir, state_dir, holdings) = (dir.clone(), state_dir.clone(), holdings.clone());
-        tokio::task::spawn_blocking(move || startup::load(&dir, &state_dir, chunk_size, &holdings))
-            .await
-            .map_err(|e| PeerError::Internal(format!("start-up task failed: {e}")))??
+        let unshared = unshared.clone();
+        tokio::task::spawn_blocking(move || {
+            startup::load(&dir, &state_dir, chunk_size, &holdings, &unshared)
+        })
+        .await
+        .map_err(|e| PeerError::Internal(format!("start-up task failed: {e}")))??
     };
     let cache = Arc::new(Mutex::new(cache));
 
@@ -112,7 +132,22 @@ pub async fn serve(
             hive_runtime::metrics::serve(listener, Arc::new(registry), stops.metrics.clone()),
         );
     }
-    let sharing = Sharing::new(holdings.clone(), link.clone(), cache.clone());
+    let sharing = Sharing::new(
+        holdings.clone(),
+        link.clone(),
+        cache.clone(),
+        roots,
+        unshared,
+    );
+    hive_runtime::task::spawn(
+        "watch",
+        watch::run(
+            sharing.clone(),
+            dir.clone(),
+            config.watch_interval,
+            stops.downloads.clone(),
+        ),
+    );
     let ctx = Arc::new(Ctx {
         holdings: holdings.clone(),
         link: link.clone(),
@@ -181,16 +216,36 @@ pub async fn serve(
             hive_runtime::grpc::incoming(listeners.public),
             stops.drain.clone().cancelled_owned(),
         );
-    let control = hive_runtime::grpc::server()
+    let control = Arc::new(control_service);
+    let socket = hive_runtime::grpc::server()
         .layer(rpc.layer())
-        .add_routes(control_routes.add_service(ControlServer::new(control_service)))
+        .add_routes(
+            control_routes
+                .clone()
+                .add_service(ControlServer::from_arc(control.clone())),
+        )
         .serve_with_incoming_shutdown(
-            hive_runtime::grpc::incoming(listeners.control),
+            UnixListenerStream::new(listeners.control.socket),
             stops.drain.clone().cancelled_owned(),
         );
+    let control_tcp = listeners.control.tcp.map(|(listener, cookie)| {
+        let checked = tonic::service::interceptor::InterceptedService::new(
+            ControlServer::from_arc(control),
+            access::CookieCheck::new(cookie),
+        );
+        let server = hive_runtime::grpc::server()
+            .layer(rpc.layer())
+            .add_routes(control_routes.add_service(checked))
+            .serve_with_incoming_shutdown(
+                hive_runtime::grpc::incoming(listener),
+                stops.drain.clone().cancelled_owned(),
+            );
+        tokio::spawn(server)
+    });
     let servers = Servers {
         public: tokio::spawn(public),
-        control: tokio::spawn(control),
+        control: tokio::spawn(socket),
+        control_tcp,
     };
 
     tokio::select! {

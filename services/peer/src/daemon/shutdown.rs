@@ -34,6 +34,7 @@ pub(super) struct Stops {
 pub(super) struct Servers {
     pub public: JoinHandle<Result<(), tonic::transport::Error>>,
     pub control: JoinHandle<Result<(), tonic::transport::Error>>,
+    pub control_tcp: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
 }
 
 /// Takes the daemon down once it was asked to stop; `public` is the Peer
@@ -55,7 +56,10 @@ pub(super) async fn wind_down(
     }
     stops.drain.cancel();
     let servers = async {
-        for (name, server) in [("public", servers.public), ("control", servers.control)] {
+        let all = [("public", servers.public), ("control", servers.control)]
+            .into_iter()
+            .chain(servers.control_tcp.map(|s| ("control-tcp", s)));
+        for (name, server) in all {
             match server.await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => warn!(server = name, error = %e, "server stopped with an error"),

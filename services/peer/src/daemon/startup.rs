@@ -17,8 +17,22 @@ use crate::{
     fetch,
     holdings::Holdings,
     scan::{self, HashCache, STATE_DIR},
+    share::Unshared,
     tracker_link::{Announce, TrackerLink},
 };
+
+/// The share roots, canonical: `dir` (canonical already), then each
+/// `--share-root`.
+pub(super) fn share_roots(dir: &Path, extra: &[PathBuf]) -> Result<Vec<PathBuf>, PeerError> {
+    let mut roots = vec![dir.to_owned()];
+    for root in extra {
+        let root = root
+            .canonicalize()
+            .map_err(|e| PeerError::Invalid(format!("--share-root {}: {e}", root.display())))?;
+        roots.push(root);
+    }
+    Ok(roots)
+}
 
 /// Creates the share directory and `.hive` inside it; returns both, absolute.
 pub(super) fn prepare_dirs(dir: &Path) -> Result<(PathBuf, PathBuf), PeerError> {
@@ -37,10 +51,12 @@ pub(super) fn load(
     state_dir: &Path,
     chunk_size: Option<ChunkSize>,
     holdings: &Holdings,
+    unshared: &Unshared,
 ) -> Result<(HashCache, Vec<hive::FileName>), PeerError> {
     let mut cache = HashCache::load(state_dir);
-    let found = scan::scan_dir(dir, chunk_size, &mut cache)
+    let mut found = scan::scan_dir(dir, chunk_size, &mut cache)
         .map_err(|e| PeerError::io(dir.display(), &e))?;
+    found.retain(|f| !unshared.contains(f.manifest.name()));
     if let Err(e) = cache.save() {
         warn!(error = %e, "cannot save the hash cache");
     }

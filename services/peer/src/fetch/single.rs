@@ -33,6 +33,7 @@ impl Fetcher {
         let chunk = wire::chunk("chunk", manifest.layout(), number)?;
         // A complete copy has every byte, in whatever chunk size it was
         // hashed; a partial one's chunk set only means something in its own.
+        ctx.holdings.check(name);
         if let Some((m, have, kind)) = ctx.holdings.holding(name)
             && m.digest() == manifest.digest()
             && (kind == Kind::Complete || (m == manifest && have.contains(chunk)))

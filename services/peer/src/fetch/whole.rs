@@ -39,6 +39,8 @@ impl Fetcher {
         let mut located = ctx.link.locate(name).await?;
         let manifest = Arc::new(located.manifest.clone());
         let dest = ctx.dir.join(name.as_str());
+        // Never "already here" for a file deleted or replaced on disk.
+        ctx.holdings.check(name);
         match ctx.holdings.holding(name) {
             Some((m, _, Kind::Complete)) if m.digest() == manifest.digest() => {
                 return Ok(DoneInfo::present(

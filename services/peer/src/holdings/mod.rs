@@ -8,6 +8,7 @@
 //! [`HoldingsChange`] to every subscriber (the tracker session announces
 //! them), so a new way to gain or lose a chunk cannot forget to tell anyone.
 
+mod retired;
 mod source;
 #[cfg(test)]
 mod tests;
@@ -22,7 +23,10 @@ use std::{
 use hive::{ChunkIndex, ChunkSet, FileName, Manifest};
 use tokio::sync::mpsc;
 
-pub use self::source::{ChunkSource, ReadError, Stamp};
+pub use self::{
+    retired::{OnDisk, Retired},
+    source::{ChunkSource, ReadError, Stamp},
+};
 use crate::{
     error::PeerError,
     fetch::partfile::{Mode, PartFile, ResumeState, StateFile},
@@ -87,11 +91,15 @@ pub struct FileView {
     pub kind: Kind,
     pub path: PathBuf,
     pub downloading: bool,
+    /// Set for a file no longer served: gone from disk, or refused.
+    pub retired: Option<Retired>,
 }
 
 #[derive(Default)]
 struct Index {
     files: BTreeMap<FileName, Entry>,
+    /// Files no longer served, and why: shown by Status, never served.
+    retired: BTreeMap<FileName, (FileView, Option<Stamp>)>,
     subscribers: Vec<mpsc::UnboundedSender<HoldingsChange>>,
 }
 
@@ -171,6 +179,7 @@ impl Holdings {
             }
         }
         let have = ChunkSet::full(manifest.chunk_count());
+        index.retired.remove(manifest.name());
         index.files.insert(
             manifest.name().clone(),
             Entry {
@@ -195,6 +204,7 @@ impl Holdings {
     /// Adds (or replaces) a download's part file holding the verified `have`.
     pub fn insert_partial(&self, manifest: Arc<Manifest>, part: &PartFile, have: ChunkSet) {
         let mut index = self.lock();
+        index.retired.remove(manifest.name());
         index.files.insert(
             manifest.name().clone(),
             Entry {
@@ -350,19 +360,21 @@ impl Holdings {
             .collect()
     }
 
-    /// Every file, in name order.
+    /// Every file, held or retired, in name order.
     pub fn list(&self) -> Vec<FileView> {
-        self.lock()
-            .files
-            .values()
-            .map(|e| FileView {
-                manifest: e.manifest.clone(),
-                have: e.have.clone(),
-                kind: e.kind,
-                path: e.path.clone(),
-                downloading: e.downloading,
-            })
-            .collect()
+        let index = self.lock();
+        let held = index.files.values().map(|e| FileView {
+            manifest: e.manifest.clone(),
+            have: e.have.clone(),
+            kind: e.kind,
+            path: e.path.clone(),
+            downloading: e.downloading,
+            retired: None,
+        });
+        let retired = index.retired.values().map(|(v, _)| v.clone());
+        let mut all: Vec<FileView> = held.chain(retired).collect();
+        all.sort_by(|a, b| a.manifest.name().cmp(b.manifest.name()));
+        all
     }
 
     fn lock(&self) -> MutexGuard<'_, Index> {

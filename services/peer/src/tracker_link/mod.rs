@@ -84,6 +84,10 @@ enum Command {
     Leave {
         ack: oneshot::Sender<Result<(), PeerError>>,
     },
+    Withdraw {
+        name: FileName,
+        ack: oneshot::Sender<Result<(), PeerError>>,
+    },
 }
 
 /// A cheap handle to the session task, and a client for read-only calls.
@@ -172,6 +176,18 @@ impl TrackerLink {
     pub async fn leave(&self) -> Result<(), PeerError> {
         let (ack, done) = oneshot::channel();
         self.send(Command::Leave { ack })?;
+        done.await.map_err(|_| stopped())?
+    }
+
+    /// Tells the tracker this peer holds `name` no longer (the holdings
+    /// stopped serving it already). Unregistered, there is nothing to tell:
+    /// the next registration leaves it out.
+    pub async fn withdraw(&self, name: &FileName) -> Result<(), PeerError> {
+        let (ack, done) = oneshot::channel();
+        self.send(Command::Withdraw {
+            name: name.clone(),
+            ack,
+        })?;
         done.await.map_err(|_| stopped())?
     }
 

@@ -156,6 +156,12 @@ impl Tracker for Recorder {
     ) -> Result<Response<pb::LeaveResponse>, Status> {
         Ok(Response::new(pb::LeaveResponse {}))
     }
+    async fn withdraw(
+        &self,
+        _: Request<pb::WithdrawRequest>,
+    ) -> Result<Response<pb::WithdrawResponse>, Status> {
+        Ok(Response::new(pb::WithdrawResponse {}))
+    }
 }
 
 struct Fixture {

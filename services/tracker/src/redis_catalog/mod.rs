@@ -323,6 +323,10 @@ impl Catalog for RedisCatalog {
         self.register_chunks_impl(cred, name, add, remove).await
     }
 
+    async fn withdraw(&self, cred: Credentials, name: &FileName) -> Result<(), ServiceError> {
+        self.withdraw_impl(cred, name).await
+    }
+
     async fn heartbeat(&self, cred: Credentials) -> Result<(), ServiceError> {
         let keys = PeerKeys::new(cred.peer);
         let why: String = self

@@ -1,4 +1,4 @@
-//! Registration: Register, RegisterChunk, and opening a session.
+//! Registration: Register, RegisterChunk, Withdraw, and opening a session.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -22,6 +22,41 @@ use crate::{
 };
 
 impl RedisCatalog {
+    /// The caller holds `name` no longer: its session checked (no file
+    /// joins its set), then its holding dropped as a session's end drops
+    /// them, and the name taken out of its set.
+    pub(super) async fn withdraw_impl(
+        &self,
+        cred: Credentials,
+        name: &FileName,
+    ) -> Result<(), ServiceError> {
+        let keys = PeerKeys::new(cred.peer);
+        let why: String = self
+            .run(
+                CHUNK_AUTH
+                    .key(&keys.s)
+                    .key(&keys.l)
+                    .key(&keys.f)
+                    .arg(cred.token.as_bytes().as_slice())
+                    .arg("")
+                    .arg("0")
+                    .arg(self.limits.max_files_per_peer),
+            )
+            .await?;
+        if why != "ok" {
+            return Err(self.refused(&cred, &why).await);
+        }
+        if self.manifest(name).await?.is_none() {
+            return Err(RegistryError::UnknownFile(name.clone()).into());
+        }
+        let fk = FileKeys::new(name);
+        let since: String = self.run(DROP.key(&fk.m).key(&fk.h).arg(&keys.id)).await?;
+        self.orphaned(&fk, &since).await?;
+        self.query::<i64>(redis::cmd("SREM").arg(&keys.f).arg(name.as_str()))
+            .await?;
+        Ok(())
+    }
+
     pub(super) async fn register_impl(
         &self,
         caller: Caller,

@@ -52,6 +52,32 @@ impl Registry {
         Ok(held)
     }
 
+    /// The caller holds `name` no longer (unshared, or gone from its disk).
+    pub fn withdraw(
+        &mut self,
+        cred: &Credentials,
+        name: &FileName,
+        now: Instant,
+        changes: &mut Vec<Change>,
+    ) -> Result<(), RegistryError> {
+        let peer = self.authorize(cred, now)?;
+        let file = self
+            .files
+            .get_mut(name)
+            .ok_or_else(|| RegistryError::UnknownFile(name.clone()))?;
+        if file.remove_holding(peer, now) {
+            self.catalog_bytes -= holding_bytes(file.manifest.chunk_count());
+            changes.push(Change::RemoveHolding {
+                peer,
+                name: name.clone(),
+            });
+        }
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.files.remove(name);
+        }
+        Ok(())
+    }
+
     /// Sets `peer`'s holding of `name` (a file and a peer both known) to
     /// `chunks`; no chunk of a file that has chunks drops the holding.
     pub(super) fn put_holding(

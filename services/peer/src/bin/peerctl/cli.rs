@@ -9,9 +9,10 @@ use clap::{Parser, Subcommand};
 /// Exit status: 0 on success, 2 for a usage error, 1 for a local failure,
 /// and 64 + the gRPC status code when a daemon refuses (as grpcurl does):
 /// 69 NOT_FOUND, 70 ALREADY_EXISTS, 72 RESOURCE_EXHAUSTED, 78 UNAVAILABLE,
-/// 79 DATA_LOSS, 67 INVALID_ARGUMENT, 65 CANCELLED, 76 UNIMPLEMENTED (another
-/// kind of daemon at that address: the message names the flag to change);
-/// 130 when Ctrl-C stops following a transfer (it goes on in the daemon).
+/// 79 DATA_LOSS, 67 INVALID_ARGUMENT, 65 CANCELLED, 71 PERMISSION_DENIED,
+/// 80 UNAUTHENTICATED, 76 UNIMPLEMENTED (another kind of daemon at that
+/// address: the message names the flag to change); 130 when Ctrl-C stops
+/// following a transfer (it goes on in the daemon).
 #[derive(Parser, Debug)]
 #[command(name = "peerctl", version)]
 pub struct Cli {
@@ -30,15 +31,31 @@ pub struct Cli {
     )]
     pub tracker: Vec<String>,
 
-    /// The local peer daemon's control URL.
+    /// The peer daemon's control socket; by default DIR/.hive/control.sock
+    /// of --dir, where the daemon makes it.
+    #[arg(long, global = true, env = "HIVE_CONTROL", value_name = "PATH")]
+    pub control: Option<PathBuf>,
+
+    /// The share directory of the daemon to drive (its --dir): where its
+    /// control socket and cookie are found.
+    #[arg(long, global = true, env = "HIVE_DIR", default_value = "hive-share")]
+    pub dir: PathBuf,
+
+    /// Drive a daemon over TCP instead (its --control-tcp HOST:PORT); calls
+    /// carry its cookie, read from --cookie.
     #[arg(
         long,
         global = true,
         env = "HIVE_PEER",
-        default_value = "http://127.0.0.1:65049",
+        value_name = "HOST:PORT",
         value_parser = hive_peer::config::parse_url
     )]
-    pub peer: String,
+    pub peer: Option<String>,
+
+    /// The cookie file of the daemon at --peer; by default
+    /// DIR/.hive/control.cookie of --dir.
+    #[arg(long, global = true, env = "HIVE_COOKIE", value_name = "PATH")]
+    pub cookie: Option<PathBuf>,
 
     /// Print JSON on stdout instead of tables (fetch: one event per line).
     #[arg(long, global = true)]
@@ -125,11 +142,17 @@ pub enum Command {
     },
     /// Show what the daemon shares and downloads.
     Status,
+    /// Stop sharing a file: the tracker stops listing this peer for it and
+    /// the daemon stops serving it (the file stays on disk).
+    Unshare {
+        /// The file's name.
+        file: String,
+    },
     /// Leave the tracker and stop the daemon (seed message 6).
     Leave,
     /// Check a daemon's grpc.health.v1 status (default: the local peer).
     Health {
-        /// host:port or URL to check; defaults to --peer.
+        /// host:port or URL to check; defaults to the local peer.
         addr: Option<String>,
     },
     /// Print a shell completion script.

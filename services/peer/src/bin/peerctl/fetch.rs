@@ -6,10 +6,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hive::pb::control::{self as ctl, control_client::ControlClient, fetch_event::Event};
+use hive::pb::control::{self as ctl, fetch_event::Event};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use tonic::{Status, transport::Channel};
+use tonic::Status;
 
 use crate::{
     Failure, Outcome,
@@ -25,7 +25,7 @@ pub struct How {
     pub fail_fast: bool,
 }
 
-pub async fn run(mut client: ControlClient<Channel>, file: &str, how: How, json: bool) -> Outcome {
+pub async fn run(mut client: crate::target::Ctl, file: &str, how: How, json: bool) -> Outcome {
     let chunk = how.chunk;
     let request = ctl::FetchRequest {
         name: file.to_owned(),

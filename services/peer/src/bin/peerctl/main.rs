@@ -19,7 +19,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 use hive::pb::{
-    control::{self as ctl, control_client::ControlClient},
+    control as ctl,
     tracker::{self as trk, tracker_client::TrackerClient},
 };
 use hive_peer::tracker_link::trackers;
@@ -32,7 +32,7 @@ use tonic_health::pb::{
 use crate::{
     cli::{Cli, Command},
     output::{bytes, hex, holder_ranges, ranges_json, short, table},
-    target::Target,
+    target::{Ctl, Target},
 };
 
 /// A failure, and the exit status it gives.
@@ -109,7 +109,9 @@ async fn run(cli: Cli) -> Outcome {
             let target = Target::tracker(&cli).await;
             return on_trackers(&cli, &target).await;
         }
-        Command::Health { ref addr } => Target::any(addr.as_deref().unwrap_or(&cli.peer)),
+        Command::Health {
+            addr: Some(ref addr),
+        } => Target::any(addr),
         _ => Target::peer(&cli),
     };
     command(&cli, &target).await.map_err(|f| target.explain(f))
@@ -184,6 +186,16 @@ async fn command(cli: &Cli, target: &Target) -> Outcome {
             chunk_size,
         } => share(target, paths, chunk_size, cli.json).await,
         Command::Status => status(target, cli.json).await,
+        Command::Unshare { ref file } => {
+            let req = ctl::UnshareRequest { name: file.clone() };
+            control(target).await?.unshare(req).await?;
+            if cli.json {
+                outln!("{}", json!({ "unshared": file }));
+            } else {
+                outln!("{file} is no longer shared (the file stays on disk)");
+            }
+            Ok(())
+        }
         Command::Leave => {
             control(target).await?.leave(ctl::LeaveRequest {}).await?;
             if cli.json {
@@ -203,8 +215,8 @@ async fn command(cli: &Cli, target: &Target) -> Outcome {
     }
 }
 
-async fn control(target: &Target) -> Result<ControlClient<Channel>, Failure> {
-    Ok(ControlClient::new(target.connect().await?))
+async fn control(target: &Target) -> Result<Ctl, Failure> {
+    target.control().await
 }
 
 async fn tracker(target: &Target) -> Result<TrackerClient<Channel>, Failure> {
@@ -423,6 +435,8 @@ fn state_name(state: i32) -> &'static str {
         Ok(ctl::FileState::Seeding) => "seeding",
         Ok(ctl::FileState::Partial) => "partial",
         Ok(ctl::FileState::Downloading) => "downloading",
+        Ok(ctl::FileState::Gone) => "gone",
+        Ok(ctl::FileState::Refused) => "refused",
         _ => "unknown",
     }
 }
@@ -431,7 +445,7 @@ fn local_json(f: &ctl::LocalFile) -> serde_json::Value {
     json!({
         "name": f.name, "size": f.size, "chunk_count": f.chunk_count,
         "chunks_held": f.chunks_held, "digest": hex(&f.digest), "path": f.path,
-        "state": state_name(f.state),
+        "state": state_name(f.state), "reason": f.reason,
     })
 }
 
@@ -456,7 +470,10 @@ fn print_local(files: &[ctl::LocalFile], json: bool, key: &str) {
                 format!("{}/{}", f.chunks_held, f.chunk_count),
                 bytes(f.size),
                 short(&hex(&f.digest)).to_owned(),
-                f.path.clone(),
+                match f.reason.as_str() {
+                    "" => f.path.clone(),
+                    why => format!("{} ({why})", f.path),
+                },
             ]
         })
         .collect();

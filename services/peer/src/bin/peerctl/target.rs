@@ -3,12 +3,16 @@
 //! points peerctl elsewhere. A tracker may be several replicas
 //! (`--tracker A,B`): they are tried in turn.
 
-use std::{cell::Cell, time::Duration};
+use std::{cell::Cell, path::PathBuf, time::Duration};
 
 use hive::pb::control::{self as ctl, control_client::ControlClient};
-use tonic::{Code, Status, transport::Channel};
+use hive_peer::access::{self, SendCookie};
+use tonic::{Code, Status, service::interceptor::InterceptedService, transport::Channel};
 
 use crate::{Failure, cli::Cli};
+
+/// A Control client: over the socket, or over TCP with the cookie.
+pub type Ctl = ControlClient<InterceptedService<Channel, SendCookie>>;
 
 /// The tracker asked when neither --tracker nor a daemon names one.
 pub const DEFAULT_TRACKER: &str = "http://127.0.0.1:65001";
@@ -18,11 +22,17 @@ const ASK_DAEMON: Duration = Duration::from_secs(3);
 
 /// A daemon peerctl talks to.
 pub struct Target {
-    /// Its URL; for a tracker, its replicas in the order to try them.
+    /// Its URL (or the control socket's path); for a tracker, its replicas
+    /// in the order to try them.
     urls: Vec<String>,
     /// The one of `urls` in use: the first that [`Target::connect`]
     /// reached, moved on by [`Target::next`].
     used: Cell<usize>,
+    /// The daemon's control socket, when it is dialed there.
+    socket: Option<PathBuf>,
+    /// The cookie to send, for TCP control, or why it could not be read
+    /// (the call then goes without, and a refusal says why).
+    cookie: Result<Option<String>, String>,
     /// What it should be: "tracker", "peer daemon", ...
     what: &'static str,
     /// What it may be instead when it does not serve the service asked for.
@@ -32,37 +42,65 @@ pub struct Target {
 }
 
 impl Target {
-    /// The peer daemon's Control service, at --peer.
+    /// The peer daemon's Control service: its socket (--control, else that
+    /// of --dir), or TCP at --peer with the cookie.
     pub fn peer(cli: &Cli) -> Self {
+        if let Some(url) = &cli.peer {
+            let path = cli
+                .cookie
+                .clone()
+                .unwrap_or_else(|| access::default_cookie(&cli.dir));
+            let cookie = access::read_cookie(&path)
+                .map(Some)
+                .map_err(|e| format!("cannot read the cookie {}: {e}", path.display()));
+            return Self {
+                urls: vec![url.clone()],
+                used: Cell::new(0),
+                socket: None,
+                cookie,
+                what: "peer daemon's TCP control port",
+                instead: "a tracker, or a peer's public port",
+                fix: "give the daemon's --control-tcp address with --peer".into(),
+            };
+        }
+        let path = cli
+            .control
+            .clone()
+            .unwrap_or_else(|| access::default_socket(&cli.dir));
         Self {
-            urls: vec![cli.peer.clone()],
+            urls: vec![path.display().to_string()],
             used: Cell::new(0),
-            what: "peer daemon's control port",
-            instead: "a tracker, or a peer's public port",
-            fix: "give the daemon's control address with --peer".into(),
+            socket: Some(path),
+            cookie: Ok(None),
+            what: "peer daemon's control socket",
+            instead: "not a hive peer",
+            fix: "give the daemon's socket with --control PATH, or its share \
+                  directory with --dir"
+                .into(),
         }
     }
 
     /// The tracker for `files` and `locate`: --tracker if given, else the
-    /// replicas the daemon at --peer uses (the one it uses first), else the
-    /// default.
+    /// replicas the daemon peerctl drives uses (the one it uses first), else
+    /// the default.
     pub async fn tracker(cli: &Cli) -> Self {
+        let peer = Self::peer(cli);
         let (urls, fix) = match &cli.tracker {
             given if !given.is_empty() => (
                 given.clone(),
                 "give the tracker's address with --tracker".into(),
             ),
-            _ => match daemon_trackers(&cli.peer).await {
+            _ => match daemon_trackers(&peer).await {
                 Some(urls) => {
                     let fix = format!(
                         "it is the --tracker of the peer at {}; give another with --tracker",
-                        host_port(&cli.peer)
+                        host_port(peer.url())
                     );
                     (urls, fix)
                 }
                 None => (
                     vec![DEFAULT_TRACKER.to_owned()],
-                    "no peer daemon answered at --peer to say which tracker it uses; \
+                    "no peer daemon answered (--control, --peer) to say which tracker it uses; \
                      give the tracker's address with --tracker"
                         .into(),
                 ),
@@ -71,6 +109,8 @@ impl Target {
         Self {
             urls,
             used: Cell::new(0),
+            socket: None,
+            cookie: Ok(None),
             what: "tracker",
             instead: "a peer",
             fix,
@@ -82,6 +122,8 @@ impl Target {
         Self {
             urls: vec![url.to_owned()],
             used: Cell::new(0),
+            socket: None,
+            cookie: Ok(None),
             what: "daemon",
             instead: "not a gRPC server",
             fix: "check the address".into(),
@@ -105,6 +147,9 @@ impl Target {
     /// A connection to the URL in use, or else to the first after it that
     /// accepts one (which is then in use).
     pub async fn connect(&self) -> Result<Channel, Failure> {
+        if let Some(path) = &self.socket {
+            return self.connect_socket(path).await;
+        }
         let mut failures = Vec::new();
         loop {
             match self.connect_one(self.url()).await {
@@ -130,6 +175,34 @@ impl Target {
         )))
     }
 
+    /// A connection to the daemon's control socket; one the OS refuses to
+    /// open is PERMISSION_DENIED.
+    async fn connect_socket(&self, path: &std::path::Path) -> Result<Channel, Failure> {
+        let dial = access::connect_socket(path);
+        match tokio::time::timeout(Duration::from_secs(3), dial).await {
+            Ok(Ok(channel)) => Ok(channel),
+            Ok(Err(e)) if denied(&e) => Err(Failure::Status(Status::permission_denied(format!(
+                "cannot open the {} at {}: permission denied; only the daemon's \
+                     user may drive it (run peerctl as that user)",
+                self.what,
+                path.display()
+            )))),
+            Ok(Err(e)) => Err(Failure::Status(Status::unavailable(format!(
+                "cannot reach the {} at {}: {}; {}",
+                self.what,
+                path.display(),
+                causes(&e),
+                self.fix
+            )))),
+            Err(_) => Err(Failure::Status(Status::unavailable(format!(
+                "the {} at {} does not answer; {}",
+                self.what,
+                path.display(),
+                self.fix
+            )))),
+        }
+    }
+
     /// A connection to `url`; a bad URL is a local failure, and one that
     /// cannot be reached is UNAVAILABLE saying "URI: causes".
     async fn connect_one(&self, url: &str) -> Result<Channel, Failure> {
@@ -142,6 +215,19 @@ impl Target {
             .connect()
             .await
             .map_err(|e| Failure::Status(Status::unavailable(format!("{uri}: {}", causes(&e)))))
+    }
+
+    /// A Control client for this daemon, sending its cookie over TCP.
+    pub async fn control(&self) -> Result<Ctl, Failure> {
+        let cookie = match &self.cookie {
+            Ok(Some(text)) => SendCookie::new(text)
+                .map_err(|e| Failure::Local(format!("{e}; give --cookie PATH")))?,
+            Ok(None) | Err(_) => SendCookie::default(),
+        };
+        Ok(ControlClient::with_interceptor(
+            self.connect().await?,
+            cookie,
+        ))
     }
 
     /// A failure of a call to this daemon, said so the user knows what to
@@ -158,21 +244,27 @@ impl Target {
                     self.fix
                 )))
             }
+            Failure::Status(s) if s.code() == Code::Unauthenticated => {
+                let why = self.cookie.as_ref().err().map_or("", String::as_str);
+                Failure::Status(Status::unauthenticated(format!(
+                    "{} refused: {} {why}",
+                    self.url(),
+                    s.message()
+                )))
+            }
             other => other,
         }
     }
 }
 
-/// The tracker replicas the daemon at `peer` may use, the one it uses
-/// first, if it answers.
-async fn daemon_trackers(peer: &str) -> Option<Vec<String>> {
+/// The tracker replicas the daemon `peer` may use, the one it uses first,
+/// if it answers.
+async fn daemon_trackers(peer: &Target) -> Option<Vec<String>> {
     let ask = async {
-        let channel = hive_runtime::grpc::endpoint(&hive_runtime::grpc::uri_of(peer))
-            .ok()?
-            .connect()
+        let status = peer
+            .control()
             .await
-            .ok()?;
-        let status = ControlClient::new(channel)
+            .ok()?
             .status(ctl::StatusRequest {})
             .await
             .ok()?
@@ -186,6 +278,20 @@ async fn daemon_trackers(peer: &str) -> Option<Vec<String>> {
         Some(std::iter::once(in_use).chain(others).collect())
     };
     tokio::time::timeout(ASK_DAEMON, ask).await.ok().flatten()
+}
+
+/// Whether the OS refused to open the socket (its mode, or its directory's).
+fn denied(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::PermissionDenied
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// An error and its causes on one line: tonic's transport error alone says

@@ -3,9 +3,8 @@
 
 use std::time::Duration;
 
-use hive::pb::control::{self as ctl, TransferState, control_client::ControlClient};
+use hive::pb::control::{self as ctl, TransferState};
 use serde_json::{Value, json};
-use tonic::transport::Channel;
 
 use crate::{
     Failure, Outcome,
@@ -18,7 +17,7 @@ pub enum Act {
     Cancel { remove: bool },
 }
 
-pub async fn list(mut client: ControlClient<Channel>, json: bool) -> Outcome {
+pub async fn list(mut client: crate::target::Ctl, json: bool) -> Outcome {
     let list = client
         .list_transfers(ctl::ListTransfersRequest {})
         .await?
@@ -41,7 +40,7 @@ pub async fn list(mut client: ControlClient<Channel>, json: bool) -> Outcome {
     Ok(())
 }
 
-pub async fn watch(mut client: ControlClient<Channel>, file: &str, json: bool) -> Outcome {
+pub async fn watch(mut client: crate::target::Ctl, file: &str, json: bool) -> Outcome {
     let request = ctl::TransferRequest {
         name: file.to_owned(),
     };
@@ -78,7 +77,7 @@ pub async fn watch(mut client: ControlClient<Channel>, file: &str, json: bool) -
     }
 }
 
-pub async fn act(mut client: ControlClient<Channel>, file: &str, act: Act, json: bool) -> Outcome {
+pub async fn act(mut client: crate::target::Ctl, file: &str, act: Act, json: bool) -> Outcome {
     let name = file.to_owned();
     let (t, did) = match act {
         Act::Pause => {

@@ -182,6 +182,10 @@ impl Session {
                 let result = self.leave().await;
                 let _ = ack.send(result);
             }
+            Command::Withdraw { name, ack } => {
+                let result = self.withdraw(&name).await;
+                let _ = ack.send(result);
+            }
         }
     }
 

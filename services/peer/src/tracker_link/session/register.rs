@@ -133,6 +133,9 @@ impl Session {
                                 if let Ok(name) = FileName::new(name) {
                                     if e.code() == Code::InvalidArgument {
                                         let _ = self.refused.send(name.clone());
+                                    } else {
+                                        // Not served either: Status says so.
+                                        self.holdings.retire(&name, &e.to_string(), true);
                                     }
                                     refused.push(name);
                                 }
@@ -180,6 +183,40 @@ impl Session {
             })
             .await;
         answer.map_err(|s| PeerError::tracker(&s))
+    }
+
+    /// Withdraws `name` from the tracker (the Withdraw RPC). A tracker that
+    /// does not know the file (or this session: it registers again without
+    /// it) has nothing to withdraw.
+    pub(super) async fn withdraw(&mut self, name: &FileName) -> Result<(), PeerError> {
+        let State::Registered(live) = &mut self.state else {
+            return Ok(());
+        };
+        live.announced.remove(name);
+        live.unsent.retain(|m| m.name() != name);
+        let msg = pb::WithdrawRequest {
+            peer_id: live.peer_id.clone(),
+            name: name.to_string(),
+        };
+        let held = &*live;
+        let answer = self
+            .trackers
+            .call(|mut c| {
+                let req = authed(msg.clone(), held);
+                async move { c.withdraw(req).await }
+            })
+            .await;
+        match answer.map_err(|s| PeerError::tracker(&s)) {
+            Ok(_) => {
+                info!(file = %name, "withdrawn from the tracker");
+                Ok(())
+            }
+            Err(e) if e.code() == Code::NotFound => Ok(()),
+            Err(e) => {
+                self.on_session_error(&e);
+                Err(e)
+            }
+        }
     }
 
     /// Shares new files: extends the session (starting one if needed) and
