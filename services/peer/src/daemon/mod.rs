@@ -39,8 +39,6 @@ use crate::{
     tracker_link::TrackerLink,
 };
 
-/// Concurrent streams one connection may open to this peer.
-const MAX_STREAMS: u32 = 128;
 /// Connections are recycled after this long, so none can squat forever.
 const MAX_CONNECTION_AGE: Duration = Duration::from_secs(600);
 const CONNECTION_AGE_GRACE: Duration = Duration::from_secs(30);
@@ -71,6 +69,7 @@ pub async fn serve(
         .control
         .local_addr()
         .map_err(|e| PeerError::io("control socket", &e))?;
+    config.transport.check().map_err(PeerError::Invalid)?;
     if !control_addr.ip().is_loopback() {
         return Err(PeerError::Invalid(format!(
             "the control address {control_addr} must be a loopback address"
@@ -165,21 +164,28 @@ pub async fn serve(
         link: link.clone(),
         shutdown: stops.leave.clone(),
     };
+    // Chunk messages are bounded already (256 KiB): handed to hyper whole.
+    let limits = &config.transport;
     let public = hive_runtime::grpc::server()
-        .max_concurrent_streams(MAX_STREAMS)
+        .max_concurrent_streams(limits.max_streams)
         .max_connection_age(MAX_CONNECTION_AGE)
         .max_connection_age_grace(CONNECTION_AGE_GRACE)
         .layer(rpc.layer())
+        .layer(hive_runtime::grpc::bounded_answers(limits, usize::MAX))
         .add_routes(public_routes.add_service(PeerServer::new(chunk_server)))
         .serve_with_incoming_shutdown(
-            hive_runtime::grpc::incoming(listeners.public),
+            hive_runtime::grpc::incoming(listeners.public)
+                .with_caps(hive_runtime::grpc::caps(limits)),
             stops.drain.clone().cancelled_owned(),
         );
     let control = hive_runtime::grpc::server()
+        .max_concurrent_streams(limits.max_streams)
         .layer(rpc.layer())
+        .layer(hive_runtime::grpc::bounded_answers(limits, usize::MAX))
         .add_routes(control_routes.add_service(ControlServer::new(control_service)))
         .serve_with_incoming_shutdown(
-            hive_runtime::grpc::incoming(listeners.control),
+            hive_runtime::grpc::incoming(listeners.control)
+                .with_caps(hive_runtime::grpc::loopback_caps(limits)),
             stops.drain.clone().cancelled_owned(),
         );
     let servers = Servers {
