@@ -182,8 +182,9 @@ async fn zero_window_attack(
 /// ended with their connections after the send deadline, freeing the budget.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn re6_readers_that_never_read_cannot_pin_the_trackers_memory() {
-    within(120, async {
-        const CONNS: usize = 6;
+    // Long enough for a build without the budget to compute every answer.
+    within(300, async {
+        const CONNS: usize = 4;
         const PER_CONN: usize = 100;
         const RSS_BOUND_KIB: u64 = 256 * 1024;
         let deadline = Duration::from_secs(3);
