@@ -29,6 +29,7 @@ const LOCATE: &str = "/hive.tracker.v1.Tracker/Locate";
 /// Another client, to the tracker: its source address differs from the
 /// attacker's (127.0.0.1).
 const OTHER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+const ATTACKER: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 fn launch(env: &[(&str, &str)], wrapper: &[&str]) -> Launch {
     Launch {
@@ -114,11 +115,13 @@ struct Attack {
     stalling: Vec<usize>,
 }
 
-/// `conns` connections with HTTP/2 windows of 0, each asking for up to
-/// `per_conn` Locates of `name` and reading nothing. Returns the
-/// connections (held open) and how the calls fared.
+/// `conns` connections with HTTP/2 windows of 0, from the source addresses
+/// `from` in turn, each asking for up to `per_conn` Locates of `name` and
+/// reading nothing. Returns the connections (held open) and how the calls
+/// fared.
 async fn zero_window_attack(
     addr: SocketAddr,
+    from: &[IpAddr],
     name: &str,
     conns: usize,
     per_conn: usize,
@@ -137,7 +140,7 @@ async fn zero_window_attack(
     let mut streams = Vec::new();
     let mut out = Attack::default();
     for n in 0..conns {
-        let mut h2 = rawh2::connect(addr, 0).await;
+        let mut h2 = rawh2::connect_from(addr, from[n % from.len()], 0).await;
         let stalled = out.stalled;
         let mut calls = JoinSet::new();
         for i in 0..per_conn {
@@ -204,7 +207,7 @@ async fn re6_readers_that_never_read_cannot_pin_the_trackers_memory() {
 
         let started = Instant::now();
         let (mut held, attack, bodies, streams) =
-            zero_window_attack(tracker.addr, "huge", CONNS, PER_CONN).await;
+            zero_window_attack(tracker.addr, &[ATTACKER], "huge", CONNS, PER_CONN).await;
         let attack_took = started.elapsed();
         let rss_attack = procfs::rss_kib(pid);
 
@@ -268,6 +271,46 @@ async fn re6_readers_that_never_read_cannot_pin_the_trackers_memory() {
             "every connection holding unread answers ended"
         );
         after.expect("Locate once the attacker is gone");
+
+        // From four addresses, the attack fills the whole budget: memory
+        // stays bounded, Health is answered, and new Locates are refused
+        // until the deadline frees it.
+        let many: Vec<IpAddr> = (3..7)
+            .map(|n| IpAddr::V4(Ipv4Addr::new(127, 0, 0, n)))
+            .collect();
+        let (mut held, attack, bodies, streams) =
+            zero_window_attack(tracker.addr, &many, "huge", 8, 50).await;
+        let located = other.locate(request()).await;
+        let health = health_now(tracker.addr, OTHER, Duration::from_secs(5)).await;
+        for &n in &attack.stalling {
+            let _ =
+                tokio::time::timeout(deadline + Duration::from_secs(5), &mut held[n].driver).await;
+        }
+        drop((bodies, streams));
+        let peak = procfs::peak_rss_kib(pid);
+        let after = other.locate(request()).await;
+        eprintln!(
+            "FIGURE RE-6: from 4 addresses, 8 zero-window connections x 50 calls: {} answered and \
+             left unread, {} RESOURCE_EXHAUSTED; tracker RSS peak {} MiB (bound {} MiB); other \
+             client's Locate {}, Health {:?}; Locate after the deadline {}",
+            attack.stalled,
+            attack.refused,
+            peak / 1024,
+            RSS_BOUND_KIB / 1024,
+            code_of(&located),
+            health
+                .as_ref()
+                .map(|d| format!("{:.1} ms", d.as_secs_f64() * 1e3)),
+            code_of(&after),
+        );
+        assert!(peak < RSS_BOUND_KIB, "peak RSS {peak} KiB");
+        health.expect("Health while the budget is spent");
+        assert_eq!(
+            located.map(|_| ()).map_err(|s| s.code()),
+            Err(tonic::Code::ResourceExhausted),
+            "the spent budget refuses everyone's new answers"
+        );
+        after.expect("Locate once the deadline freed the budget");
         assert!(procfs::alive(pid));
     })
     .await;
