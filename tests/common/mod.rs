@@ -132,8 +132,29 @@ impl Daemon {
     /// Starts `bin` with `args` and waits for it to print `lines` addresses
     /// (or socket paths).
     pub async fn start(bin_name: &str, args: &[String], log: PathBuf, lines: usize) -> Self {
-        let mut child = Command::new(bin(bin_name))
+        Self::start_in(&Launch::default(), bin_name, args, log, lines).await
+    }
+
+    /// [`Daemon::start`] as `launch` says: under a wrapper command (e.g.
+    /// `prlimit --nofile=256:256 --`), with extra environment variables.
+    pub async fn start_in(
+        launch: &Launch,
+        bin_name: &str,
+        args: &[String],
+        log: PathBuf,
+        lines: usize,
+    ) -> Self {
+        let mut command = match launch.wrapper.split_first() {
+            None => Command::new(bin(bin_name)),
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(bin(bin_name));
+                c
+            }
+        };
+        let mut child = command
             .args(args)
+            .envs(launch.env.iter().map(|(k, v)| (k, v)))
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info,hive=debug".into()),
@@ -223,6 +244,16 @@ fn tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(60)..].join("\n")
 }
 
+/// How to start a daemon, beyond its flags.
+#[derive(Debug, Clone, Default)]
+pub struct Launch {
+    /// A command to run it under, with its arguments.
+    pub wrapper: Vec<String>,
+    /// Extra environment variables (`HIVE_*` twins of flags, which an
+    /// older build simply ignores).
+    pub env: Vec<(String, String)>,
+}
+
 /// A tracker process with its own data directory.
 pub struct TestTracker {
     pub daemon: Daemon,
@@ -240,9 +271,14 @@ impl TestTracker {
     /// A tracker with extra flags (`--ttl 1s`, ...), persisting to a temp dir
     /// unless `--in-memory` is among them.
     pub async fn start_with(extra: &[&str]) -> Self {
+        Self::start_in(&Launch::default(), extra).await
+    }
+
+    /// [`TestTracker::start_with`] as `launch` says.
+    pub async fn start_in(launch: &Launch, extra: &[&str]) -> Self {
         let data = tempfile::tempdir().expect("tempdir");
         let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let daemon = Self::spawn(&data, "127.0.0.1:0", &args).await;
+        let daemon = Self::spawn_in(launch, &data, "127.0.0.1:0", &args).await;
         Self {
             addr: daemon.addrs[0],
             daemon,
@@ -252,6 +288,10 @@ impl TestTracker {
     }
 
     async fn spawn(data: &TempDir, listen: &str, extra: &[String]) -> Daemon {
+        Self::spawn_in(&Launch::default(), data, listen, extra).await
+    }
+
+    async fn spawn_in(launch: &Launch, data: &TempDir, listen: &str, extra: &[String]) -> Daemon {
         let mut args = vec![
             "--listen".to_owned(),
             listen.to_owned(),
@@ -260,7 +300,8 @@ impl TestTracker {
         ];
         args.extend(extra.iter().cloned());
         let lines = 1 + usize::from(extra.iter().any(|a| a == "--metrics"));
-        Daemon::start("tracker", &args, data.path().join("tracker.log"), lines).await
+        let log = data.path().join("tracker.log");
+        Daemon::start_in(launch, "tracker", &args, log, lines).await
     }
 
     /// Kills the tracker (SIGKILL) and starts it again on the same address

@@ -106,6 +106,12 @@ pub struct Config {
     /// On shutdown, how long running uploads may take to finish.
     #[arg(long, env = "HIVE_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
     pub grace: Duration,
+
+    /// Connections, streams and unread answers one client may hold of the
+    /// public port (the control port: the streams, the answer budget and
+    /// the total only, as it is loopback).
+    #[command(flatten)]
+    pub transport: hive_runtime::grpc::Limits,
 }
 
 /// The defaults are exactly what the command line gives with no flags.

@@ -13,11 +13,17 @@ pub use tonic_reflection::server::Error as ReflectionError;
 
 use hive::pb;
 
+mod accept;
+mod budget;
 mod conn;
 mod frames;
+mod limits;
 
-pub use conn::{Conn, HANDSHAKE_TIMEOUT, Incoming, abort_connection, abort_connections_on};
+pub use accept::{Caps, EVICT_IDLE, Incoming, connections};
+pub use budget::{AnswerBudget, Bounded, BoundedAnswersLayer, connections_ended};
+pub use conn::{Conn, HANDSHAKE_TIMEOUT, abort_connection, abort_connections_on};
 pub use frames::{SmallFrames, SmallFramesLayer};
+pub use limits::{Limits, open_files_limit, raise_open_files_limit};
 
 /// The standard health service's name.
 pub const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
@@ -95,6 +101,28 @@ pub fn incoming(listener: tokio::net::TcpListener) -> Incoming {
 /// buffer and sends many answers with one system call.
 pub fn incoming_small_answers(listener: tokio::net::TcpListener) -> Incoming {
     incoming(listener).without_vectored_writes()
+}
+
+/// The caps `limits` puts on a public port's connections.
+pub fn caps(limits: &Limits) -> Caps {
+    Caps {
+        per_ip: (limits.max_conns_per_ip > 0).then_some(limits.max_conns_per_ip),
+        total: limits.total_conns(),
+    }
+}
+
+/// The caps of a loopback-only port: in all, not per address.
+pub fn loopback_caps(limits: &Limits) -> Caps {
+    Caps {
+        per_ip: None,
+        ..caps(limits)
+    }
+}
+
+/// The answer budget and send deadline `limits` sets, for a server whose
+/// answers go to hyper `piece` bytes at a time ([`BoundedAnswersLayer`]).
+pub fn bounded_answers(limits: &Limits, piece: usize) -> BoundedAnswersLayer {
+    BoundedAnswersLayer::new(limits.answer_budget_bytes(), limits.send_deadline, piece)
 }
 
 /// A client endpoint for `uri` (`http://host:port`) with hive's transport

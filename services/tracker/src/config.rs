@@ -98,6 +98,10 @@ pub struct Config {
     /// Largest request the tracker decodes, in bytes.
     #[arg(long, env = "HIVE_MAX_MESSAGE", default_value_t = 1 << 20)]
     pub max_message_bytes: usize,
+
+    /// Connections, streams and unread answers one client may hold.
+    #[command(flatten)]
+    pub transport: hive_runtime::grpc::Limits,
 }
 
 /// Holders listed per file in ListFiles.
@@ -164,7 +168,7 @@ impl Config {
         if self.locate_holders == 0 {
             return Err("--locate-holders must be at least 1".into());
         }
-        Ok(())
+        self.transport.check()
     }
 }
 

@@ -33,8 +33,11 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Concurrent requests one connection may have in flight; more are refused
 /// at once rather than queued.
 const CONCURRENCY_PER_CONNECTION: usize = 256;
-/// Concurrent streams one connection may open.
-const MAX_STREAMS: u32 = 512;
+/// Answers go to hyper in pieces of this size, so that h2 queues at most
+/// one beyond a client's window; the rest waits under the answer budget
+/// (hive_runtime::grpc::BoundedAnswersLayer). A Locate answer is up to
+/// 540 KB.
+const ANSWER_PIECE: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -140,18 +143,19 @@ async fn serve_grpc(
     let service = TrackerServer::new(TrackerService::new(tracker.clone(), config))
         .max_decoding_message_size(config.max_message_bytes);
     health.set_serving::<TrackerServer<TrackerService>>().await;
+    let limits = &config.transport;
+    let incoming = hive_runtime::grpc::incoming_small_answers(listener)
+        .with_caps(hive_runtime::grpc::caps(limits));
     hive_runtime::grpc::server()
         .timeout(REQUEST_TIMEOUT)
         .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION)
         .load_shed(true)
-        .max_concurrent_streams(MAX_STREAMS)
+        .max_concurrent_streams(limits.max_streams)
         .layer(rpc.layer())
+        .layer(hive_runtime::grpc::bounded_answers(limits, ANSWER_PIECE))
         .layer(hive_runtime::grpc::SmallFramesLayer)
         .add_routes(routes.add_service(service))
-        .serve_with_incoming_shutdown(
-            hive_runtime::grpc::incoming_small_answers(listener),
-            stopping,
-        )
+        .serve_with_incoming_shutdown(incoming, stopping)
         .await?;
     Ok(())
 }

@@ -51,6 +51,8 @@ async fn main() -> ExitCode {
 async fn run() -> anyhow::Result<()> {
     let args: Args = hive_runtime::config_file::parse();
     init_logging(args.telemetry.log_format);
+    // Before any connection: the connection caps are measured against it.
+    hive_runtime::grpc::raise_open_files_limit();
     // Before the first `listening on`: a stop signal from then on is graceful.
     let shutdown = hive_runtime::shutdown::signal();
     let tracker = hive_tracker::connect(&args.config)

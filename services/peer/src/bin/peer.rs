@@ -77,6 +77,8 @@ fn keep_buffers() {
 async fn run() -> anyhow::Result<()> {
     let args: Args = hive_runtime::config_file::parse();
     init_logging(args.telemetry.log_format);
+    // Before any connection: the connection caps are measured against it.
+    hive_runtime::grpc::raise_open_files_limit();
     // Before the first `listening on`: a stop signal from then on is graceful.
     let shutdown = hive_runtime::shutdown::signal();
     if let Some(addr) = args.control_tcp

@@ -45,8 +45,6 @@ use crate::{
     watch,
 };
 
-/// Concurrent streams one connection may open to this peer.
-const MAX_STREAMS: u32 = 128;
 /// Connections are recycled after this long, so none can squat forever.
 const MAX_CONNECTION_AGE: Duration = Duration::from_secs(600);
 const CONNECTION_AGE_GRACE: Duration = Duration::from_secs(30);
@@ -92,6 +90,7 @@ pub async fn serve(
             )));
         }
     }
+    config.transport.check().map_err(PeerError::Invalid)?;
     let (dir, state_dir) = startup::prepare_dirs(&config.dir)?;
     let roots = startup::share_roots(&dir, &config.share_roots)?;
     let unshared = Unshared::load(&state_dir);
@@ -206,19 +205,25 @@ pub async fn serve(
         link: link.clone(),
         shutdown: stops.leave.clone(),
     };
+    // Chunk messages are bounded already (256 KiB): handed to hyper whole.
+    let limits = &config.transport;
     let public = hive_runtime::grpc::server()
-        .max_concurrent_streams(MAX_STREAMS)
+        .max_concurrent_streams(limits.max_streams)
         .max_connection_age(MAX_CONNECTION_AGE)
         .max_connection_age_grace(CONNECTION_AGE_GRACE)
         .layer(rpc.layer())
+        .layer(hive_runtime::grpc::bounded_answers(limits, usize::MAX))
         .add_routes(public_routes.add_service(PeerServer::new(chunk_server)))
         .serve_with_incoming_shutdown(
-            hive_runtime::grpc::incoming(listeners.public),
+            hive_runtime::grpc::incoming(listeners.public)
+                .with_caps(hive_runtime::grpc::caps(limits)),
             stops.drain.clone().cancelled_owned(),
         );
     let control = Arc::new(control_service);
     let socket = hive_runtime::grpc::server()
+        .max_concurrent_streams(limits.max_streams)
         .layer(rpc.layer())
+        .layer(hive_runtime::grpc::bounded_answers(limits, usize::MAX))
         .add_routes(
             control_routes
                 .clone()
@@ -234,10 +239,13 @@ pub async fn serve(
             access::CookieCheck::new(cookie),
         );
         let server = hive_runtime::grpc::server()
+            .max_concurrent_streams(limits.max_streams)
             .layer(rpc.layer())
+            .layer(hive_runtime::grpc::bounded_answers(limits, usize::MAX))
             .add_routes(control_routes.add_service(checked))
             .serve_with_incoming_shutdown(
-                hive_runtime::grpc::incoming(listener),
+                hive_runtime::grpc::incoming(listener)
+                    .with_caps(hive_runtime::grpc::loopback_caps(limits)),
                 stops.drain.clone().cancelled_owned(),
             );
         tokio::spawn(server)

@@ -17,9 +17,12 @@ use std::{
     io,
     net::SocketAddr,
     pin::Pin,
-    sync::{Arc, Mutex, OnceLock},
+    sync::{
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
     task::{Context, Poll, Waker, ready},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use tokio::{
@@ -27,53 +30,15 @@ use tokio::{
     net::TcpStream,
     time::Sleep,
 };
-use tonic::{
-    codegen::tokio_stream::Stream,
-    transport::server::{Connected, TcpConnectInfo, TcpIncoming},
-};
+use tonic::transport::server::{Connected, TcpConnectInfo};
+
+use super::accept::Slot;
 
 /// How long a new connection may take to send the HTTP/2 client preface
 /// (as libtorrent's TLS handshake timeout).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`.
 const PREFACE_LEN: usize = 24;
-
-/// The connections accepted on a listener, each a [`Conn`].
-pub struct Incoming {
-    inner: TcpIncoming,
-    vectored: bool,
-}
-
-impl Incoming {
-    pub fn new(inner: TcpIncoming) -> Self {
-        Self {
-            inner,
-            vectored: true,
-        }
-    }
-
-    /// Connections that report no vectored writes: h2 then copies DATA
-    /// frames of up to 1,023 bytes into its write buffer instead of 255.
-    /// h2 writes a larger frame in two pieces then (its buffer, ending in
-    /// the frame's head, and the frame's payload); the connection holds
-    /// the first back and sends both with one `writev`, as h2 would have.
-    /// For servers of small answers, with [`super::SmallFramesLayer`].
-    pub fn without_vectored_writes(mut self) -> Self {
-        self.vectored = false;
-        self
-    }
-}
-
-impl Stream for Incoming {
-    type Item = io::Result<Conn>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let vectored = self.vectored;
-        Pin::new(&mut self.inner)
-            .poll_next(cx)
-            .map(|next| next.map(|accepted| accepted.map(|tcp| Conn::new(tcp, vectored))))
-    }
-}
 
 /// Closes the connection between `local` and `remote` that this process
 /// accepted, ending every stream on it; false if there is none.
@@ -113,13 +78,49 @@ fn open() -> &'static Mutex<HashMap<Key, Arc<Abort>>> {
     OPEN.get_or_init(Default::default)
 }
 
-/// The abort switch of one connection, and the task to wake when thrown.
+/// Closes the connection that has read nothing for longest, if that is at
+/// least `idle`, among those from `ip` (or all); whether there was one.
+/// For the accept loop at a cap (see `accept`).
+pub(super) fn evict_idlest(ip: Option<std::net::IpAddr>, idle: Duration) -> bool {
+    let open = open().lock().unwrap_or_else(|e| e.into_inner());
+    let cutoff = now_ms().saturating_sub(idle.as_millis() as u64);
+    let idlest = open
+        .iter()
+        .filter(|((_, remote), _)| ip.is_none_or(|ip| remote.ip() == ip))
+        .filter(|(_, abort)| !abort.is_fired())
+        .map(|(_, abort)| (abort.last_read.load(Ordering::Relaxed), abort))
+        .filter(|(last, _)| *last <= cutoff)
+        .min_by_key(|(last, _)| *last);
+    match idlest {
+        Some((_, abort)) => {
+            abort.fire();
+            true
+        }
+        None => false,
+    }
+}
+
+/// Milliseconds since the first call, for idle times.
+fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// The abort switch of one connection, the task to wake when thrown, and
+/// when it last read anything.
 #[derive(Default)]
-struct Abort(Mutex<(bool, Option<Waker>)>);
+struct Abort {
+    state: Mutex<(bool, Option<Waker>)>,
+    last_read: AtomicU64,
+}
 
 impl Abort {
+    fn is_fired(&self) -> bool {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).0
+    }
+
     fn fire(&self) {
-        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.0 = true;
         if let Some(waker) = state.1.take() {
             waker.wake();
@@ -128,7 +129,7 @@ impl Abort {
 
     /// Whether the switch was thrown; otherwise remembers whom to wake.
     fn fired(&self, waker: &Waker) -> bool {
-        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if !state.0 && !state.1.as_ref().is_some_and(|w| w.will_wake(waker)) {
             state.1 = Some(waker.clone());
         }
@@ -151,6 +152,8 @@ pub struct Conn {
     /// Without vectored writes: bytes taken by a write but not yet sent,
     /// which go with the next write or flush.
     held: Vec<u8>,
+    /// Its place under the connection caps.
+    _slot: Option<Slot>,
 }
 
 /// Without vectored writes, a write shorter than this is held back (h2
@@ -160,9 +163,10 @@ const HOLD_UP_TO: usize = 32 * 1024;
 const KEEP_HELD_CAPACITY: usize = 4 * 1024;
 
 impl Conn {
-    fn new(tcp: TcpStream, vectored: bool) -> Self {
+    pub(super) fn new(tcp: TcpStream, vectored: bool, slot: Option<Slot>) -> Self {
         let info = tcp.connect_info();
         let abort = Arc::new(Abort::default());
+        abort.last_read.store(now_ms(), Ordering::Relaxed);
         let key = info.local_addr.zip(info.remote_addr);
         if let Some(key) = key {
             open()
@@ -179,6 +183,7 @@ impl Conn {
             key,
             vectored,
             held: Vec::new(),
+            _slot: slot,
         }
     }
 
@@ -223,7 +228,11 @@ impl AsyncRead for Conn {
         let before = buf.filled().len();
         match Pin::new(&mut this.tcp).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                this.read += buf.filled().len() - before;
+                let n = buf.filled().len() - before;
+                if n > 0 {
+                    this.abort.last_read.store(now_ms(), Ordering::Relaxed);
+                }
+                this.read += n;
                 if this.read >= PREFACE_LEN {
                     this.handshake = None;
                 }
@@ -339,7 +348,10 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap());
         let (accepted, client) = tokio::join!(listener.accept(), client);
-        (Conn::new(accepted.unwrap().0, vectored), client.unwrap())
+        (
+            Conn::new(accepted.unwrap().0, vectored, None),
+            client.unwrap(),
+        )
     }
 
     #[tokio::test]
