@@ -117,10 +117,10 @@ pub fn deceptive(c: char) -> bool {
 
 /// `text` as it is safe to print on a terminal: control characters and
 /// [`deceptive`] code points are written as `\u{...}` escapes, everything
-/// else as itself. For names that came from elsewhere (a tracker, a file
+/// else (a backslash too: paths may hold one) as itself. For names that came from elsewhere (a tracker, a file
 /// listing) before [`FileName`] checked them, or that a peer printed raw.
 pub fn escape_for_display(text: &str) -> std::borrow::Cow<'_, str> {
-    let bad = |c: char| c.is_control() || deceptive(c) || c == '\\';
+    let bad = |c: char| c.is_control() || deceptive(c);
     if !text.chars().any(bad) {
         return text.into();
     }
