@@ -112,7 +112,9 @@ pub fn deceptive(c: char) -> bool {
         (0xE0000, 0xE0FFF),
     ];
     let c = u32::from(c);
-    RANGES.iter().any(|&(first, last)| (first..=last).contains(&c))
+    RANGES
+        .iter()
+        .any(|&(first, last)| (first..=last).contains(&c))
 }
 
 /// `text` as it is safe to print on a terminal: control characters and
@@ -268,7 +270,11 @@ mod tests {
             ("vs\u{FE0F}", 0xFE0F),
             ("filler\u{3164}", 0x3164),
         ] {
-            assert_eq!(FileName::new(name), Err(NameError::Deceptive(c)), "{name:?}");
+            assert_eq!(
+                FileName::new(name),
+                Err(NameError::Deceptive(c)),
+                "{name:?}"
+            );
         }
         let message = FileName::new("x\u{202E}").unwrap_err().to_string();
         assert!(message.contains("U+202E"), "{message}");
@@ -281,7 +287,10 @@ mod tests {
         assert_eq!(nfc, nfd);
         assert_eq!(nfd.as_str(), "caf\u{E9}");
         // Hangul jamo compose into one syllable.
-        assert_eq!(FileName::new("\u{1100}\u{1161}").unwrap().as_str(), "\u{AC00}");
+        assert_eq!(
+            FileName::new("\u{1100}\u{1161}").unwrap().as_str(),
+            "\u{AC00}"
+        );
         // The length limit applies to the normalised name.
         let decomposed = "e\u{301}".repeat(127);
         assert_eq!(decomposed.len(), 381);

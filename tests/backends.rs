@@ -641,7 +641,11 @@ async fn fake_manifests_stop_at_the_address_byte_quota_redis() {
     }
 }
 
-async fn new_session(c: &SharedCatalog, addr: &str, offers: Vec<Offer>) -> Result<Session, ServiceError> {
+async fn new_session(
+    c: &SharedCatalog,
+    addr: &str,
+    offers: Vec<Offer>,
+) -> Result<Session, ServiceError> {
     let reg = c
         .register(Caller::New { addr: addr.into() }, offers)
         .await?;
@@ -668,7 +672,13 @@ async fn catalog_filling_attack(b: Backend) {
     let mut registered = 0;
     let refused = loop {
         let port = 5000 + registered;
-        match new_session(c, &format!("10.6.6.6:{port}"), vec![full(&ms[registered as usize])]).await {
+        match new_session(
+            c,
+            &format!("10.6.6.6:{port}"),
+            vec![full(&ms[registered as usize])],
+        )
+        .await
+        {
             Ok(_) => registered += 1,
             Err(e) => break tonic::Status::from(e),
         }
@@ -677,7 +687,10 @@ async fn catalog_filling_attack(b: Backend) {
     println!("RE-9: the attacker's address registered {registered} names, then: {refused:?}");
     assert_eq!(registered, 3);
     assert_eq!(refused.code(), Code::ResourceExhausted);
-    assert!(refused.message().contains("--max-files-per-address"), "{refused:?}");
+    assert!(
+        refused.message().contains("--max-files-per-address"),
+        "{refused:?}"
+    );
     let before = snapshot(c).await;
     assert_eq!(
         refusal(new_session(c, "10.6.6.6:6000", vec![full(&ms[4])]).await).code(),
@@ -699,7 +712,10 @@ async fn catalog_filling_attack(b: Backend) {
         if page.files.len() == 1 {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(15), "never released");
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "never released"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     println!(
@@ -709,9 +725,13 @@ async fn catalog_filling_attack(b: Backend) {
         b.config.forget_after
     );
     for i in 0..3 {
-        new_session(c, &format!("10.6.6.6:{}", 7000 + i), vec![full(&ms[i as usize])])
-            .await
-            .expect("its quota is back");
+        new_session(
+            c,
+            &format!("10.6.6.6:{}", 7000 + i),
+            vec![full(&ms[i as usize])],
+        )
+        .await
+        .expect("its quota is back");
     }
 }
 

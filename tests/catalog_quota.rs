@@ -64,10 +64,7 @@ async fn bi9_deceptive_names_are_refused_and_twins_are_one() {
                 .await
                 .expect("list")
                 .into_inner();
-            page.files
-                .into_iter()
-                .map(|f| f.name)
-                .collect::<Vec<_>>()
+            page.files.into_iter().map(|f| f.name).collect::<Vec<_>>()
         }
     };
     assert!(listed(&mut client).await.is_empty(), "nothing registered");
@@ -103,7 +100,11 @@ async fn re9_peerctl_share_past_the_quota_exits_72_naming_it() {
     let path = peer.dir.join("c").display().to_string();
     let out = peer.peerctl(&["share", &path]).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
-    eprintln!("FIGURE RE-9: peerctl share past the quota: exit {:?}, {}", out.status.code(), stderr.trim());
+    eprintln!(
+        "FIGURE RE-9: peerctl share past the quota: exit {:?}, {}",
+        out.status.code(),
+        stderr.trim()
+    );
     assert_eq!(out.status.code(), Some(72), "{stderr}");
     assert!(stderr.contains("--max-files-per-address"), "{stderr}");
     assert!(stderr.contains("RESOURCE_EXHAUSTED"), "{stderr}");

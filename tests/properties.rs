@@ -164,10 +164,11 @@ fn file_bytes(max_len: usize) -> impl Strategy<Value = (Vec<u8>, ChunkSize)> {
 /// default-ignorable code point, not `.` or `..`, no drive prefix.
 fn name_is_valid(name: &str) -> bool {
     let name = &name.nfc().collect::<String>();
-    let bidi_or_separator = |c: char| {
-        matches!(c, '\u{61C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{2028}' | '\u{2029}')
-    };
-    if name.chars().any(|c| bidi_or_separator(c) || hive::name::deceptive(c)) {
+    let bidi_or_separator = |c: char| matches!(c, '\u{61C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{2028}' | '\u{2029}');
+    if name
+        .chars()
+        .any(|c| bidi_or_separator(c) || hive::name::deceptive(c))
+    {
         return false;
     }
     let drive = matches!(name.as_bytes(), [l, b':', ..] if l.is_ascii_alphabetic());

@@ -207,11 +207,15 @@ fn too_many_ranges_are_refused_as_too_many() {
     let six = [1..=1, 3..=3, 5..=5, 7..=7, 8..=8, 2..=2];
     let err = ChunkSet::from_ranges(8, six).unwrap_err();
     assert_eq!(err, ChunkError::TooManyRanges { max: 5, count: 8 });
-    assert!(err.to_string().contains("more than 5 chunk ranges"), "{err}");
+    assert!(
+        err.to_string().contains("more than 5 chunk ranges"),
+        "{err}"
+    );
     assert!(ChunkSet::from_ranges(8, [1..=1, 3..=3, 5..=5, 7..=7, 8..=8]).is_ok());
     // A reversed range is still named as such.
+    let (first, last) = (5, 4);
     assert_eq!(
-        ChunkSet::from_ranges(8, [5..=4]).unwrap_err(),
+        ChunkSet::from_ranges(8, [first..=last]).unwrap_err(),
         ChunkError::BadRange { first: 5, last: 4 }
     );
 }

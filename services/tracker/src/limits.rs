@@ -260,11 +260,20 @@ mod tests {
             per_sec: 10.0,
             burst: 5.0,
         };
-        let limiter = RateLimiter::new(rate, Rate { per_sec: 0.0, burst: 0.0 });
+        let limiter = RateLimiter::new(
+            rate,
+            Rate {
+                per_sec: 0.0,
+                burst: 0.0,
+            },
+        );
         let ip = Some("10.0.0.1".parse().unwrap());
         let t0 = Instant::now();
         while limiter.allow(ip, None, t0).is_ok() {}
-        assert!(limiter.allow(ip, None, t0).is_err(), "the address is flooded");
+        assert!(
+            limiter.allow(ip, None, t0).is_err(),
+            "the address is flooded"
+        );
         for _ in 0..5 {
             assert!(limiter.allow_heartbeat(ip, Some(b"tok"), t0).is_ok());
         }

@@ -113,7 +113,11 @@ impl View {
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> ");
                 *bar = ProgressBar::new(s.bytes_wanted).with_style(style);
-                bar.set_message(format!("{} ({})", shown(&s.name), count(s.holders, "holder")));
+                bar.set_message(format!(
+                    "{} ({})",
+                    shown(&s.name),
+                    count(s.holders, "holder")
+                ));
             }
             Self::Lines { name, holders, .. } => {
                 *name = s.name.clone();

@@ -26,7 +26,12 @@ fn one_address_fills_its_quota_not_the_catalog_and_gets_it_back() {
     let mut reg = Registry::new(quota_limits());
     let ms: Vec<Manifest> = (0..6).map(|i| manifest(&format!("f{i}"), 100, i)).collect();
     // Three names from 10.0.0.1, over two sessions (two ports).
-    let a = join(&mut reg, "10.0.0.1:1", vec![seeding(&ms[0]), seeding(&ms[1])], t0);
+    let a = join(
+        &mut reg,
+        "10.0.0.1:1",
+        vec![seeding(&ms[0]), seeding(&ms[1])],
+        t0,
+    );
     let a2 = join(&mut reg, "10.0.0.1:2", vec![seeding(&ms[2])], t0);
     assert_eq!(reg.usage("10.0.0.1").files, 3);
     // A fourth, from any session or port there, is refused whole.
@@ -48,7 +53,7 @@ fn one_address_fills_its_quota_not_the_catalog_and_gets_it_back() {
     // Names it already has still register (a holder, not a name).
     join(&mut reg, "10.0.0.1:4", vec![seeding(&ms[0])], t0);
     // Another address registers new names.
-    let b = join(&mut reg, "10.0.0.2:1", vec![seeding(&ms[3])], t0);
+    join(&mut reg, "10.0.0.2:1", vec![seeding(&ms[3])], t0);
     assert_eq!(reg.usage("10.0.0.2").files, 1);
 
     // The attacker's sessions go (here by Leave; expiry is the same path):
@@ -66,8 +71,12 @@ fn one_address_fills_its_quota_not_the_catalog_and_gets_it_back() {
     reg.expire(done, &mut changes);
     assert_eq!(reg.usage("10.0.0.1"), rules::Usage::default());
     assert_eq!(reg.file_count(), 0);
-    drop(b);
-    join(&mut reg, "10.0.0.1:1", vec![seeding(&ms[4]), seeding(&ms[5])], done);
+    join(
+        &mut reg,
+        "10.0.0.1:1",
+        vec![seeding(&ms[4]), seeding(&ms[5])],
+        done,
+    );
     assert_eq!(reg.usage("10.0.0.1").files, 2);
 }
 
@@ -111,7 +120,10 @@ fn a_restart_keeps_charges_for_held_names_and_releases_the_rest_after_the_grace(
     assert_eq!(reg.usage("10.0.0.1").files, 1, "x, through its holder");
     // Nobody comes back: after the TTL and the grace, both are released.
     reg.expire(t1 + quota_limits().ttl, &mut changes);
-    reg.expire(t1 + quota_limits().ttl + quota_limits().forget_after, &mut changes);
+    reg.expire(
+        t1 + quota_limits().ttl + quota_limits().forget_after,
+        &mut changes,
+    );
     assert_eq!(reg.file_count(), 0);
     assert_eq!(reg.usage("10.0.0.1"), rules::Usage::default());
 }
