@@ -58,8 +58,8 @@ start_peer() {
 }
 
 # tracker_unlimited: sets the array `unlimited` to the flags that lift the
-# tracker's per-address and per-session rate limits, for a $BIN/tracker that
-# has them. Benchmarks need it: every peer there calls from 127.0.0.1, which
+# tracker's per-address and per-session rate limits and per-address catalog
+# quotas, for a $BIN/tracker that has them. Benchmarks need it: every peer there calls from 127.0.0.1, which
 # a real swarm spreads over many addresses.
 tracker_unlimited() {
   unlimited=()
@@ -68,6 +68,10 @@ tracker_unlimited() {
   for flag in --ip-rate --peer-rate; do
     if grep -q -- "$flag " <<<"$help"; then unlimited+=("$flag" 0); fi
   done
+  # The catalog's per-address quotas, likewise.
+  if grep -q -- "--max-files-per-address " <<<"$help"; then
+    unlimited+=(--max-files-per-address 100000000 --max-catalog-mib-per-address 1048576)
+  fi
 }
 
 # text_file PATH SIZE: writes SIZE bytes of readable text.

@@ -73,6 +73,10 @@ pub enum ChunkError {
     OutOfRange { number: u64, count: u32 },
     #[error("chunk range {first}-{last} is empty or reversed")]
     BadRange { first: u32, last: u32 },
+    #[error(
+        "more than {max} chunk ranges for a file of {count} chunks; no set needs more (merge adjacent ranges)"
+    )]
+    TooManyRanges { max: u32, count: u32 },
 }
 
 impl ChunkSize {

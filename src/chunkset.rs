@@ -49,7 +49,13 @@ impl ChunkSet {
         for range in ranges {
             let (first, last) = (*range.start(), *range.end());
             seen += 1;
-            if first == 0 || first > last || seen > universe / 2 + 1 {
+            if seen > universe / 2 + 1 {
+                return Err(ChunkError::TooManyRanges {
+                    max: universe / 2 + 1,
+                    count: universe,
+                });
+            }
+            if first == 0 || first > last {
                 return Err(ChunkError::BadRange { first, last });
             }
             if last > universe {

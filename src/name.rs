@@ -4,12 +4,17 @@
 
 use std::{borrow::Borrow, fmt, str::FromStr};
 
+use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfc_quick};
+
 /// The longest name, in bytes.
 pub const MAX_NAME_LEN: usize = 255;
 
-/// A valid file name: 1-255 bytes of UTF-8 with no `/`, `\`, NUL or control
-/// character, not `.` or `..`, and no drive prefix (`C:`). Such a name can be
-/// joined to a directory without ever leaving it.
+/// A valid file name: 1-255 bytes of UTF-8 in Unicode Normalization Form C,
+/// with no `/`, `\`, NUL or control character, no code point that hides or
+/// reorders text ([`deceptive`]), not `.` or `..`, and no drive prefix
+/// (`C:`). Such a name can be joined to a directory without ever leaving it,
+/// and prints as what it is: two names that look alike because one is the
+/// NFD spelling of the other are one name.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FileName(Box<str>);
 
@@ -23,6 +28,10 @@ pub enum NameError {
     Separator,
     #[error("file name contains NUL or a control character")]
     Control,
+    #[error(
+        "file name contains U+{0:04X}, which hides or reorders text (bidi control, line or paragraph separator, or invisible code point); rename the file"
+    )]
+    Deceptive(u32),
     #[error("file name may not be \".\" or \"..\"")]
     Dots,
     #[error("file name may not start with a drive prefix")]
@@ -30,8 +39,13 @@ pub enum NameError {
 }
 
 impl FileName {
+    /// The name `name` spells, in NFC: an NFD (or otherwise decomposed)
+    /// spelling of a name is that name.
     pub fn new(name: impl Into<String>) -> Result<Self, NameError> {
-        let name = name.into();
+        let mut name = name.into();
+        if is_nfc_quick(name.chars()) != IsNormalized::Yes {
+            name = name.nfc().collect();
+        }
         validate(&name)?;
         Ok(Self(name.into_boxed_str()))
     }
@@ -54,6 +68,9 @@ fn validate(name: &str) -> Result<(), NameError> {
     if name.chars().any(char::is_control) {
         return Err(NameError::Control);
     }
+    if let Some(c) = name.chars().find(|&c| deceptive(c)) {
+        return Err(NameError::Deceptive(u32::from(c)));
+    }
     if name == "." || name == ".." {
         return Err(NameError::Dots);
     }
@@ -62,6 +79,61 @@ fn validate(name: &str) -> Result<(), NameError> {
         return Err(NameError::Drive);
     }
     Ok(())
+}
+
+/// Code points a name may not hold because they change how text shows
+/// without showing themselves (UTS #39 §3.1 restricts them in
+/// identifiers): the bidi controls (U+061C, U+200E/F, U+202A-202E,
+/// U+2066-2069), the line and paragraph separators (U+2028/2029), and every
+/// Default_Ignorable_Code_Point (zero-width spaces and joiners, variation
+/// selectors, Hangul fillers, tags...). Default_Ignorable is Unicode 16's
+/// DerivedCoreProperties.txt written out (it only grows into reserved
+/// ranges it already lists), because no well-kept crate exposes that one
+/// property on its own.
+pub fn deceptive(c: char) -> bool {
+    const RANGES: [(u32, u32); 18] = [
+        (0x00AD, 0x00AD),
+        (0x034F, 0x034F),
+        (0x061C, 0x061C),
+        (0x115F, 0x1160),
+        (0x17B4, 0x17B5),
+        (0x180B, 0x180F),
+        (0x200B, 0x200F),
+        (0x2028, 0x2029),
+        (0x202A, 0x202E),
+        (0x2060, 0x206F),
+        (0x3164, 0x3164),
+        (0xFE00, 0xFE0F),
+        (0xFEFF, 0xFEFF),
+        (0xFFA0, 0xFFA0),
+        (0xFFF0, 0xFFF8),
+        (0x1BCA0, 0x1BCA3),
+        (0x1D173, 0x1D17A),
+        (0xE0000, 0xE0FFF),
+    ];
+    let c = u32::from(c);
+    RANGES
+        .iter()
+        .any(|&(first, last)| (first..=last).contains(&c))
+}
+
+/// `text` as it is safe to print on a terminal: control characters and
+/// [`deceptive`] code points are written as `\u{...}` escapes, everything
+/// else (a backslash too: paths may hold one) as itself. For names that came from elsewhere (a tracker, a file
+/// listing) before [`FileName`] checked them, or that a peer printed raw.
+pub fn escape_for_display(text: &str) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| c.is_control() || deceptive(c);
+    if !text.chars().any(bad) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match bad(c) {
+            true => out.push_str(&format!("\\u{{{:04x}}}", u32::from(c))),
+            false => out.push(c),
+        }
+    }
+    out.into()
 }
 
 impl FromStr for FileName {
@@ -176,6 +248,62 @@ mod tests {
         for (name, want) in cases {
             assert_eq!(FileName::new(name), Err(want), "{name:?}");
         }
+    }
+
+    #[test]
+    fn deceptive_code_points_are_refused_by_number() {
+        for (name, c) in [
+            ("invoice\u{202E}fdp.exe", 0x202E),
+            ("a\u{202A}b", 0x202A),
+            ("a\u{2066}b", 0x2066),
+            ("a\u{2069}b", 0x2069),
+            ("a\u{200E}b", 0x200E),
+            ("a\u{200F}b", 0x200F),
+            ("a\u{061C}b", 0x061C),
+            ("line\u{2028}sep", 0x2028),
+            ("para\u{2029}sep", 0x2029),
+            ("zero\u{200B}width", 0x200B),
+            ("joiner\u{200D}", 0x200D),
+            ("\u{FEFF}bom", 0xFEFF),
+            ("soft\u{AD}hyphen", 0xAD),
+            ("tag\u{E0041}", 0xE0041),
+            ("vs\u{FE0F}", 0xFE0F),
+            ("filler\u{3164}", 0x3164),
+        ] {
+            assert_eq!(
+                FileName::new(name),
+                Err(NameError::Deceptive(c)),
+                "{name:?}"
+            );
+        }
+        let message = FileName::new("x\u{202E}").unwrap_err().to_string();
+        assert!(message.contains("U+202E"), "{message}");
+    }
+
+    #[test]
+    fn nfd_and_nfc_spellings_are_one_name() {
+        let nfc = FileName::new("caf\u{E9}").unwrap();
+        let nfd = FileName::new("cafe\u{301}").unwrap();
+        assert_eq!(nfc, nfd);
+        assert_eq!(nfd.as_str(), "caf\u{E9}");
+        // Hangul jamo compose into one syllable.
+        assert_eq!(
+            FileName::new("\u{1100}\u{1161}").unwrap().as_str(),
+            "\u{AC00}"
+        );
+        // The length limit applies to the normalised name.
+        let decomposed = "e\u{301}".repeat(127);
+        assert_eq!(decomposed.len(), 381);
+        assert!(FileName::new(decomposed).is_ok());
+    }
+
+    #[test]
+    fn printing_escapes_what_would_deceive() {
+        assert_eq!(escape_for_display("plain café"), "plain café");
+        assert_eq!(
+            escape_for_display("a\u{202E}b\nc\u{200B}"),
+            "a\\u{202e}b\\u{000a}c\\u{200b}"
+        );
     }
 
     #[test]

@@ -638,6 +638,179 @@ async fn orphaned_files_are_forgotten(b: Backend) {
     assert_eq!(c.locate(&name("m"), 0).await.unwrap().manifest.size(), 2048);
 }
 
+// ---- RE-9: one address cannot fill the catalog ---------------------------
+
+/// Quotas small enough to fill in a test: three names and 1 MiB of
+/// manifests per address, names released 300 ms after their last holder.
+fn quota_config() -> Config {
+    Config {
+        max_files_per_peer: 100,
+        max_files_per_address: 3,
+        max_catalog_mib_per_address: 1,
+        ..config()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_fill_the_catalog_embedded() {
+    if let Some(b) = embedded(quota_config()).await {
+        within(60, catalog_filling_attack(b)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_fill_the_catalog_redis() {
+    if let Some(b) = shared(quota_config()).await {
+        within(60, catalog_filling_attack(b)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_fill_the_catalog_redis_cluster() {
+    if let Some(b) = clustered(quota_config()).await {
+        within(90, catalog_filling_attack(b)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_manifests_stop_at_the_address_byte_quota_embedded() {
+    if let Some(b) = embedded(quota_config()).await {
+        within(60, fake_manifests(b)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_manifests_stop_at_the_address_byte_quota_redis() {
+    if let Some(b) = shared(quota_config()).await {
+        within(60, fake_manifests(b)).await;
+    }
+}
+
+async fn new_session(
+    c: &SharedCatalog,
+    addr: &str,
+    offers: Vec<Offer>,
+) -> Result<Session, ServiceError> {
+    let reg = c
+        .register(Caller::New { addr: addr.into() }, offers)
+        .await?;
+    let token = reg.token.clone().expect("a new session has a token");
+    Ok(Session { reg, token })
+}
+
+fn refusal<T>(r: Result<T, ServiceError>) -> tonic::Status {
+    match r {
+        Ok(_) => panic!("accepted"),
+        Err(e) => tonic::Status::from(e),
+    }
+}
+
+/// The attacker registers from many ports of one address until refused;
+/// the refusal names the quota, changes nothing, and locks out nobody
+/// else; once its sessions expired and the grace passed, its names are
+/// free again.
+async fn catalog_filling_attack(b: Backend) {
+    let c = &b.catalog;
+    let ms: Vec<Manifest> = (0..8)
+        .map(|i| manifest(&format!("bait{i}"), 1024, i))
+        .collect();
+    let mut registered = 0;
+    let refused = loop {
+        let port = 5000 + registered;
+        match new_session(
+            c,
+            &format!("10.6.6.6:{port}"),
+            vec![full(&ms[registered as usize])],
+        )
+        .await
+        {
+            Ok(_) => registered += 1,
+            Err(e) => break tonic::Status::from(e),
+        }
+        assert!(registered <= 3, "the quota did not hold");
+    };
+    println!("RE-9: the attacker's address registered {registered} names, then: {refused:?}");
+    assert_eq!(registered, 3);
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert!(
+        refused.message().contains("--max-files-per-address"),
+        "{refused:?}"
+    );
+    let before = snapshot(c).await;
+    assert_eq!(
+        refusal(new_session(c, "10.6.6.6:6000", vec![full(&ms[4])]).await).code(),
+        Code::ResourceExhausted
+    );
+    assert_eq!(snapshot(c).await, before, "a refusal changes nothing");
+    // Anyone else still registers new names.
+    let victim = new_session(c, "10.0.0.7:4000", vec![full(&ms[5])])
+        .await
+        .expect("another address is not locked out");
+
+    // The attacker goes silent; the victim keeps heartbeating. Its names
+    // are released within TTL + grace (+ a sweep).
+    let started = std::time::Instant::now();
+    loop {
+        c.heartbeat(victim.cred()).await.expect("the victim stays");
+        c.sweep().await.expect("sweep");
+        let page = c.list(None, 100).await.expect("list");
+        if page.files.len() == 1 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "never released"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "RE-9: the attacker's names were free {:?} after its last call (TTL {:?}, grace {:?})",
+        started.elapsed(),
+        b.config.ttl,
+        b.config.forget_after
+    );
+    for i in 0..3 {
+        new_session(
+            c,
+            &format!("10.6.6.6:{}", 7000 + i),
+            vec![full(&ms[i as usize])],
+        )
+        .await
+        .expect("its quota is back");
+    }
+}
+
+/// A valid-looking manifest of a 256 GiB file (16,384 chunks of 16 MiB)
+/// whose data exists nowhere: 590 KiB of catalog for nothing.
+fn fake_manifest(n: &str, seed: u8) -> Manifest {
+    let layout = hive::Layout::new(256 << 30, ChunkSize::MAX).expect("layout");
+    let digests: Vec<hive::Digest> = (0..layout.count())
+        .map(|i| hive::Digest::of(&[seed, (i >> 8) as u8, i as u8]))
+        .collect();
+    let digest = hive::digest::file_digest(&layout, &digests).expect("digest");
+    Manifest::new(name(n), layout, digests, digest).expect("manifest")
+}
+
+async fn fake_manifests(b: Backend) {
+    let c = &b.catalog;
+    let (one, two) = (fake_manifest("huge1", 1), fake_manifest("huge2", 2));
+    new_session(c, "10.6.6.6:5000", vec![full(&one)])
+        .await
+        .expect("one fits in 1 MiB");
+    let before = snapshot(c).await;
+    let refused = refusal(new_session(c, "10.6.6.6:5001", vec![full(&two)]).await);
+    println!("RE-9: a second 256 GiB manifest from one address: {refused:?}");
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert!(
+        refused.message().contains("--max-catalog-mib-per-address"),
+        "{refused:?}"
+    );
+    assert_eq!(snapshot(c).await, before);
+    new_session(c, "10.0.0.7:4000", vec![full(&two)])
+        .await
+        .expect("another address still registers");
+}
+
 // ---- the shared backend only --------------------------------------------
 
 /// Two replicas on one Redis are one catalog: a file registered through one

@@ -33,6 +33,7 @@ use hive::{
     wire,
 };
 use proptest::{prelude::*, test_runner::Config};
+use unicode_normalization::UnicodeNormalization;
 
 // ---- running ---------------------------------------------------------------
 
@@ -76,7 +77,8 @@ fn progress() {
 fn name_char() -> impl Strategy<Value = char> {
     prop_oneof![
         4 => prop::char::range('a', 'z'),
-        2 => prop::sample::select(vec!['/', '\\', '.', ':', '\0', '\n', '\u{7f}', '\u{85}', ' ', 'C', 'é', '名', '\u{2028}', '\u{feff}']),
+        2 => prop::sample::select(vec!['/', '\\', '.', ':', '\0', '\n', '\u{7f}', '\u{85}', ' ', 'C', 'é', '名', '\u{2028}', '\u{feff}',
+            '\u{202e}', '\u{2067}', '\u{200b}', 'e', '\u{301}', '\u{1100}', '\u{1161}']),
         1 => any::<char>(),
     ]
 }
@@ -157,9 +159,18 @@ fn file_bytes(max_len: usize) -> impl Strategy<Value = (Vec<u8>, ChunkSize)> {
 
 // ---- models ----------------------------------------------------------------
 
-/// The name rule as docs/ARCHITECTURE.md states it: 1-255 bytes of UTF-8, no `/`, `\`, NUL or control
-/// character, not `.` or `..`, no drive prefix.
+/// The name rule as docs/ARCHITECTURE.md states it: once in NFC, 1-255 bytes of UTF-8, no `/`, `\`,
+/// NUL or control character, no bidi control, line or paragraph separator or other
+/// default-ignorable code point, not `.` or `..`, no drive prefix.
 fn name_is_valid(name: &str) -> bool {
+    let name = &name.nfc().collect::<String>();
+    let bidi_or_separator = |c: char| matches!(c, '\u{61C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{2028}' | '\u{2029}');
+    if name
+        .chars()
+        .any(|c| bidi_or_separator(c) || hive::name::deceptive(c))
+    {
+        return false;
+    }
     let drive = matches!(name.as_bytes(), [l, b':', ..] if l.is_ascii_alphabetic());
     (1..=MAX_NAME_LEN).contains(&name.len())
         && !name
@@ -206,14 +217,16 @@ proptest! {
             let dir = Path::new("/srv/hive/share");
             let joined = dir.join(&valid);
             prop_assert_eq!(joined.parent(), Some(dir));
-            prop_assert_eq!(joined.file_name().and_then(|n| n.to_str()), Some(name.as_str()));
+            prop_assert_eq!(joined.file_name().and_then(|n| n.to_str()), Some(valid.as_str()));
             let parts: Vec<Component> = Path::new(valid.as_str()).components().collect();
             prop_assert!(matches!(parts.as_slice(), [Component::Normal(_)]), "{:?}", parts);
             prop_assert!(joined.starts_with(dir));
             let json = serde_json::to_string(&valid).expect("serialise");
             prop_assert_eq!(serde_json::from_str::<FileName>(&json).ok(), Some(valid.clone()));
             prop_assert_eq!(name.parse::<FileName>().ok(), Some(valid.clone()));
-            prop_assert_eq!(String::from(valid), name);
+            // NFD and NFC spellings are one name, kept in NFC.
+            prop_assert_eq!(FileName::new(name.nfd().collect::<String>()).ok(), Some(valid.clone()));
+            prop_assert_eq!(String::from(valid), name.nfc().collect::<String>());
         } else {
             let json = serde_json::to_string(&name).expect("serialise");
             prop_assert!(serde_json::from_str::<FileName>(&json).is_err());

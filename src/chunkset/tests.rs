@@ -198,3 +198,24 @@ fn a_full_set_adds_one_to_every_count() {
     ChunkSet::full(70).sub_from_counts(&mut counts);
     assert_eq!(counts, vec![1; 70]);
 }
+
+/// More ranges than a set can need are refused as that, not as a bad range
+/// (the message once blamed a valid range, "8462-8465 is empty or reversed").
+#[test]
+fn too_many_ranges_are_refused_as_too_many() {
+    // 8 chunks: at most 5 ranges. Six valid single-chunk ranges.
+    let six = [1..=1, 3..=3, 5..=5, 7..=7, 8..=8, 2..=2];
+    let err = ChunkSet::from_ranges(8, six).unwrap_err();
+    assert_eq!(err, ChunkError::TooManyRanges { max: 5, count: 8 });
+    assert!(
+        err.to_string().contains("more than 5 chunk ranges"),
+        "{err}"
+    );
+    assert!(ChunkSet::from_ranges(8, [1..=1, 3..=3, 5..=5, 7..=7, 8..=8]).is_ok());
+    // A reversed range is still named as such.
+    let (first, last) = (5, 4);
+    assert_eq!(
+        ChunkSet::from_ranges(8, [first..=last]).unwrap_err(),
+        ChunkError::BadRange { first: 5, last: 4 }
+    );
+}

@@ -287,6 +287,19 @@ impl TestTracker {
         }
     }
 
+    /// A tracker on an existing data directory (its `catalog` inside), as
+    /// a restart finds it.
+    pub async fn spawn_on(data: TempDir, extra: &[&str]) -> Self {
+        let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let daemon = Self::spawn(&data, "127.0.0.1:0", &args).await;
+        Self {
+            addr: daemon.addrs[0],
+            daemon,
+            data,
+            args,
+        }
+    }
+
     async fn spawn(data: &TempDir, listen: &str, extra: &[String]) -> Daemon {
         Self::spawn_in(&Launch::default(), data, listen, extra).await
     }

@@ -3,6 +3,12 @@
 //! RESOURCE_EXHAUSTED (a gRPC status, never an HTTP 429) and changes
 //! nothing.
 //!
+//! Heartbeats have per-IP buckets of their own (same rate): a flood of
+//! other calls from an address shared with real peers (a NAT, a host
+//! running several peers) then cannot make their heartbeats fail and
+//! expire them. A heartbeat flood still only spends the heartbeat buckets,
+//! and each session's own bucket.
+//!
 //! Not an interceptor: an interceptor answers before the request body is
 //! read, and the server then resets the stream to stop the body; h2 counts
 //! those resets against the connection's limit (which guards against
@@ -93,6 +99,8 @@ pub struct RateLimiter {
 
 struct Inner {
     per_ip: Option<Buckets<IpAddr>>,
+    /// Heartbeats' own per-IP buckets.
+    heartbeat_ip: Option<Buckets<IpAddr>>,
     per_session: Option<Buckets<blake3::Hash>>,
 }
 
@@ -101,6 +109,7 @@ impl RateLimiter {
         Self {
             inner: Arc::new(Inner {
                 per_ip: Buckets::new(per_ip),
+                heartbeat_ip: Buckets::new(per_ip),
                 per_session: Buckets::new(per_session),
             }),
         }
@@ -113,7 +122,27 @@ impl RateLimiter {
         token: Option<&[u8]>,
         now: Instant,
     ) -> Result<(), &'static str> {
-        if let (Some(b), Some(ip)) = (&self.inner.per_ip, ip)
+        self.allow_in(&self.inner.per_ip, ip, token, now)
+    }
+
+    /// [`RateLimiter::allow`] for a heartbeat: its own per-IP buckets.
+    pub fn allow_heartbeat(
+        &self,
+        ip: Option<IpAddr>,
+        token: Option<&[u8]>,
+        now: Instant,
+    ) -> Result<(), &'static str> {
+        self.allow_in(&self.inner.heartbeat_ip, ip, token, now)
+    }
+
+    fn allow_in(
+        &self,
+        per_ip: &Option<Buckets<IpAddr>>,
+        ip: Option<IpAddr>,
+        token: Option<&[u8]>,
+        now: Instant,
+    ) -> Result<(), &'static str> {
+        if let (Some(b), Some(ip)) = (per_ip, ip)
             && !b.take(ip.to_canonical(), now)
         {
             return Err("too many requests from this address; slow down");
@@ -136,6 +165,14 @@ impl RateLimiter {
         let ip = request.remote_addr().map(|a| a.ip());
         let token = request.metadata().get(TOKEN_METADATA).map(|v| v.as_bytes());
         self.allow(ip, token, Instant::now())
+            .map_err(Status::resource_exhausted)
+    }
+
+    /// Checks a heartbeat against the limits (its own per-IP buckets).
+    pub fn check_heartbeat<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let ip = request.remote_addr().map(|a| a.ip());
+        let token = request.metadata().get(TOKEN_METADATA).map(|v| v.as_bytes());
+        self.allow_heartbeat(ip, token, Instant::now())
             .map_err(Status::resource_exhausted)
     }
 }
@@ -215,6 +252,35 @@ mod tests {
         // A minute later, all of them idle: one sweep forgets them.
         assert!(buckets.take(0, idle));
         assert_eq!(state(&buckets), (1, SWEEP_AT));
+    }
+
+    #[test]
+    fn a_flood_of_other_calls_leaves_heartbeats_their_budget() {
+        let rate = Rate {
+            per_sec: 10.0,
+            burst: 5.0,
+        };
+        let limiter = RateLimiter::new(
+            rate,
+            Rate {
+                per_sec: 0.0,
+                burst: 0.0,
+            },
+        );
+        let ip = Some("10.0.0.1".parse().unwrap());
+        let t0 = Instant::now();
+        while limiter.allow(ip, None, t0).is_ok() {}
+        assert!(
+            limiter.allow(ip, None, t0).is_err(),
+            "the address is flooded"
+        );
+        for _ in 0..5 {
+            assert!(limiter.allow_heartbeat(ip, Some(b"tok"), t0).is_ok());
+        }
+        assert!(
+            limiter.allow_heartbeat(ip, Some(b"tok"), t0).is_err(),
+            "heartbeats have a budget too"
+        );
     }
 
     #[test]

@@ -56,6 +56,13 @@ impl Store for RedbStore {
         let mut layouts = std::collections::HashMap::new();
         for row in tx.open_table(MANIFESTS).map_err(err)?.iter().map_err(err)? {
             let (name, bytes) = row.map_err(err)?;
+            // A name stored before the name rules grew (BI-9: deceptive
+            // code points) is no longer a name: left out, not a damaged
+            // catalog. Its holders' holdings go with it.
+            if let Err(e) = FileName::new(name.value()) {
+                tracing::warn!(name = ?name.value(), error = %e, "a stored name is no longer valid; forgotten");
+                continue;
+            }
             let manifest = codec::decode_manifest(name.value(), bytes.value())
                 .ok_or_else(|| err(format!("stored manifest {:?} is damaged", name.value())))?;
             layouts.insert(manifest.name().clone(), manifest.chunk_count());

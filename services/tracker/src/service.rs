@@ -142,7 +142,7 @@ impl pb::tracker_server::Tracker for TrackerService {
         &self,
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
-        self.limiter.check(&request)?;
+        self.limiter.check_heartbeat(&request)?;
         let token = required_token(request.metadata())?;
         let cred = credentials(&request.get_ref().peer_id, token)?;
         self.tracker.heartbeat(cred).await?;

@@ -67,6 +67,11 @@ pub(super) fn addr_key(addr: &str) -> String {
     format!("hv:a:{addr}")
 }
 
+/// What `host` has put in the catalog (the per-address quotas).
+pub(super) fn charge_key(host: &str) -> String {
+    format!("hv:q:{host}")
+}
+
 pub(super) const FILES: &str = "hv:files";
 pub(super) const ORPHANS: &str = "hv:orph";
 

@@ -11,7 +11,7 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `hv:f:{T}:m` | hash | name, manifest (protobuf), digest, layout, `orphaned` (ms, when no holder) |
+//! | `hv:f:{T}:m` | hash | name, manifest (protobuf), digest, layout, `orphaned` (ms, when no holder), `host` and `cost` (what it is charged to whom) |
 //! | `hv:f:{T}:h` | hash | peer id → its chunks, as the wire's `chunk_bitmap` |
 //! | `hv:p:{B}:s:<id>` | hash | addr, token hash (BLAKE3; compared in constant time, in the script) |
 //! | `hv:p:{B}:l:<id>` | string | addr, with the TTL as its expiry: the session is live while it exists |
@@ -21,6 +21,7 @@
 //! | `hv:a:<addr>` | string | the id of the session at this address |
 //! | `hv:files` | zset | names, score 0, for ListFiles by name |
 //! | `hv:orph` | zset | tag → when it lost its last holder, for `forget_after` |
+//! | `hv:q:<host>` | hash | `files`, `bytes`: the names the host created that are still there, and their manifests' bytes (per-address quotas) |
 //!
 //! # Round trips per call
 //! Heartbeat 1 (a script: token check, `PEXPIRE` of the liveness key).
@@ -70,10 +71,13 @@
 //!   some. What was written belongs to the caller's session, so it expires
 //!   with it if the caller does not retry. True on one primary as on a
 //!   cluster: the same scripts run on both.
-//! - `max_files` is checked against a count read before the writes (two
-//!   replicas may both pass it); `--max-catalog-mib` does not apply: Redis's
+//! - `max_files` and the per-address quotas are checked against counts
+//!   read before the writes (two replicas, or two racing Registers from
+//!   one address, may both pass them by one call's worth); a host's charge
+//!   is added after the file's creation, and taken off by the sweeper that
+//!   forgets the file. `--max-catalog-mib` does not apply: Redis's
 //!   `maxmemory` (with `noeviction`) bounds the catalog, and a write it
-//!   refuses is UNAVAILABLE.
+//!   refuses is UNAVAILABLE; `--max-catalog-mib-per-address` does.
 //! - Every holder is `confirmed` (there is no restore phase).
 //! - A sweeper that dies between claiming a session and dropping its
 //!   holdings leaves them in the files' hashes: never listed (their

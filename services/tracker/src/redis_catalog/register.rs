@@ -11,7 +11,7 @@ use prost::Message;
 
 use super::{
     Claimed, RedisCatalog, corrupt,
-    keys::{FILES, FileKeys, PeerKeys, addr_key, token_key},
+    keys::{FILES, FileKeys, PeerKeys, addr_key, charge_key, token_key},
     layout_of,
     scripts::*,
 };
@@ -111,6 +111,23 @@ impl RedisCatalog {
         }
         let held = session.as_ref().map_or(distinct.len(), |s| s.2);
         rules::check_files_per_peer(&self.limits, held)?;
+        let host = match (&session, &caller) {
+            (Some((_, addr, _)), _) | (None, Caller::New { addr }) => {
+                rules::charged_host(addr).to_owned()
+            }
+            (None, Caller::Session(_)) => unreachable!("a session is checked first"),
+        };
+        if new_names > 0 {
+            let new_bytes = offers
+                .iter()
+                .filter(|o| !registered.contains_key(o.manifest.name()))
+                .map(|o| (o.manifest.name(), rules::manifest_bytes(&o.manifest)))
+                .collect::<HashMap<_, _>>()
+                .values()
+                .sum();
+            let usage = self.usage(&host).await?;
+            rules::check_address_quota(&self.limits, usage, new_names as u64, new_bytes)?;
+        }
 
         let (peer, token, addr) = match (session, caller) {
             (Some((peer, addr, _)), _) => (peer, None, addr),
@@ -120,7 +137,7 @@ impl RedisCatalog {
             }
             (None, Caller::Session(_)) => unreachable!("checked above"),
         };
-        self.apply(peer, offers).await?;
+        self.apply(peer, &host, offers).await?;
         Ok(Registered { peer, token, addr })
     }
 
@@ -242,8 +259,13 @@ impl RedisCatalog {
 
     /// Registers offers for `peer` after every check passed: its file set
     /// first (so every holding can be found from the session), then each
-    /// file in order.
-    pub(super) async fn apply(&self, peer: PeerId, offers: Vec<Offer>) -> Result<(), ServiceError> {
+    /// file in order, a new one charged to `host`.
+    pub(super) async fn apply(
+        &self,
+        peer: PeerId,
+        host: &str,
+        offers: Vec<Offer>,
+    ) -> Result<(), ServiceError> {
         let keys = PeerKeys::new(peer);
         let mut kept: HashMap<&FileName, bool> = HashMap::new();
         for o in &offers {
@@ -263,6 +285,7 @@ impl RedisCatalog {
             let fk = FileKeys::new(manifest.name());
             let dropped = chunks.is_empty() && manifest.chunk_count() > 0;
             let wire = types::Manifest::from(manifest).encode_to_vec();
+            let cost = rules::manifest_bytes(manifest);
             let out: Vec<Vec<u8>> = self
                 .run(
                     PUT.key(&fk.m)
@@ -273,7 +296,9 @@ impl RedisCatalog {
                         .arg(layout_of(manifest))
                         .arg(&keys.id)
                         .arg(chunks.to_bitmap())
-                        .arg(if dropped { "1" } else { "0" }),
+                        .arg(if dropped { "1" } else { "0" })
+                        .arg(host)
+                        .arg(cost),
                 )
                 .await?;
             match out.first().map(Vec::as_slice) {
@@ -304,6 +329,8 @@ impl RedisCatalog {
                 _ => return Err(corrupt("answer to a registration")),
             }
             if out.get(1).map(Vec::as_slice) == Some(b"1") {
+                self.charge(host, 1, cost.try_into().unwrap_or(i64::MAX))
+                    .await?;
                 self.query::<i64>(
                     redis::cmd("ZADD")
                         .arg(FILES)
@@ -369,6 +396,35 @@ impl RedisCatalog {
             self.clean_up(ended).await?;
         }
         Ok((peer, token))
+    }
+
+    /// What `host` has put in the catalog.
+    async fn usage(&self, host: &str) -> Result<rules::Usage, ServiceError> {
+        let (files, bytes): (Option<u64>, Option<u64>) = self
+            .query(
+                redis::cmd("HMGET")
+                    .arg(charge_key(host))
+                    .arg("files")
+                    .arg("bytes"),
+            )
+            .await?;
+        Ok(rules::Usage {
+            files: files.unwrap_or(0),
+            bytes: bytes.unwrap_or(0),
+        })
+    }
+
+    /// Adds `files` names of `bytes` bytes (negative: takes them off) to
+    /// what `host` has put in the catalog.
+    pub(super) async fn charge(
+        &self,
+        host: &str,
+        files: i64,
+        bytes: i64,
+    ) -> Result<(), ServiceError> {
+        self.run::<i64>(CHARGE.key(charge_key(host)).arg(files).arg(bytes))
+            .await
+            .map(drop)
     }
 
     /// Takes `name` back out of the peer's file set after a refused

@@ -154,9 +154,10 @@ return out
 });
 
 /// KEYS: m, h. ARGV: name, manifest, digest, layout, id, bitmap, '1' to
-/// drop the holding. Creates the file if new, refuses other content, then
-/// sets or drops the holding. Returns {'ok', created, orphaned since ('' if
-/// held)}, {'conflict', digest, layout} or {'collision'}.
+/// drop the holding, the host charged for a new file, its charge (bytes).
+/// Creates the file if new, refuses other content, then sets or drops the
+/// holding. Returns {'ok', created, orphaned since ('' if held)},
+/// {'conflict', digest, layout} or {'collision'}.
 pub static PUT: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
@@ -165,7 +166,7 @@ local created = '0'
 local v = redis.call('HMGET', KEYS[1], 'name', 'digest', 'layout')
 if not v[2] then
   redis.call('HSET', KEYS[1], 'name', ARGV[1], 'manifest', ARGV[2], 'digest', ARGV[3],
-    'layout', ARGV[4], 'orphaned', now)
+    'layout', ARGV[4], 'orphaned', now, 'host', ARGV[8], 'cost', ARGV[9])
   created = '1'
 elseif v[1] ~= ARGV[1] then
   return {'collision'}
@@ -254,7 +255,8 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms() - tonumber(ARGV[1])
 });
 
 /// KEYS: m, h. ARGV: forget after (ms). Deletes the file if nobody has held
-/// it for that long: {'gone', name}; else {'held'} or {'young', since}.
+/// it for that long: {'gone', name, host charged, charge}; else {'held'} or
+/// {'young', since}.
 pub static FORGET: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
@@ -262,9 +264,22 @@ if redis.call('HLEN', KEYS[2]) > 0 then return {'held'} end
 local o = redis.call('HGET', KEYS[1], 'orphaned')
 if not o then return {'held'} end
 if tonumber(o) + tonumber(ARGV[1]) > now_ms() then return {'young', o} end
-local name = redis.call('HGET', KEYS[1], 'name')
+local v = redis.call('HMGET', KEYS[1], 'name', 'host', 'cost')
 redis.call('DEL', KEYS[1], KEYS[2])
-return {'gone', name}
+return {'gone', v[1], v[2] or '', v[3] or '0'}
+"#,
+    )
+});
+
+/// KEYS: a host's charges. ARGV: names, bytes (both signed). Adds them;
+/// the key goes when no name is left charged.
+pub static CHARGE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local files = redis.call('HINCRBY', KEYS[1], 'files', ARGV[1])
+redis.call('HINCRBY', KEYS[1], 'bytes', ARGV[2])
+if files <= 0 then redis.call('DEL', KEYS[1]) end
+return files
 "#,
     )
 });

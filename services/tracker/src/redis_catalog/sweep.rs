@@ -56,7 +56,8 @@ impl RedisCatalog {
         result
     }
 
-    /// Forgets files orphaned for `forget_after`.
+    /// Forgets files orphaned for `forget_after`, and takes their charges
+    /// off the hosts that created them.
     async fn forget(&self) -> Result<(), ServiceError> {
         let after: u64 = self
             .limits
@@ -75,6 +76,12 @@ impl RedisCatalog {
             match out.first().map(String::as_str) {
                 Some("gone") => {
                     let name = out.get(1).cloned().unwrap_or_default();
+                    if let [_, _, host, cost] = out.as_slice()
+                        && !host.is_empty()
+                    {
+                        let cost: i64 = cost.parse().unwrap_or(0);
+                        self.charge(host, -1, -cost).await?;
+                    }
                     self.query::<i64>(redis::cmd("ZREM").arg(FILES).arg(&name))
                         .await?;
                     // Registered again since: listed again (the Register's

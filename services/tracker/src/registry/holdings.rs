@@ -124,6 +124,7 @@ impl FileEntry {
             manifest,
             holders: ById::default(),
             orphaned_since: Some(now),
+            charged: None,
         }
     }
 

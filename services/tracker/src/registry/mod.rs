@@ -16,8 +16,11 @@
 //! - `holdings`: RegisterChunk (seed message 4), and the one way a holding
 //!   changes.
 //! - `sessions`: credentials, heartbeats, Leave and expiry.
+//! - `charges`: what each source address has put in the catalog, for the
+//!   per-address quotas.
 //! - `locate`: ListFiles and Locate, over live holders.
 
+mod charges;
 mod holdings;
 mod locate;
 mod register;
@@ -72,13 +75,19 @@ pub struct Limits {
     /// [`holding_bytes`] count them: what bounds the tracker's memory, since
     /// one manifest may carry up to 16,384 chunk digests.
     pub max_catalog_bytes: u64,
+    /// Names one source address may have in the catalog: those it created,
+    /// until they are released (see [`rules::Usage`]).
+    pub max_files_per_address: usize,
+    /// Manifest bytes ([`manifest_bytes`]) of those names.
+    pub max_bytes_per_address: u64,
     /// Holders listed in one Locate answer.
     pub locate_holders: usize,
     /// Holders listed per file in a ListFiles answer.
     pub list_holders: usize,
     /// A peer silent for this long is gone.
     pub ttl: Duration,
-    /// A file nobody has held for this long is forgotten.
+    /// A file nobody has held for this long is forgotten, and its name
+    /// released: the grace in which its holders may come back.
     pub forget_after: Duration,
 }
 
@@ -210,6 +219,8 @@ struct FileEntry {
     counts: Vec<u32>,
     /// When the last holder went, if none is left.
     orphaned_since: Option<Instant>,
+    /// The host charged for this name ([`rules::charged_host`]), if any.
+    charged: Option<Box<str>>,
 }
 
 struct PeerEntry {
@@ -229,6 +240,8 @@ pub struct Registry {
     addrs: HashMap<String, PeerId>,
     /// The catalog's size in [`Limits::max_catalog_bytes`]'s terms.
     catalog_bytes: u64,
+    /// What each host has put in the catalog, by [`FileEntry::charged`].
+    charges: HashMap<Box<str>, rules::Usage>,
 }
 
 impl Registry {
@@ -240,12 +253,14 @@ impl Registry {
             tokens: HashMap::new(),
             addrs: HashMap::new(),
             catalog_bytes: 0,
+            charges: HashMap::new(),
         }
     }
 
     /// A registry holding a stored catalog. Restored peers are unconfirmed
-    /// and get one TTL from `now` to heartbeat. Entries that do not fit
-    /// together (a holding of an unknown file or peer) are skipped.
+    /// and get one TTL from `now` to heartbeat; a restored file nobody holds
+    /// is released [`Limits::forget_after`] from `now`. Entries that do not
+    /// fit together (a holding of an unknown file or peer) are skipped.
     pub fn restore(limits: Limits, catalog: Catalog, now: Instant) -> Self {
         let mut reg = Self::new(limits);
         for m in catalog.manifests {
@@ -267,6 +282,7 @@ impl Registry {
                 }
             }
         }
+        reg.charge_restored();
         reg
     }
 

@@ -29,14 +29,16 @@ impl Registry {
         };
         self.check_register(&caller, existing, &offers)?;
         let (peer, token, addr) = self.open_session(caller, now, changes)?;
+        let host = rules::charged_host(&addr).to_owned();
         for offer in offers {
-            self.apply_offer(peer, offer, now, changes);
+            self.apply_offer(peer, &host, offer, now, changes);
         }
         Ok(Registered { peer, token, addr })
     }
 
     /// Everything [`Registry::register`] checks before it changes anything:
-    /// conflicts, the file quotas and the catalog's byte budget.
+    /// conflicts, the file quotas (per session, per address, in all) and the
+    /// catalog's byte budget.
     fn check_register(
         &self,
         caller: &Caller,
@@ -46,11 +48,20 @@ impl Registry {
         let offered = rules::check_offers(offers, |name| {
             self.files.get(name).map(|f| f.manifest.as_ref())
         })?;
-        let new_names = offered
-            .keys()
-            .filter(|n| !self.files.contains_key(**n))
-            .count();
-        rules::check_file_count(&self.limits, self.files.len() + new_names)?;
+        let new: Vec<&hive::Manifest> = offered
+            .iter()
+            .filter(|(n, _)| !self.files.contains_key(**n))
+            .map(|(_, m)| *m)
+            .collect();
+        rules::check_file_count(&self.limits, self.files.len() + new.len())?;
+        let addr = match (caller, existing) {
+            (_, Some(p)) => &self.peers[&p].addr,
+            (Caller::New { addr }, None) => addr,
+            (Caller::Session(_), None) => unreachable!("a session is authorized first"),
+        };
+        let new_bytes = new.iter().map(|m| manifest_bytes(m)).sum();
+        let usage = self.usage(rules::charged_host(addr));
+        rules::check_address_quota(&self.limits, usage, new.len() as u64, new_bytes)?;
         let held = match existing {
             Some(p) => {
                 let p = &self.peers[&p];
@@ -132,11 +143,12 @@ impl Registry {
         Ok((peer, Some(token), addr))
     }
 
-    /// Adds one checked offer: its manifest if the file is new, and the
-    /// peer's holding of it (dropped if the offer holds no chunk).
+    /// Adds one checked offer: its manifest if the file is new (charged to
+    /// `host`), and the peer's holding of it (dropped if the offer holds no chunk).
     fn apply_offer(
         &mut self,
         peer: PeerId,
+        host: &str,
         Offer { manifest, chunks }: Offer,
         now: Instant,
         changes: &mut Vec<Change>,
@@ -147,6 +159,7 @@ impl Registry {
             let manifest = Arc::new(manifest);
             changes.push(Change::PutManifest(manifest.clone()));
             e.insert(FileEntry::new(manifest, now));
+            self.charge(&name, host);
         }
         self.put_holding(peer, name, chunks, now, changes);
     }

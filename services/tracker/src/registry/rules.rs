@@ -81,6 +81,53 @@ pub fn check_files_per_peer(limits: &Limits, files: usize) -> Result<(), Registr
     }
 }
 
+/// What one source address has put in the catalog: the names it created
+/// that are still there, and their manifests' bytes ([`manifest_bytes`]).
+/// A name stays charged to the address that created it until it is
+/// released ([`super::Limits::forget_after`] after its last holder went).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// The key an address is charged under: the host of `host:port` (the
+/// observed source IP, unless the tracker trusts advertised hosts).
+pub fn charged_host(addr: &str) -> &str {
+    addr.rsplit_once(':').map_or(addr, |(host, _)| host)
+}
+
+/// Refuses `files` more names of `bytes` more manifest bytes from an
+/// address that has put `usage` in the catalog, past
+/// [`Limits::max_files_per_address`] or [`Limits::max_bytes_per_address`].
+pub fn check_address_quota(
+    limits: &Limits,
+    usage: Usage,
+    files: u64,
+    bytes: u64,
+) -> Result<(), RegistryError> {
+    let grace = humantime::format_duration(limits.forget_after);
+    if usage.files.saturating_add(files) > limits.max_files_per_address as u64 {
+        return Err(RegistryError::Quota(format!(
+            "this address has {} names in the catalog and may have at most {} \
+             (the tracker's --max-files-per-address); a name is released {grace} \
+             after its last holder leaves",
+            usage.files, limits.max_files_per_address
+        )));
+    }
+    if usage.bytes.saturating_add(bytes) > limits.max_bytes_per_address {
+        return Err(RegistryError::Quota(format!(
+            "this address's manifests take {} KiB of the catalog, and {} KiB more \
+             would pass its {} MiB (the tracker's --max-catalog-mib-per-address); \
+             a name is released {grace} after its last holder leaves",
+            usage.bytes >> 10,
+            bytes.div_ceil(1024),
+            limits.max_bytes_per_address >> 20
+        )));
+    }
+    Ok(())
+}
+
 /// Refuses `growth` more bytes on a catalog of `catalog_bytes` past
 /// [`Limits::max_catalog_bytes`].
 pub fn check_budget(limits: &Limits, catalog_bytes: u64, growth: u64) -> Result<(), RegistryError> {
@@ -216,6 +263,8 @@ mod tests {
             max_files_per_peer: 1,
             max_files: 1,
             max_catalog_bytes: 1000,
+            max_files_per_address: 2,
+            max_bytes_per_address: 2000,
             locate_holders: 1,
             list_holders: 1,
             ttl: std::time::Duration::from_secs(1),
@@ -230,5 +279,20 @@ mod tests {
         assert!(check_file_count(&limits, 1).is_ok());
         assert!(check_file_count(&limits, 2).is_err());
         assert!(check_files_per_peer(&limits, 2).is_err());
+        let used = Usage {
+            files: 1,
+            bytes: 1000,
+        };
+        assert!(check_address_quota(&limits, used, 1, 1000).is_ok());
+        let Err(RegistryError::Quota(why)) = check_address_quota(&limits, used, 2, 0) else {
+            panic!("a third name passed");
+        };
+        assert!(why.contains("--max-files-per-address"), "{why}");
+        let Err(RegistryError::Quota(why)) = check_address_quota(&limits, used, 1, 1001) else {
+            panic!("the byte quota passed");
+        };
+        assert!(why.contains("--max-catalog-mib-per-address"), "{why}");
+        assert_eq!(charged_host("10.0.0.1:4001"), "10.0.0.1");
+        assert_eq!(charged_host("[::1]:4001"), "[::1]");
     }
 }

@@ -35,8 +35,9 @@ impl Registry {
         Ok(())
     }
 
-    /// Drops peers silent for a TTL, and files nobody held for
-    /// [`super::Limits::forget_after`]. Returns how many peers went.
+    /// Drops peers silent for a TTL, and releases files nobody held for
+    /// [`super::Limits::forget_after`] (and their charges). Returns how many
+    /// peers went.
     pub fn expire(&mut self, now: Instant, changes: &mut Vec<Change>) -> usize {
         let ttl = self.limits.ttl;
         let silent: Vec<PeerId> = self
@@ -51,17 +52,23 @@ impl Registry {
         }
         let forget = self.limits.forget_after;
         let mut freed = 0;
+        let mut released = Vec::new();
         self.files.retain(|name, f| {
             let keep = f
                 .orphaned_since
                 .is_none_or(|since| now.saturating_duration_since(since) < forget);
             if !keep {
-                freed += manifest_bytes(&f.manifest);
+                let bytes = manifest_bytes(&f.manifest);
+                freed += bytes;
+                released.extend(f.charged.take().map(|host| (host, bytes)));
                 changes.push(Change::RemoveManifest(name.clone()));
             }
             keep
         });
         self.catalog_bytes -= freed;
+        for (host, bytes) in released {
+            self.uncharge(&host, bytes);
+        }
         silent.len()
     }
 

@@ -13,7 +13,7 @@ use tonic::Status;
 
 use crate::{
     Failure, Outcome,
-    output::{bytes, count, hex},
+    output::{bytes, count, hex, shown},
 };
 
 /// What to fetch, and how.
@@ -140,14 +140,18 @@ impl View {
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> ");
                 *bar = ProgressBar::new(s.bytes_wanted).with_style(style);
-                bar.set_message(format!("{} ({})", s.name, count(s.holders, "holder")));
+                bar.set_message(format!(
+                    "{} ({})",
+                    shown(&s.name),
+                    count(s.holders, "holder")
+                ));
             }
             Self::Lines { name, holders, .. } => {
                 *name = s.name.clone();
                 *holders = s.holders;
                 eprintln!(
                     "{}: {} to fetch from {} ({} of {} chunks already here)",
-                    s.name,
+                    shown(&s.name),
                     bytes(s.bytes_wanted),
                     count(s.holders, "holder"),
                     s.chunks_present,
@@ -215,6 +219,7 @@ impl View {
             return;
         }
         let elapsed = Duration::from_micros(d.elapsed_us);
+        let file = shown(file);
         match chunk {
             _ if d.already_present => {
                 outln!("{file}{} is already here ({})", chunk_label(chunk), d.path)

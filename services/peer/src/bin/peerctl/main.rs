@@ -92,7 +92,7 @@ fn report(json: bool, code: &str, message: &str) {
             json!({ "error": { "code": code, "message": message } })
         );
     }
-    eprintln!("peerctl: {message} ({code})");
+    eprintln!("peerctl: {} ({code})", output::shown(message));
 }
 
 /// A failure's message, never empty.
@@ -323,7 +323,7 @@ async fn locate(target: &Target, file: &str, json: bool) -> Outcome {
     }
     outln!(
         "{}  {}  {} chunks of {}  blake3 {}",
-        m.name,
+        output::shown(&m.name),
         bytes(m.size),
         chunk_count,
         bytes(u64::from(m.chunk_size)),

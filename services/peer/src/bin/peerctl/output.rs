@@ -13,8 +13,22 @@ pub fn count(n: u32, noun: &str) -> String {
     }
 }
 
-/// Prints rows as left-aligned columns under a header.
+/// `text` (a name, an address, a message from a daemon) as it is safe to
+/// show: control characters, bidi controls and invisible code points as
+/// `\u{...}` escapes, so a name cannot reorder or hide what is printed
+/// around it (BI-9). JSON output is left as sent: scripts get exact names.
+pub fn shown(text: &str) -> std::borrow::Cow<'_, str> {
+    hive::name::escape_for_display(text)
+}
+
+/// Prints rows as left-aligned columns under a header; every cell is
+/// [`shown`].
 pub fn table(header: &[&str], rows: &[Vec<String>]) {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| shown(c).into_owned()).collect())
+        .collect();
+    let rows = &rows;
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -212,7 +226,7 @@ pub fn replica_of(tracker: &str, trackers: &[String]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{availability, ranges_within};
+    use super::{availability, ranges_within, shown};
     use hive::pb::types::ChunkRange;
 
     /// Chunks 1, 3, 5, ... : `n` ranges of one chunk each.
@@ -223,6 +237,14 @@ mod tests {
                 last: 2 * i + 1,
             })
             .collect()
+    }
+
+    #[test]
+    fn names_are_shown_with_what_deceives_escaped() {
+        assert_eq!(shown("café"), "café");
+        assert_eq!(shown("invoice\u{202e}fdp.exe"), "invoice\\u{202e}fdp.exe");
+        assert_eq!(shown("a\u{2028}b\u{200b}"), "a\\u{2028}b\\u{200b}");
+        assert_eq!(shown("bell\u{7}"), "bell\\u{0007}");
     }
 
     #[test]

@@ -112,7 +112,8 @@ impl Session {
             if let State::Unregistered { at, .. } = self.state
                 && Instant::now() >= at
             {
-                self.register_all().await;
+                // Logged inside, and retried on its backoff.
+                let _ = self.register_all().await;
             }
             let wake = self.next_wake();
             tokio::select! {
@@ -276,8 +277,9 @@ impl Session {
             State::Registered(_) => {}
             State::Unregistered { .. } => {
                 // Asked for (a flush command, a leave): registering now sends
-                // everything held, queued changes included.
-                self.register_all().await;
+                // everything held, queued changes included. Its failure
+                // goes to the waiters.
+                let _ = self.register_all().await;
                 return;
             }
             State::Left => {

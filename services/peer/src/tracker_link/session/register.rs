@@ -56,11 +56,12 @@ impl Session {
     }
 
     /// Registers a new session holding everything in the holdings; answers
-    /// the flushes waiting.
-    pub(super) async fn register_all(&mut self) {
+    /// the flushes waiting. A failure is logged here and retried on its
+    /// backoff; it is returned for a caller that reports it to the user.
+    pub(super) async fn register_all(&mut self) -> Result<(), PeerError> {
         let backoff = match self.state {
             State::Unregistered { backoff, .. } => backoff,
-            State::Registered(_) | State::Left => return,
+            State::Registered(_) | State::Left => return Ok(()),
         };
         let held = self.holdings.snapshot();
         match self.register_batches(&held).await {
@@ -70,14 +71,16 @@ impl Session {
                 // Everything queued was just sent in full.
                 self.batch.clear();
                 self.answer_waiters(Ok(()));
+                Ok(())
             }
             Err(e) => {
                 warn!(error = %e, retry_in = ?backoff, "cannot register with the tracker");
-                self.answer_waiters(Err(e));
+                self.answer_waiters(Err(e.clone()));
                 self.state = State::Unregistered {
                     at: Instant::now() + backoff,
                     backoff: (backoff * 2).min(RETRY_MAX),
                 };
+                Err(e)
             }
         }
     }
@@ -221,9 +224,15 @@ impl Session {
 
     /// Shares new files: extends the session (starting one if needed) and
     /// adds them to the holdings once the tracker has accepted them.
+    /// A refusal by the tracker (a quota: RESOURCE_EXHAUSTED; a name
+    /// taken: ALREADY_EXISTS) reaches the caller with its code and message;
+    /// only a tracker that did not answer is UNAVAILABLE.
     pub(super) async fn share(&mut self, files: Vec<Found>) -> Result<(), PeerError> {
-        if let State::Unregistered { .. } = self.state {
-            self.register_all().await;
+        if let State::Unregistered { .. } = self.state
+            && let Err(e) = self.register_all().await
+            && !no_answer(&e)
+        {
+            return Err(e);
         }
         let State::Registered(live) = &self.state else {
             return Err(PeerError::Unavailable("cannot reach the tracker".into()));
@@ -256,10 +265,23 @@ impl Session {
     }
 }
 
-/// A refusal of some files' content, as opposed to a failure of the call.
+/// A refusal of some files' content, as opposed to a failure of the call:
+/// a name taken or a file refused, or a catalog quota (the tracker's
+/// "quota exceeded" RESOURCE_EXHAUSTED; its rate limit is a failure of the
+/// call, retried).
 fn refusal(e: &PeerError) -> bool {
-    matches!(e.code(), Code::AlreadyExists | Code::InvalidArgument)
+    match e {
+        PeerError::Tracker {
+            code: Code::ResourceExhausted,
+            message,
+        } => message.starts_with(QUOTA_REFUSAL),
+        e => matches!(e.code(), Code::AlreadyExists | Code::InvalidArgument),
+    }
 }
+
+/// How the tracker's messages for its catalog quotas begin (its
+/// `RegistryError::Quota`).
+const QUOTA_REFUSAL: &str = "quota exceeded";
 
 fn shared_file(m: &Arc<Manifest>, chunks: &ChunkSet) -> pb::SharedFile {
     pb::SharedFile {

@@ -5,6 +5,7 @@ use hive::{ChunkSet, FileName, Manifest};
 use super::*;
 use crate::auth::Token;
 
+mod charges;
 mod locate;
 mod register;
 mod sessions;
@@ -14,6 +15,8 @@ fn limits() -> Limits {
         max_files_per_peer: 3,
         max_files: 1000,
         max_catalog_bytes: u64::MAX,
+        max_files_per_address: usize::MAX,
+        max_bytes_per_address: u64::MAX,
         locate_holders: 2,
         list_holders: 2,
         ttl: Duration::from_secs(30),
