@@ -1,5 +1,5 @@
 //! The local Control service that peerctl drives: Share, Fetch, Status,
-//! Leave. It listens on loopback only.
+//! Leave, SetLimits. It listens on loopback only.
 
 use std::{path::PathBuf, pin::Pin};
 
@@ -20,6 +20,7 @@ use crate::{
     holdings::{FileView, Kind},
     share::Sharing,
     status::{Overview, Snapshot},
+    throttle::check_rate,
     tracker_link::TrackerLink,
 };
 
@@ -69,7 +70,11 @@ impl Control for ControlService {
             let chunk = one_chunk(self.fetcher.clone(), name, req.chunk, from, tx);
             hive_runtime::task::spawn("fetch-chunk", chunk);
         } else {
-            let sub = self.fetcher.whole(name, req.force, from);
+            let max_rate = check_rate("--max-rate", req.max_rate)?;
+            let sub = self.fetcher.whole(name.clone(), req.force, from);
+            if max_rate > 0 {
+                self.fetcher.limit(&name, max_rate);
+            }
             hive_runtime::task::spawn("fetch-progress", forward(sub, tx));
         }
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -92,6 +97,34 @@ impl Control for ControlService {
         self.shutdown.cancel();
         result?;
         Ok(Response::new(pb::LeaveResponse {}))
+    }
+
+    #[instrument(skip_all)]
+    async fn set_limits(
+        &self,
+        request: Request<pb::SetLimitsRequest>,
+    ) -> Result<Response<pb::SetLimitsResponse>, Status> {
+        let req = request.into_inner();
+        let up = req
+            .max_upload_rate
+            .map(|r| check_rate("--up", r))
+            .transpose()?;
+        let down = req
+            .max_download_rate
+            .map(|r| check_rate("--down", r))
+            .transpose()?;
+        let limits = &self.overview.limits;
+        limits.set(up, down);
+        let (up, down) = (limits.upload.rate(), limits.download.rate());
+        info!(
+            max_upload_rate = up,
+            max_download_rate = down,
+            "rate caps set"
+        );
+        Ok(Response::new(pb::SetLimitsResponse {
+            max_upload_rate: up,
+            max_download_rate: down,
+        }))
     }
 }
 
@@ -217,6 +250,11 @@ fn status(s: Snapshot) -> pb::StatusResponse {
         uploads_active: s.counters.uploads_active as u32,
         downloads_active: s.downloads_active as u32,
         listen: s.listen,
+        max_upload_rate: s.limits.0,
+        max_download_rate: s.limits.1,
+        uploads_queued: s.uploads_queued as u32,
+        uploads_cut: s.counters.uploads_cut,
+        uploads_refused: s.counters.uploads_refused,
     }
 }
 

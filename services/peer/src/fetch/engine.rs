@@ -45,7 +45,7 @@ use super::{
     request::{Failure, Outcome},
     traits::{Holders, Locator, Sink},
 };
-use crate::{Config, error::PeerError, metrics::Counters, tracker_link::Located};
+use crate::{Config, error::PeerError, metrics::Counters, throttle::Caps, tracker_link::Located};
 
 /// The tracker is asked at most this often when a holder seems gone.
 const RELOCATE_MIN: Duration = Duration::from_secs(1);
@@ -82,6 +82,8 @@ pub struct Settings {
     pub chunk_timeout: Duration,
     /// How often the tracker is asked again.
     pub relocate_interval: Duration,
+    /// The download caps chunks pass as they arrive.
+    pub caps: Caps,
 }
 
 impl From<&Config> for Settings {
@@ -90,6 +92,7 @@ impl From<&Config> for Settings {
             per_holder: config.per_holder,
             chunk_timeout: config.chunk_timeout,
             relocate_interval: config.relocate_interval,
+            caps: Caps::default(),
         }
     }
 }

@@ -44,6 +44,7 @@ use crate::{
     metrics::Counters,
     pool::Pool,
     scan::HashCache,
+    throttle::Throttle,
     tracker_link::TrackerLink,
 };
 
@@ -59,6 +60,8 @@ pub struct Ctx {
     /// `.hive` inside it.
     pub state_dir: PathBuf,
     pub cache: Arc<Mutex<HashCache>>,
+    /// The global download cap (`--max-download-rate`).
+    pub download_cap: Arc<Throttle>,
 }
 
 /// A download as its callers see it.
@@ -104,6 +107,8 @@ struct Running {
     cancel: CancellationToken,
     watchers: usize,
     detached: bool,
+    /// This download's own cap, besides the global one.
+    cap: Arc<Throttle>,
 }
 
 /// A caller following a download; dropping it may stop the download.
@@ -156,6 +161,18 @@ impl Fetcher {
         }
     }
 
+    /// Caps the running download of `name` at `rate` bytes a second (0:
+    /// only the global cap applies); false if none is running.
+    pub fn limit(&self, name: &FileName, rate: u64) -> bool {
+        match self.lock().get(name) {
+            Some(r) => {
+                r.cap.set_rate(rate);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Starts a whole-file download that nobody watches (resuming after a
     /// restart); it runs until done or the daemon stops.
     pub fn detached(&self, name: FileName) {
@@ -178,6 +195,7 @@ impl Fetcher {
         }
         let (tx, rx) = watch::channel(Phase::default());
         let cancel = self.stop.child_token();
+        let cap = Arc::new(Throttle::default());
         running.insert(
             name.clone(),
             Running {
@@ -185,12 +203,13 @@ impl Fetcher {
                 cancel: cancel.clone(),
                 watchers: usize::from(!detached),
                 detached,
+                cap: cap.clone(),
             },
         );
         let this = self.clone();
         hive_runtime::task::spawn("download", async move {
             let _active = this.ctx.counters.download();
-            let result = this.download(&name, force, only, &tx, &cancel).await;
+            let result = this.download(&name, (force, only), cap, &tx, &cancel).await;
             if let Err(e) = &result {
                 info!(file = %name, error = %e, "download stopped");
             }

@@ -18,6 +18,7 @@ use super::{
 use crate::{
     error::PeerError,
     holdings::{Kind, Stamp},
+    throttle::{Caps, Throttle},
     tracker_link::Located,
 };
 
@@ -29,8 +30,8 @@ impl Fetcher {
     pub(super) async fn download(
         &self,
         name: &FileName,
-        force: bool,
-        only: Option<String>,
+        (force, only): (bool, Option<String>),
+        cap: Arc<Throttle>,
         tx: &watch::Sender<Phase>,
         cancel: &CancellationToken,
     ) -> Result<DoneInfo, PeerError> {
@@ -87,7 +88,10 @@ impl Fetcher {
             holders: ctx.pool.clone(),
             sink: self.sink(&part, &manifest),
         };
-        let settings = Settings::from(&ctx.config);
+        let settings = Settings {
+            caps: Caps::new([cap, ctx.download_cap.clone()]),
+            ..Settings::from(&ctx.config)
+        };
         let counters = ctx.counters.clone();
         let mut engine = Engine::new(swarm, settings, counters, manifest.clone(), have, only);
         let outcome = self

@@ -21,7 +21,7 @@ pub async fn run(
     file: &str,
     chunk: Option<u32>,
     from: Option<String>,
-    force: bool,
+    (force, max_rate): (bool, u64),
     json: bool,
 ) -> Outcome {
     let request = ctl::FetchRequest {
@@ -29,6 +29,7 @@ pub async fn run(
         chunk: chunk.unwrap_or(0),
         from: from.unwrap_or_default(),
         force,
+        max_rate,
     };
     let mut signals = hive_runtime::shutdown::Signals::install();
     let mut stream = client.fetch(request).await?.into_inner();

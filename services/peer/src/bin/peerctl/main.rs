@@ -11,6 +11,7 @@ macro_rules! outln {
 
 mod cli;
 mod fetch;
+mod limits;
 mod output;
 mod target;
 
@@ -112,9 +113,11 @@ async fn command(cli: &Cli, target: &Target) -> Outcome {
             chunk,
             ref from,
             force,
+            max_rate,
         } => {
             let client = control(target).await?;
-            fetch::run(client, file, chunk, from.clone(), force, cli.json).await
+            let (from, max_rate) = (from.clone(), max_rate.unwrap_or(0));
+            fetch::run(client, file, chunk, from, (force, max_rate), cli.json).await
         }
         Command::Share {
             ref paths,
@@ -131,6 +134,9 @@ async fn command(cli: &Cli, target: &Target) -> Outcome {
             Ok(())
         }
         Command::Health { .. } => health(target, cli.json).await,
+        Command::Limits { up, down } => {
+            limits::run(control(target).await?, up, down, cli.json).await
+        }
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "peerctl", &mut script);
@@ -327,6 +333,9 @@ async fn status(target: &Target, json: bool) -> Outcome {
                 "files": s.files.iter().map(local_json).collect::<Vec<_>>(),
                 "bytes_served": s.bytes_served, "bytes_fetched": s.bytes_fetched,
                 "uploads_active": s.uploads_active, "downloads_active": s.downloads_active,
+                "max_upload_rate": s.max_upload_rate, "max_download_rate": s.max_download_rate,
+                "uploads_queued": s.uploads_queued, "uploads_cut": s.uploads_cut,
+                "uploads_refused": s.uploads_refused,
             })
         );
         return Ok(());
@@ -349,6 +358,7 @@ async fn status(target: &Target, json: bool) -> Outcome {
         s.uploads_active,
         s.downloads_active
     );
+    outln!("{}", limits::line(&s));
     print_local(&s.files, false, "files");
     Ok(())
 }
