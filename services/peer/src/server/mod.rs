@@ -35,7 +35,7 @@ use tracing::{instrument, warn};
 
 use self::upload::Upload;
 pub use self::{
-    slots::{Refused, Slots, Usage},
+    slots::{Refused, Slot, Slots, Usage},
     upload::DrainRule,
 };
 use crate::{
@@ -81,23 +81,9 @@ impl Peer for ChunkServer {
         let from = conn.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |(_, r)| r.ip());
         let req = request.into_inner();
         let name = wire::file_name("name", req.name).map_err(PeerError::from)?;
-        let permit = self
-            .slots
-            .acquire(from, self.queue_wait)
-            .await
-            .map_err(|why| {
-                self.counters.add_upload_refused();
-                PeerError::Busy(match why {
-                    Refused::Full => {
-                        "too many uploads in progress or waiting; ask another holder".into()
-                    }
-                    Refused::Waited => format!(
-                        "no upload slot came free within {:?}; ask another holder",
-                        self.queue_wait
-                    ),
-                })
-            })?;
+        // Checked first: a chunk not held is NOT_FOUND at once, never queued.
         let source = Arc::new(self.holdings.source(&name, req.chunk)?);
+        let permit = self.slot(from).await?;
         let chunk = source.chunk;
         // The first segment is read before answering, so a file that is gone
         // or changed gets a status, not a broken stream. A changed file has
@@ -162,6 +148,27 @@ impl Peer for ChunkServer {
             item
         });
         Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+impl ChunkServer {
+    /// An upload slot for a request from `from`, waited for in turn.
+    async fn slot(&self, from: IpAddr) -> Result<Slot, PeerError> {
+        self.slots
+            .acquire(from, self.queue_wait)
+            .await
+            .map_err(|why| {
+                self.counters.add_upload_refused();
+                PeerError::Busy(match why {
+                    Refused::Full => {
+                        "too many uploads in progress or waiting; ask another holder".into()
+                    }
+                    Refused::Waited => format!(
+                        "no upload slot came free within {:?}; ask another holder",
+                        self.queue_wait
+                    ),
+                })
+            })
     }
 }
 
