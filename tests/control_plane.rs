@@ -336,7 +336,7 @@ async fn a_deleted_file_is_never_served_and_status_says_gone() {
         listed_until(&tracker, "f", &seeder, false).await;
 
         // fetch does not claim it is here: it looks for a holder (none).
-        let out = seeder.peerctl(&["fetch", "f"]).await;
+        let out = seeder.peerctl(&["fetch", "--fail-fast", "f"]).await;
         assert!(
             !out.status.success(),
             "{}",

@@ -80,9 +80,15 @@ async fn re4_upload_cap_refuses_at_once_and_frees_slots() {
         const EXTRA: usize = 5;
         let tracker = TestTracker::start().await;
         let file = data(4 * MIB, 41);
+        // Every test client is 127.0.0.1: that address may take all K,
+        // and waiting for a slot is turned off (RE-7 covers both).
         let args = [
             "--max-uploads",
             "3",
+            "--max-uploads-per-address",
+            "3",
+            "--upload-queue-wait",
+            "0s",
             "--send-timeout",
             "60s",
             "--chunk-size",
@@ -190,9 +196,16 @@ async fn re2_slow_readers_are_cut_off_and_memory_stays_flat() {
         let send_timeout = Duration::from_secs(2);
         let tracker = TestTracker::start().await;
         let file = data(32 * MIB, 42);
+        // As in RE-4; the drain rule off, so the send timeout is what cuts.
         let args = [
             "--max-uploads",
             "3",
+            "--max-uploads-per-address",
+            "3",
+            "--upload-queue-wait",
+            "0s",
+            "--min-upload-rate",
+            "0",
             "--send-timeout",
             "2s",
             "--chunk-size",
@@ -759,7 +772,14 @@ async fn re1_peer_survives_connection_abuse() {
     within(120, async {
         let tracker = TestTracker::start().await;
         let file = data(8 * MIB, 43);
-        let args = ["--max-uploads", "4", "--chunk-size", "4MiB"];
+        let args = [
+            "--max-uploads",
+            "4",
+            "--max-uploads-per-address",
+            "4",
+            "--chunk-size",
+            "4MiB",
+        ];
         let peer = TestPeer::start_with(&tracker.url(), &[("big", &file)], &args).await;
         let (addr, pid) = (peer.listen, peer.daemon.pid());
         let rss_before = procfs::rss_kib(pid);

@@ -26,19 +26,21 @@ pub struct H2 {
 /// the server may send no data at all).
 pub async fn connect(addr: SocketAddr, stream_window: u32) -> H2 {
     let tcp = TcpStream::connect(addr).await.expect("connect");
-    handshake(addr, tcp, stream_window).await
+    handshake(tcp, addr, stream_window).await
 }
 
-/// [`connect`] from the local address `from` (another loopback address,
-/// 127.0.0.2, is another client to the server).
+/// Like [`connect`], from the local address `from` (another 127.0.0.x
+/// stands for another host on loopback).
 pub async fn connect_from(addr: SocketAddr, from: std::net::IpAddr, stream_window: u32) -> H2 {
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket.bind(SocketAddr::new(from, 0)).expect("bind");
+    socket
+        .bind(SocketAddr::new(from, 0))
+        .expect("bind the source address");
     let tcp = socket.connect(addr).await.expect("connect");
-    handshake(addr, tcp, stream_window).await
+    handshake(tcp, addr, stream_window).await
 }
 
-async fn handshake(addr: SocketAddr, tcp: TcpStream, stream_window: u32) -> H2 {
+async fn handshake(tcp: TcpStream, addr: SocketAddr, stream_window: u32) -> H2 {
     tcp.set_nodelay(true).expect("nodelay");
     let (send, conn) = h2::client::Builder::new()
         .initial_window_size(stream_window)

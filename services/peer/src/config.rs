@@ -56,9 +56,43 @@ pub struct Config {
     #[arg(long, env = "HIVE_CHUNK_SIZE", value_parser = crate::config::parse_size)]
     pub chunk_size: Option<u64>,
 
-    /// Most chunk uploads served at once; more are refused (RESOURCE_EXHAUSTED).
+    /// Most chunk uploads served at once; more wait (see
+    /// --upload-queue-wait) or are refused (RESOURCE_EXHAUSTED).
     #[arg(long, env = "HIVE_MAX_UPLOADS", default_value_t = 32)]
     pub max_uploads: usize,
+
+    /// Most of those uploads one source address may hold at once, so that
+    /// one client cannot take every slot; 0 means a quarter of
+    /// --max-uploads (at least 1).
+    #[arg(long, env = "HIVE_MAX_UPLOADS_PER_ADDRESS", default_value_t = 0)]
+    pub max_uploads_per_address: usize,
+
+    /// How long a chunk request waits for an upload slot (in turn with the
+    /// other addresses waiting) before RESOURCE_EXHAUSTED; 0s refuses at
+    /// once.
+    #[arg(long, env = "HIVE_UPLOAD_QUEUE_WAIT", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub upload_queue_wait: Duration,
+
+    /// An upload whose reader takes less than this (bytes a second, e.g.
+    /// 32KiB or 256kbit) over a --drain-window is cut and its slot freed;
+    /// 0 turns the rule off. Time spent waiting on --max-upload-rate is not
+    /// counted.
+    #[arg(long, env = "HIVE_MIN_UPLOAD_RATE", default_value = "32KiB", value_parser = parse_rate)]
+    pub min_upload_rate: u64,
+
+    /// The window --min-upload-rate is measured over.
+    #[arg(long, env = "HIVE_DRAIN_WINDOW", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub drain_window: Duration,
+
+    /// Cap on all uploads together, in bytes a second (e.g. 10MiB, or 50Mbit
+    /// in bits); 0 is unlimited. Changeable at run time: `peerctl limits`.
+    #[arg(long, env = "HIVE_MAX_UPLOAD_RATE", default_value = "0", value_parser = parse_rate)]
+    pub max_upload_rate: u64,
+
+    /// Cap on all downloads together, like --max-upload-rate; a download
+    /// may have its own lower cap too (`peerctl fetch --max-rate`).
+    #[arg(long, env = "HIVE_MAX_DOWNLOAD_RATE", default_value = "0", value_parser = parse_rate)]
+    pub max_download_rate: u64,
 
     /// Chunk requests kept in flight to each holder while downloading.
     #[arg(long, env = "HIVE_PER_HOLDER", default_value_t = 4)]
@@ -164,9 +198,67 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is too large"))
 }
 
+impl Config {
+    /// The slots one address may hold (--max-uploads-per-address).
+    pub fn uploads_per_address(&self) -> usize {
+        match self.max_uploads_per_address {
+            0 => self.max_uploads / 4,
+            n => n,
+        }
+        .clamp(1, self.max_uploads.max(1))
+    }
+}
+
+/// A rate in bytes a second: a size as [`parse_size`] takes it (10MiB), or
+/// bits with a decimal unit (kbit, Mbit, Gbit: 50Mbit is 6,250,000 bytes);
+/// an optional `/s` after either. 0 means unlimited.
+pub fn parse_rate(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let t = t.strip_suffix("/s").unwrap_or(t).trim_end();
+    let lower = t.to_ascii_lowercase();
+    let bits = [
+        ("kbit", 1_000u64),
+        ("mbit", 1_000_000),
+        ("gbit", 1_000_000_000),
+        ("bit", 1),
+    ]
+    .into_iter()
+    .find_map(|(unit, scale)| {
+        lower
+            .strip_suffix(unit)
+            .map(|n| (n.trim().to_owned(), scale))
+    });
+    match bits {
+        Some((n, scale)) => {
+            let n: u64 = n
+                .parse()
+                .map_err(|_| format!("not a rate: {s:?} (e.g. 10MiB or 50Mbit)"))?;
+            n.checked_mul(scale)
+                .map(|b| b / 8)
+                .ok_or_else(|| format!("{s:?} is too large"))
+        }
+        None => parse_size(t).map_err(|_| format!("not a rate: {s:?} (e.g. 10MiB or 50Mbit)")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{parse_size, parse_url};
+    use super::{parse_rate, parse_size, parse_url};
+
+    #[test]
+    fn rates_parse_in_bytes_or_bits() {
+        assert_eq!(parse_rate("0"), Ok(0));
+        assert_eq!(parse_rate("10MiB"), Ok(10 << 20));
+        assert_eq!(parse_rate("10 MiB/s"), Ok(10 << 20));
+        assert_eq!(parse_rate("512k"), Ok(512 << 10));
+        assert_eq!(parse_rate("50Mbit"), Ok(6_250_000));
+        assert_eq!(parse_rate("50mbit/s"), Ok(6_250_000));
+        assert_eq!(parse_rate("256kbit"), Ok(32_000));
+        assert_eq!(parse_rate("1Gbit"), Ok(125_000_000));
+        assert!(parse_rate("fast").is_err());
+        assert!(parse_rate("-1MiB").is_err());
+        assert!(parse_rate("99999999999999Gbit").is_err());
+    }
 
     #[test]
     fn only_plain_http_urls_parse() {

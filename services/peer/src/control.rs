@@ -1,6 +1,7 @@
 //! The local Control service that peerctl drives: Share, Fetch, Status,
-//! Leave, Unshare, and the transfers' RPCs (`control/transfers.rs`). Who
-//! may call it is decided where it listens ([`crate::access`]).
+//! Leave, Unshare, SetLimits, and the transfers' RPCs
+//! (`control/transfers.rs`). Who may call it is decided where it listens
+//! ([`crate::access`]).
 
 mod transfers;
 
@@ -23,6 +24,7 @@ use crate::{
     holdings::{FileView, Kind},
     share::Sharing,
     status::{Overview, Snapshot},
+    throttle::check_rate,
     tracker_link::TrackerLink,
     transfers::Transfers,
 };
@@ -74,12 +76,19 @@ impl Control for ControlService {
             let chunk = one_chunk(self.fetcher.clone(), name, req.chunk, from, tx);
             hive_runtime::task::spawn("fetch-chunk", chunk);
         } else {
+            let max_rate = check_rate("--max-rate", req.max_rate)?;
             let spec = Spec {
                 force: req.force,
                 only: from,
                 fail_fast: req.fail_fast,
+                max_rate,
             };
-            let phase = self.transfers.fetch(name, spec).await?;
+            let phase = self.transfers.fetch(name.clone(), spec).await?;
+            if max_rate > 0 {
+                // A transfer already running keeps its spec: the new cap
+                // reaches it here.
+                self.fetcher.limit(&name, max_rate);
+            }
             if !req.detach {
                 let fail_fast = req.fail_fast;
                 hive_runtime::task::spawn("fetch-progress", forward(phase, fail_fast, tx));
@@ -168,6 +177,34 @@ impl Control for ControlService {
         let name = wire::file_name("name", request.into_inner().name).map_err(PeerError::from)?;
         self.sharing.unshare(&name).await?;
         Ok(Response::new(pb::UnshareResponse {}))
+    }
+
+    #[instrument(skip_all)]
+    async fn set_limits(
+        &self,
+        request: Request<pb::SetLimitsRequest>,
+    ) -> Result<Response<pb::SetLimitsResponse>, Status> {
+        let req = request.into_inner();
+        let up = req
+            .max_upload_rate
+            .map(|r| check_rate("--up", r))
+            .transpose()?;
+        let down = req
+            .max_download_rate
+            .map(|r| check_rate("--down", r))
+            .transpose()?;
+        let limits = &self.overview.limits;
+        limits.set(up, down);
+        let (up, down) = (limits.upload.rate(), limits.download.rate());
+        info!(
+            max_upload_rate = up,
+            max_download_rate = down,
+            "rate caps set"
+        );
+        Ok(Response::new(pb::SetLimitsResponse {
+            max_upload_rate: up,
+            max_download_rate: down,
+        }))
     }
 }
 
@@ -302,6 +339,11 @@ fn status(s: Snapshot) -> pb::StatusResponse {
         uploads_active: s.counters.uploads_active as u32,
         downloads_active: s.downloads_active as u32,
         listen: s.listen,
+        max_upload_rate: s.limits.0,
+        max_download_rate: s.limits.1,
+        uploads_queued: s.uploads_queued as u32,
+        uploads_cut: s.counters.uploads_cut,
+        uploads_refused: s.counters.uploads_refused,
     }
 }
 

@@ -11,7 +11,8 @@
 //! - [`holdings`]: what this peer holds, by name: what GetChunk may serve,
 //!   and the one place a chunk is gained or lost (each change published).
 //! - [`scan`]: finding and hashing shared files, with a hash cache.
-//! - [`server`]: the public Peer service (GetChunk).
+//! - [`server`]: the public Peer service (GetChunk): fair upload slots,
+//!   the drain rule, the upload cap.
 //! - [`tracker_link`]: the session with the tracker (register, heartbeat,
 //!   batched chunk registration, leave).
 //! - [`fetch`]: downloads: the swarm engine, single chunks, part files and
@@ -26,6 +27,7 @@
 //! - [`control`]: the local Control service: each handler converts the
 //!   request, calls one operation above and maps its answer.
 //! - [`metrics`]: counters of what moved.
+//! - [`throttle`]: the upload and download rate caps (token buckets).
 //! - [`error`]: the daemon's errors and their gRPC status codes.
 
 #![forbid(unsafe_code)]
@@ -43,6 +45,7 @@ pub mod scan;
 pub mod server;
 pub mod share;
 pub mod status;
+pub mod throttle;
 pub mod tracker_link;
 pub mod transfers;
 pub mod watch;

@@ -15,6 +15,10 @@ pub struct Counters {
     uploads_active: Gauge,
     downloads_active: Gauge,
     strikes: Counter,
+    uploads_cut: Counter,
+    uploads_refused: Counter,
+    max_upload_rate: Gauge,
+    max_download_rate: Gauge,
 }
 
 /// A moment's reading of the counters.
@@ -24,6 +28,8 @@ pub struct Snapshot {
     pub bytes_fetched: u64,
     pub uploads_active: u64,
     pub strikes: u64,
+    pub uploads_cut: u64,
+    pub uploads_refused: u64,
 }
 
 impl Counters {
@@ -54,6 +60,42 @@ impl Counters {
             "Bad chunks or false claims received from holders",
             self.strikes.clone(),
         );
+        registry.register(
+            "hive_peer_uploads_cut",
+            "Uploads abandoned because the reader stalled or drained slower than --min-upload-rate",
+            self.uploads_cut.clone(),
+        );
+        registry.register(
+            "hive_peer_uploads_refused",
+            "GetChunk requests refused for want of an upload slot (RESOURCE_EXHAUSTED)",
+            self.uploads_refused.clone(),
+        );
+        registry.register(
+            "hive_peer_max_upload_rate_bytes",
+            "The upload cap in bytes a second (0: none)",
+            self.max_upload_rate.clone(),
+        );
+        registry.register(
+            "hive_peer_max_download_rate_bytes",
+            "The global download cap in bytes a second (0: none)",
+            self.max_download_rate.clone(),
+        );
+    }
+
+    pub fn add_upload_cut(&self) {
+        self.uploads_cut.inc();
+    }
+
+    pub fn add_upload_refused(&self) {
+        self.uploads_refused.inc();
+    }
+
+    /// Publishes the rate caps now in force.
+    pub fn set_limits(&self, upload: u64, download: u64) {
+        self.max_upload_rate
+            .set(i64::try_from(upload).unwrap_or(i64::MAX));
+        self.max_download_rate
+            .set(i64::try_from(download).unwrap_or(i64::MAX));
     }
 
     pub fn add_served(&self, n: u64) {
@@ -86,6 +128,8 @@ impl Counters {
             bytes_fetched: self.bytes_fetched.get(),
             uploads_active: self.uploads_active.get().max(0) as u64,
             strikes: self.strikes.get(),
+            uploads_cut: self.uploads_cut.get(),
+            uploads_refused: self.uploads_refused.get(),
         }
     }
 }

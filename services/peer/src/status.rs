@@ -7,6 +7,8 @@ use crate::{
     fetch::Fetcher,
     holdings::{FileView, Holdings},
     metrics::{self, Counters},
+    server::Slots,
+    throttle::Limits,
     tracker_link::{SessionInfo, TrackerLink},
 };
 
@@ -24,6 +26,9 @@ pub struct Snapshot {
     pub files: Vec<FileView>,
     pub counters: metrics::Snapshot,
     pub downloads_active: usize,
+    /// The global caps (upload, download), bytes a second; 0 is none.
+    pub limits: (u64, u64),
+    pub uploads_queued: usize,
 }
 
 /// What a snapshot is taken of: a cheap, shared handle.
@@ -34,6 +39,8 @@ pub struct Overview {
     pub counters: Arc<Counters>,
     pub fetcher: Fetcher,
     pub listen: String,
+    pub limits: Limits,
+    pub slots: Slots,
 }
 
 impl Overview {
@@ -46,6 +53,8 @@ impl Overview {
             files: self.holdings.list(),
             counters: self.counters.snapshot(),
             downloads_active: self.fetcher.active(),
+            limits: (self.limits.upload.rate(), self.limits.download.rate()),
+            uploads_queued: self.slots.usage().queued,
         }
     }
 }

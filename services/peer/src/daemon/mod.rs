@@ -21,10 +21,7 @@ use hive::{
 };
 use hive_runtime::metrics::RpcMetrics;
 use prometheus_client::registry::Registry;
-use tokio::{
-    net::{TcpListener, UnixListener},
-    sync::Semaphore,
-};
+use tokio::net::{TcpListener, UnixListener};
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic_health::ServingStatus;
 use tracing::info;
@@ -37,9 +34,10 @@ use crate::{
     holdings::Holdings,
     metrics::Counters,
     pool::Pool,
-    server,
+    server::{self, DrainRule, Slots},
     share::{Sharing, Unshared},
     status::Overview,
+    throttle::{Limits, check_rate},
     tracker_link::TrackerLink,
     transfers::{self, Transfers},
     watch,
@@ -121,6 +119,12 @@ pub async fn serve(
         cache.clone(),
     )?;
     let counters = Arc::new(Counters::default());
+    let limits = Limits::new(
+        check_rate("--max-upload-rate", config.max_upload_rate)?,
+        check_rate("--max-download-rate", config.max_download_rate)?,
+        counters.clone(),
+    );
+    let slots = Slots::new(config.max_uploads, config.uploads_per_address());
     let mut registry = Registry::default();
     counters.register(&mut registry);
     let rpc = RpcMetrics::register(&mut registry, "hive_peer");
@@ -156,6 +160,7 @@ pub async fn serve(
         dir,
         state_dir: state_dir.clone(),
         cache,
+        download_cap: limits.download.clone(),
     });
     let fetcher = Fetcher::new(ctx, stops.downloads.clone());
     let transfers = Transfers::start(
@@ -186,8 +191,14 @@ pub async fn serve(
 
     let chunk_server = server::ChunkServer {
         holdings: holdings.clone(),
-        uploads: Arc::new(Semaphore::new(config.max_uploads)),
+        slots: slots.clone(),
+        queue_wait: config.upload_queue_wait,
         send_timeout: config.send_timeout,
+        drain: DrainRule {
+            min_rate: config.min_upload_rate,
+            window: config.drain_window,
+        },
+        cap: limits.upload.clone(),
         stop: stops.uploads.clone(),
         counters: counters.clone(),
     };
@@ -201,6 +212,8 @@ pub async fn serve(
             counters,
             fetcher,
             listen: public_addr.to_string(),
+            limits,
+            slots,
         },
         link: link.clone(),
         shutdown: stops.leave.clone(),

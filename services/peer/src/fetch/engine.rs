@@ -45,7 +45,7 @@ use super::{
     request::{Failure, Outcome},
     traits::{Holders, Locator, Sink},
 };
-use crate::{Config, error::PeerError, metrics::Counters, tracker_link::Located};
+use crate::{Config, error::PeerError, metrics::Counters, throttle::Caps, tracker_link::Located};
 
 /// The tracker is asked at most this often when a holder seems gone.
 const RELOCATE_MIN: Duration = Duration::from_secs(1);
@@ -87,6 +87,8 @@ pub struct Settings {
     /// When no live holder has a missing chunk: wait (stalled), asking the
     /// tracker every `relocate_interval`, rather than fail with UNAVAILABLE.
     pub wait_for_holders: bool,
+    /// The download caps chunks pass as they arrive.
+    pub caps: Caps,
 }
 
 impl From<&Config> for Settings {
@@ -96,6 +98,7 @@ impl From<&Config> for Settings {
             chunk_timeout: config.chunk_timeout,
             relocate_interval: config.relocate_interval,
             wait_for_holders: true,
+            caps: Caps::default(),
         }
     }
 }

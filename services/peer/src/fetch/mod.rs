@@ -23,6 +23,7 @@ pub mod traits;
 mod whole;
 
 use std::{
+    collections::HashMap,
     path::PathBuf,
     sync::{
         Arc, Mutex, PoisonError,
@@ -46,6 +47,7 @@ use crate::{
     metrics::Counters,
     pool::Pool,
     scan::HashCache,
+    throttle::Throttle,
     tracker_link::TrackerLink,
 };
 
@@ -61,6 +63,8 @@ pub struct Ctx {
     /// `.hive` inside it.
     pub state_dir: PathBuf,
     pub cache: Arc<Mutex<HashCache>>,
+    /// The global download cap (`--max-download-rate`).
+    pub download_cap: Arc<Throttle>,
 }
 
 /// A download as its callers see it.
@@ -102,6 +106,10 @@ pub struct Spec {
     /// Fail with UNAVAILABLE when no live holder has a missing chunk, rather
     /// than wait (stalled) for one to appear.
     pub fail_fast: bool,
+    /// This download's own cap in bytes a second, under the global
+    /// --max-download-rate; 0 sets none.
+    #[serde(default)]
+    pub max_rate: u64,
 }
 
 /// The download manager: a cheap, shared handle. It runs downloads; which
@@ -110,6 +118,8 @@ pub struct Spec {
 pub struct Fetcher {
     ctx: Arc<Ctx>,
     active: Arc<AtomicUsize>,
+    /// The own cap of each running download, so a rate change reaches it.
+    caps: Arc<Mutex<HashMap<FileName, Arc<Throttle>>>>,
     /// Cancelled when the daemon stops: downloads stop without pausing.
     stop: CancellationToken,
 }
@@ -119,6 +129,7 @@ impl Fetcher {
         Self {
             ctx,
             active: Arc::default(),
+            caps: Arc::default(),
             stop,
         }
     }
@@ -139,6 +150,18 @@ impl Fetcher {
         self.stop.is_cancelled()
     }
 
+    /// Caps the running download of `name` at `rate` bytes a second (0:
+    /// only the global cap applies); false if none is running.
+    pub fn limit(&self, name: &FileName, rate: u64) -> bool {
+        match self.caps().get(name) {
+            Some(cap) => {
+                cap.set_rate(rate);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Runs a whole-file download of `name`, reporting on `tx`, until it is
     /// done, fails, or `cancel` stops it (its verified chunks stay, served
     /// and resumable).
@@ -151,7 +174,11 @@ impl Fetcher {
     ) -> Result<DoneInfo, PeerError> {
         let _active = self.ctx.counters.download();
         self.active.fetch_add(1, Ordering::Relaxed);
-        let result = self.download(name, spec, tx, cancel).await;
+        let cap = Arc::new(Throttle::default());
+        cap.set_rate(spec.max_rate);
+        self.caps().insert(name.clone(), cap.clone());
+        let result = self.download(name, spec, cap, tx, cancel).await;
+        self.caps().remove(name);
         self.active.fetch_sub(1, Ordering::Relaxed);
         if let Err(e) = &result {
             info!(file = %name, error = %e, "download stopped");
@@ -181,6 +208,12 @@ impl Fetcher {
             self.ctx.holdings.remove(name);
         }
         PartFile::discard(&self.ctx.state_dir, name);
+    }
+
+    /// The running downloads' own caps. A std mutex: held for a map
+    /// operation, never across an await.
+    fn caps(&self) -> std::sync::MutexGuard<'_, HashMap<FileName, Arc<Throttle>>> {
+        self.caps.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Where `part`'s verified chunks go.

@@ -8,10 +8,11 @@ use std::{future::Future, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use hive::{ChunkIndex, Manifest};
+use tokio::time::{Instant, timeout_at};
 use tokio_stream::{Stream, StreamExt};
 
 use super::traits::{Holders, Sink};
-use crate::error::PeerError;
+use crate::{error::PeerError, throttle::Caps};
 
 /// Why a request failed, as the scheduler needs to tell it.
 #[derive(Debug, Clone)]
@@ -41,46 +42,63 @@ pub struct Outcome {
 
 /// Fetches `chunk` from the holder behind `conn`, verifies it and hands it
 /// to `sink`: the future asks, streams and verifies within `deadline`, then
-/// writes. It borrows nothing, so it can run as a task of its own.
+/// writes. The bytes pass the download `caps` as they arrive; time spent
+/// waiting on a cap extends the deadline, so a capped download never takes
+/// its holder for stalled. It borrows nothing, so it can run as a task of
+/// its own.
 pub fn fetch_into<H: Holders, S: Sink>(
     holders: &H,
     conn: &H::Conn,
     manifest: Arc<Manifest>,
     chunk: ChunkIndex,
     deadline: Duration,
+    caps: Caps,
     sink: S,
 ) -> impl Future<Output = Outcome> + Send + 'static {
     let open = holders.get_chunk(conn, manifest.name(), chunk);
     async move {
         let mut received = 0;
-        let got = tokio::time::timeout(deadline, async {
-            receive(open.await?, &manifest, chunk, &mut received).await
-        })
-        .await;
-        let result = match got {
-            Ok(Ok(frames)) => sink.write(chunk, frames).await.map_err(Failure::Write),
+        let mut until = Instant::now() + deadline;
+        let got = match timeout_at(until, open).await {
+            Ok(Ok(frames)) => {
+                receive(frames, &manifest, chunk, (&mut until, &caps), &mut received).await
+            }
             Ok(Err(f)) => Err(f),
             Err(_) => Err(Failure::Timeout),
+        };
+        let result = match got {
+            Ok(frames) => sink.write(chunk, frames).await.map_err(Failure::Write),
+            Err(f) => Err(f),
         };
         Outcome { result, received }
     }
 }
 
 /// Reads `chunk` from `frames` and verifies it, returning its bytes as
-/// received: this is the check that keeps a holder's wrong bytes out.
+/// received: this is the check that keeps a holder's wrong bytes out. Each
+/// message must come before `until`, which moves on by the time the caps
+/// hold it back.
 async fn receive(
     mut frames: impl Stream<Item = Result<Bytes, Failure>> + Unpin,
     manifest: &Manifest,
     chunk: ChunkIndex,
+    (until, caps): (&mut Instant, &Caps),
     received: &mut u64,
 ) -> Result<Vec<Bytes>, Failure> {
     let mut verifier = manifest.verifier(chunk);
     let mut pieces = Vec::new();
-    while let Some(data) = frames.next().await.transpose()? {
+    loop {
+        let next = timeout_at(*until, frames.next())
+            .await
+            .map_err(|_| Failure::Timeout)?;
+        let Some(data) = next.transpose()? else {
+            break;
+        };
         *received += data.len() as u64;
         verifier
             .update(&data)
             .map_err(|e| Failure::Bad(e.to_string()))?;
+        *until += caps.take(data.len() as u64).await;
         pieces.push(data);
     }
     verifier.finish().map_err(|e| Failure::Bad(e.to_string()))?;

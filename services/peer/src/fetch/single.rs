@@ -12,7 +12,7 @@ use super::{
     request::{self, Failure},
     traits::{Holders, Sink},
 };
-use crate::{error::PeerError, holdings::Kind};
+use crate::{error::PeerError, holdings::Kind, throttle::Caps};
 
 /// Holders tried for one chunk before giving up.
 const CHUNK_ATTEMPTS: usize = 4;
@@ -68,6 +68,7 @@ impl Fetcher {
                 manifest.clone(),
                 chunk,
                 ctx.config.chunk_timeout,
+                Caps::new([ctx.download_cap.clone()]),
                 sink.clone(),
             )
             .await;

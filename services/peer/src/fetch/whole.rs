@@ -18,6 +18,7 @@ use super::{
 use crate::{
     error::PeerError,
     holdings::{Kind, Stamp},
+    throttle::{Caps, Throttle},
     tracker_link::Located,
 };
 
@@ -30,6 +31,7 @@ impl Fetcher {
         &self,
         name: &FileName,
         spec: &Spec,
+        cap: Arc<Throttle>,
         tx: &watch::Sender<Phase>,
         cancel: &CancellationToken,
     ) -> Result<DoneInfo, PeerError> {
@@ -91,6 +93,7 @@ impl Fetcher {
         };
         let settings = Settings {
             wait_for_holders: !spec.fail_fast,
+            caps: Caps::new([cap, ctx.download_cap.clone()]),
             ..Settings::from(&ctx.config)
         };
         let only = spec.only.clone();

@@ -140,6 +140,7 @@ mod tests {
                 force: n == "b",
                 only: (n == "c").then(|| "h:1".to_owned()),
                 fail_fast: n == "d",
+                max_rate: if n == "a" { 1 << 20 } else { 0 },
             },
             state,
         };

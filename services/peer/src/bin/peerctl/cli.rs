@@ -95,6 +95,10 @@ pub enum Command {
         /// Replace an existing file of that name in the daemon's directory.
         #[arg(long)]
         force: bool,
+        /// Cap this download at RATE (e.g. 2MiB or 20Mbit a second), under
+        /// the daemon's --max-download-rate; whole files only.
+        #[arg(long, value_name = "RATE", value_parser = hive_peer::config::parse_rate, conflicts_with = "chunk")]
+        max_rate: Option<u64>,
         /// Return as soon as the daemon has accepted the transfer.
         #[arg(long, conflicts_with = "chunk")]
         detach: bool,
@@ -150,6 +154,18 @@ pub enum Command {
     },
     /// Leave the tracker and stop the daemon (seed message 6).
     Leave,
+    /// Show or change the daemon's rate caps while it runs (until restart).
+    ///
+    /// RATE is bytes a second with a KiB/MiB/GiB suffix, or bits with
+    /// kbit/Mbit/Gbit (50Mbit); 0 removes the cap.
+    Limits {
+        /// Cap on all uploads together.
+        #[arg(long, value_name = "RATE", value_parser = hive_peer::config::parse_rate)]
+        up: Option<u64>,
+        /// Cap on all downloads together.
+        #[arg(long, value_name = "RATE", value_parser = hive_peer::config::parse_rate)]
+        down: Option<u64>,
+    },
     /// Check a daemon's grpc.health.v1 status (default: the local peer).
     Health {
         /// host:port or URL to check; defaults to the local peer.

@@ -23,6 +23,8 @@ pub struct How {
     pub force: bool,
     pub detach: bool,
     pub fail_fast: bool,
+    /// This download's own cap, bytes a second (0: none).
+    pub max_rate: u64,
 }
 
 pub async fn run(mut client: crate::target::Ctl, file: &str, how: How, json: bool) -> Outcome {
@@ -34,6 +36,7 @@ pub async fn run(mut client: crate::target::Ctl, file: &str, how: How, json: boo
         force: how.force,
         detach: how.detach,
         fail_fast: how.fail_fast,
+        max_rate: how.max_rate,
     };
     let mut signals = hive_runtime::shutdown::Signals::install();
     let mut stream = client.fetch(request).await?.into_inner();

@@ -11,6 +11,7 @@ macro_rules! outln {
 
 mod cli;
 mod fetch;
+mod limits;
 mod output;
 mod target;
 mod transfers;
@@ -144,6 +145,7 @@ async fn command(cli: &Cli, target: &Target) -> Outcome {
             force,
             detach,
             fail_fast,
+            max_rate,
         } => {
             let client = control(target).await?;
             let how = fetch::How {
@@ -152,6 +154,7 @@ async fn command(cli: &Cli, target: &Target) -> Outcome {
                 force,
                 detach,
                 fail_fast,
+                max_rate: max_rate.unwrap_or(0),
             };
             fetch::run(client, file, how, cli.json).await
         }
@@ -206,6 +209,9 @@ async fn command(cli: &Cli, target: &Target) -> Outcome {
             Ok(())
         }
         Command::Health { .. } => health(target, cli.json).await,
+        Command::Limits { up, down } => {
+            limits::run(control(target).await?, up, down, cli.json).await
+        }
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "peerctl", &mut script);
@@ -403,6 +409,9 @@ async fn status(target: &Target, json: bool) -> Outcome {
                 "files": s.files.iter().map(local_json).collect::<Vec<_>>(),
                 "bytes_served": s.bytes_served, "bytes_fetched": s.bytes_fetched,
                 "uploads_active": s.uploads_active, "downloads_active": s.downloads_active,
+                "max_upload_rate": s.max_upload_rate, "max_download_rate": s.max_download_rate,
+                "uploads_queued": s.uploads_queued, "uploads_cut": s.uploads_cut,
+                "uploads_refused": s.uploads_refused,
             })
         );
         return Ok(());
@@ -426,6 +435,7 @@ async fn status(target: &Target, json: bool) -> Outcome {
         s.uploads_active,
         s.downloads_active
     );
+    outln!("{}", limits::line(&s));
     print_local(&s.files, false, "files");
     Ok(())
 }

@@ -353,6 +353,7 @@ impl World {
             settings: Settings {
                 per_holder: 1,
                 chunk_timeout: Duration::from_secs(10),
+                caps: Default::default(),
                 relocate_interval: Duration::from_secs(5),
                 wait_for_holders: false,
             },

@@ -86,6 +86,7 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
             self.manifest.clone(),
             chunk,
             self.settings.chunk_timeout,
+            self.settings.caps.clone(),
             self.swarm.sink.clone(),
         );
         let handle = self.tasks.spawn(job);

@@ -1,31 +1,48 @@
 //! The public Peer service: GetChunk, seed message 5 on the serving side.
 //!
-//! Uploads are capped: a request beyond the cap gets RESOURCE_EXHAUSTED at
-//! once, never a queue. The permit moves into the response stream and is
-//! released only when the stream is dropped. A producer task reads the chunk
-//! a segment (1 MiB) at a time and feeds it through a small channel; if the
-//! reader stops taking data for the send timeout, the producer gives up and
-//! closes the reader's connection (see [`Upload::send`]), so a slow or
-//! stalled reader costs a bounded amount of memory, and holds its permit
-//! for that long at most.
+//! Uploads take a slot ([`slots`]): at most `--max-uploads` at once, at
+//! most `--max-uploads-per-address` of them for one source address, and a
+//! request that finds none waits its turn for up to `--upload-queue-wait`
+//! (round robin over the addresses waiting) before RESOURCE_EXHAUSTED. The
+//! slot moves into the response stream and is given back only when the
+//! stream is dropped. A producer task ([`upload`]) reads the chunk a segment
+//! (1 MiB) at a time and feeds it through a small channel, within the
+//! upload cap (`--max-upload-rate`); a reader that takes no data for the
+//! send timeout, or less than `--min-upload-rate` over a drain window, has
+//! its connection closed, so a slow or stalled reader costs a bounded
+//! amount of memory and holds its slot for a bounded time.
 
-use std::{net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
+mod slots;
+mod upload;
+
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    pin::Pin,
+    sync::Arc,
+    time::Duration,
+};
 
 use hive::{
     pb::peer::{self as pb, peer_server::Peer},
     wire,
 };
 use hive_runtime::grpc::STREAM_MESSAGE_BYTES;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
-use tracing::{debug, instrument, warn};
+use tracing::{instrument, warn};
 
+use self::upload::Upload;
+pub use self::{
+    slots::{Refused, Slot, Slots, Usage},
+    upload::DrainRule,
+};
 use crate::{
     error::PeerError,
-    holdings::{ChunkSource, Holdings, ReadError},
+    holdings::{Holdings, ReadError},
     metrics::Counters,
+    throttle::Throttle,
 };
 
 /// Stream messages buffered ahead of the reader.
@@ -38,8 +55,13 @@ pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ChunkData, Status>> 
 
 pub struct ChunkServer {
     pub holdings: Holdings,
-    pub uploads: Arc<Semaphore>,
+    pub slots: Slots,
+    /// How long a request may wait for a slot.
+    pub queue_wait: Duration,
     pub send_timeout: Duration,
+    pub drain: DrainRule,
+    /// The upload cap, shared by every upload.
+    pub cap: Arc<Throttle>,
     /// Cancelled when running uploads must end (after the shutdown grace).
     pub stop: CancellationToken,
     pub counters: Arc<Counters>,
@@ -56,11 +78,9 @@ impl Peer for ChunkServer {
     ) -> Result<Response<ChunkStream>, Status> {
         // The connection, so that a stalled upload can close it.
         let conn = request.local_addr().zip(request.remote_addr());
+        let from = conn.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |(_, r)| r.ip());
         let req = request.into_inner();
         let name = wire::file_name("name", req.name).map_err(PeerError::from)?;
-        let permit = self.uploads.clone().try_acquire_owned().map_err(|_| {
-            PeerError::Busy("too many uploads in progress; ask another holder".into())
-        })?;
         // Deleted or replaced since it was hashed: retired, never served
         // from the descriptor still open.
         let present = {
@@ -75,7 +95,9 @@ impl Peer for ChunkServer {
             ))
             .into());
         }
+        // Checked first: a chunk not held is NOT_FOUND at once, never queued.
         let source = Arc::new(self.holdings.source(&name, req.chunk)?);
+        let permit = self.slot(from).await?;
         let chunk = source.chunk;
         // The first segment is read before answering, so a file that is gone
         // or changed gets a status, not a broken stream. A changed file has
@@ -116,111 +138,51 @@ impl Peer for ChunkServer {
             }
         };
         let (tx, rx) = mpsc::channel(AHEAD);
-        let (timeout, stop, counters) =
-            (self.send_timeout, self.stop.clone(), self.counters.clone());
+        // Dropped with the stream: tells the producer the stream has ended.
+        let (ended_tx, ended) = oneshot::channel::<()>();
+        let counters = self.counters.clone();
         let upload = Upload {
             source,
             frames,
             next,
             tx,
-            timeout,
-            stop,
+            timeout: self.send_timeout,
+            drain: self.drain,
+            cap: self.cap.clone(),
+            stop: self.stop.clone(),
             counters: counters.clone(),
             conn,
+            ended,
         };
         hive_runtime::task::spawn("upload", upload.run());
         let guard = counters.upload();
         let stream = ReceiverStream::new(rx).map(move |item| {
             // Held until the stream is dropped.
-            let _ = (&permit, &guard);
+            let _ = (&permit, &guard, &ended_tx);
             item
         });
         Ok(Response::new(Box::pin(stream)))
     }
 }
 
-/// One chunk on its way out: the frames in hand, and where to read next.
-struct Upload {
-    source: Arc<ChunkSource>,
-    frames: Vec<bytes::Bytes>,
-    next: u64,
-    tx: mpsc::Sender<Result<pb::ChunkData, Status>>,
-    timeout: Duration,
-    stop: CancellationToken,
-    counters: Arc<Counters>,
-    /// The connection's local and remote address.
-    conn: Option<(SocketAddr, SocketAddr)>,
-}
-
-impl Upload {
-    /// Feeds the chunk to the stream a segment at a time; stops when the
-    /// reader goes away, stalls past the timeout, or the daemon stops
-    /// serving.
-    async fn run(mut self) -> Result<(), PeerError> {
-        let end = self.source.range().end;
-        loop {
-            for data in std::mem::take(&mut self.frames) {
-                if !self.send(data).await {
-                    return Ok(());
-                }
-            }
-            if self.next >= end {
-                return Ok(());
-            }
-            let (source, at) = (self.source.clone(), self.next);
-            let to = end.min(at + SEGMENT);
-            let read =
-                tokio::task::spawn_blocking(move || source.read(at..to, STREAM_MESSAGE_BYTES))
-                    .await;
-            match read {
-                Ok(Ok(frames)) => (self.frames, self.next) = (frames, to),
-                _ => {
-                    warn!(chunk = %self.source.chunk, "cannot read the rest of the chunk");
-                    // Waited for, not tried: a full queue must not turn the
-                    // error into a short stream that ends OK.
-                    let error = Err(Status::internal("cannot read the chunk"));
-                    let _ = tokio::time::timeout(self.timeout, self.tx.send(error)).await;
-                    return Ok(());
-                }
-            }
-        }
-    }
-
-    /// Sends one message; false if the upload should stop.
-    ///
-    /// A reader that stalls has stopped opening its flow-control window,
-    /// and hyper polls a response body only while that window has room: the
-    /// stream can then be neither ended nor reset from here, and would keep
-    /// its upload permit and buffered messages until its connection closes
-    /// (up to the maximum connection age). So a stall closes the connection,
-    /// which ends the stream and frees both. hive's own downloads give up on
-    /// a chunk before the send timeout (`--chunk-timeout`), so this cuts
-    /// only readers that stopped.
-    async fn send(&self, data: bytes::Bytes) -> bool {
-        let len = data.len() as u64;
-        tokio::select! {
-            sent = tokio::time::timeout(self.timeout, self.tx.send(Ok(pb::ChunkData { data }))) => match sent {
-                Ok(Ok(())) => {
-                    self.counters.add_served(len);
-                    true
-                }
-                Ok(Err(_)) => {
-                    debug!("the reader went away");
-                    false
-                }
-                Err(_) => {
-                    warn!(timeout = ?self.timeout, "the reader stopped taking data; upload abandoned, connection closed");
-                    if let Some((local, remote)) = self.conn {
-                        hive_runtime::grpc::abort_connection(local, remote);
+impl ChunkServer {
+    /// An upload slot for a request from `from`, waited for in turn.
+    async fn slot(&self, from: IpAddr) -> Result<Slot, PeerError> {
+        self.slots
+            .acquire(from, self.queue_wait)
+            .await
+            .map_err(|why| {
+                self.counters.add_upload_refused();
+                PeerError::Busy(match why {
+                    Refused::Full => {
+                        "too many uploads in progress or waiting; ask another holder".into()
                     }
-                    false
-                }
-            },
-            _ = self.stop.cancelled() => {
-                let _ = self.tx.try_send(Err(Status::unavailable("the peer is shutting down")));
-                false
-            }
-        }
+                    Refused::Waited => format!(
+                        "no upload slot came free within {:?}; ask another holder",
+                        self.queue_wait
+                    ),
+                })
+            })
     }
 }
 
@@ -280,8 +242,14 @@ mod tests {
             let addr = listener.local_addr().unwrap();
             let service = PeerServer::new(ChunkServer {
                 holdings,
-                uploads: Arc::new(Semaphore::new(4)),
+                slots: Slots::new(4, 4),
+                queue_wait: Duration::ZERO,
                 send_timeout: Duration::from_secs(5),
+                drain: DrainRule {
+                    min_rate: 0,
+                    window: Duration::ZERO,
+                },
+                cap: Arc::default(),
                 stop: CancellationToken::new(),
                 counters: Arc::default(),
             });
