@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use hive::{ChunkSet, ChunkSize, Digest, FileName, Layout, Manifest};
+use hive::{ChunkSet, ChunkSize, Digest, FileName, Layout, Manifest, name::NameError};
 
 use crate::{auth::PeerId, registry::Change};
 
@@ -92,7 +92,9 @@ pub fn encode_changes(changes: &[Change], out: &mut Vec<u8>) {
 }
 
 /// The changes `encode_changes` wrote into `bytes`, or `None` if anything
-/// in them is malformed.
+/// in them is malformed. A change naming a file by a name that today's
+/// name rules refuse as deceptive (BI-9: it was logged before they grew) is
+/// left out, not taken for damage: the log goes on after it.
 pub fn decode_changes(mut bytes: &[u8]) -> Option<Vec<Change>> {
     let mut changes = Vec::new();
     while let Some((&tag, rest)) = bytes.split_first() {
@@ -101,9 +103,19 @@ pub fn decode_changes(mut bytes: &[u8]) -> Option<Vec<Change>> {
         changes.push(match tag {
             PUT_MANIFEST => {
                 let name = take_str(r)?;
-                Change::PutManifest(Arc::new(decode_manifest(name, take_bytes(r)?)?))
+                let manifest = take_bytes(r)?;
+                if let Err(NameError::Deceptive(_)) = FileName::new(name) {
+                    left_out(name);
+                    continue;
+                }
+                Change::PutManifest(Arc::new(decode_manifest(name, manifest)?))
             }
-            REMOVE_MANIFEST => Change::RemoveManifest(take_name(r)?),
+            REMOVE_MANIFEST => {
+                let Named::Valid(name) = take_name(r)? else {
+                    continue;
+                };
+                Change::RemoveManifest(name)
+            }
             PUT_PEER => Change::PutPeer {
                 peer: take_peer(r)?,
                 addr: take_str(r)?.to_owned(),
@@ -115,20 +127,40 @@ pub fn decode_changes(mut bytes: &[u8]) -> Option<Vec<Change>> {
                 let name = take_name(r)?;
                 let universe = u32::from_le_bytes(*take_array(r)?);
                 let chunks = ChunkSet::from_bytes(universe, take_bytes(r)?)?;
+                let Named::Valid(name) = name else {
+                    continue;
+                };
                 Change::PutHolding {
                     peer,
                     name,
                     chunks: Arc::new(chunks),
                 }
             }
-            REMOVE_HOLDING => Change::RemoveHolding {
-                peer: take_peer(r)?,
-                name: take_name(r)?,
-            },
+            REMOVE_HOLDING => {
+                let peer = take_peer(r)?;
+                let Named::Valid(name) = take_name(r)? else {
+                    continue;
+                };
+                Change::RemoveHolding { peer, name }
+            }
             _ => return None,
         });
     }
     Some(changes)
+}
+
+/// A name as logged.
+enum Named {
+    Valid(FileName),
+    /// One today's rules refuse as deceptive: its change is left out.
+    Deceptive,
+}
+
+fn left_out(name: &str) {
+    tracing::warn!(
+        name = %name.escape_default(),
+        "a logged change names a file by a name the name rules now refuse; left out"
+    );
 }
 
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -154,8 +186,16 @@ fn take_str<'a>(r: &mut &'a [u8]) -> Option<&'a str> {
     std::str::from_utf8(take_bytes(r)?).ok()
 }
 
-fn take_name(r: &mut &[u8]) -> Option<FileName> {
-    FileName::new(take_str(r)?).ok()
+fn take_name(r: &mut &[u8]) -> Option<Named> {
+    let name = take_str(r)?;
+    match FileName::new(name) {
+        Ok(name) => Some(Named::Valid(name)),
+        Err(NameError::Deceptive(_)) => {
+            left_out(name);
+            Some(Named::Deceptive)
+        }
+        Err(_) => None,
+    }
 }
 
 fn take_peer(r: &mut &[u8]) -> Option<PeerId> {
@@ -222,5 +262,34 @@ pub(crate) mod tests {
         let mut bad = vec![REMOVE_MANIFEST];
         put_bytes(&mut bad, b"../etc/passwd");
         assert_eq!(decode_changes(&bad), None);
+    }
+
+    #[test]
+    fn a_name_refused_since_it_was_logged_drops_its_changes_not_the_log() {
+        // Logged when "a\u{202E}b" was still a name: the same bytes as
+        // "aZZZb" with the three bytes of U+202E for "ZZZ".
+        let peer = PeerId::from_u64(3);
+        let name: FileName = "aZZZb".parse().unwrap();
+        let changes = vec![
+            Change::RemoveHolding {
+                peer,
+                name: name.clone(),
+            },
+            Change::RemoveManifest(name),
+            Change::RemovePeer(peer),
+        ];
+        let mut bytes = Vec::new();
+        encode_changes(&changes, &mut bytes);
+        let mut at = 0;
+        while let Some(i) = bytes[at..].windows(3).position(|w| w == b"ZZZ") {
+            bytes[at + i..at + i + 3].copy_from_slice("\u{202E}".as_bytes());
+            at += i + 3;
+        }
+        assert!(at > 0, "the name was found in the log");
+        assert_eq!(
+            decode_changes(&bytes),
+            Some(vec![Change::RemovePeer(peer)]),
+            "the deceptive name's changes are left out, the rest replayed"
+        );
     }
 }
