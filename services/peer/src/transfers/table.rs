@@ -99,7 +99,14 @@ impl Table {
             return Fetched::New;
         };
         match e.state {
-            State::Queued | State::Running => Fetched::Following,
+            State::Queued | State::Running => {
+                // A new cap reaches a transfer already asked for, and is
+                // kept with it (control.rs applies it to the run itself).
+                if spec.max_rate > 0 {
+                    e.spec.max_rate = spec.max_rate;
+                }
+                Fetched::Following
+            }
             _ => {
                 e.spec = spec;
                 e.state = State::Queued;
@@ -169,6 +176,16 @@ impl Table {
                 reason: err.to_string(),
             },
         };
+    }
+
+    /// Puts a transfer that [`Table::start_next`] marked running back in
+    /// the queue (its last run has not ended yet).
+    pub fn requeue(&mut self, name: &FileName) {
+        if let Ok(e) = self.entry(name)
+            && e.state == State::Running
+        {
+            e.state = State::Queued;
+        }
     }
 
     /// Transfers running now.

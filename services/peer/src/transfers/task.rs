@@ -32,6 +32,10 @@ struct Live {
     hook: Option<String>,
     /// Cancelled with --remove while it ran: drop its chunks when it ends.
     discard: bool,
+    /// Asked to run again (resumed, or fetched after a cancel) while the
+    /// last run was still winding down: that run's end starts the next one
+    /// instead of deciding the transfer's state.
+    restart: bool,
 }
 
 impl Live {
@@ -43,6 +47,7 @@ impl Live {
             rate: Rate::default(),
             hook: None,
             discard: false,
+            restart: false,
         }
     }
 }
@@ -180,6 +185,13 @@ impl<R: Runner> Task<R> {
         if let Some(s) = &live.phase.borrow().started {
             live.manifest = Some(s.manifest.clone());
         }
+        if std::mem::take(&mut live.restart) {
+            // The transfer was queued again while this run wound down: its
+            // followers wait for the next run, which starts now.
+            live.discard = false;
+            self.changed();
+            return;
+        }
         live.phase
             .send_modify(|p| p.finished = Some(result.clone()));
         let discard = live.discard;
@@ -212,8 +224,10 @@ impl<R: Runner> Task<R> {
         for (name, spec) in self.table.start_next() {
             let live = self.live.entry(name.clone()).or_insert_with(Live::new);
             if live.run.is_some() {
-                // The last run is still winding down: it starts again once
-                // that one reports in.
+                // The last run is still winding down: queued again, it
+                // starts once that one reports in.
+                live.restart = true;
+                self.table.requeue(&name);
                 continue;
             }
             self.runs += 1;

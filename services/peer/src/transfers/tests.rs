@@ -29,6 +29,8 @@ struct Fake {
     gates: Arc<Mutex<HashMap<String, Arc<Notify>>>>,
     discarded: Arc<Mutex<Vec<String>>>,
     stop: CancellationToken,
+    /// How long a cancelled run takes to wind down.
+    linger: Duration,
 }
 
 impl Fake {
@@ -58,10 +60,13 @@ impl Runner for Fake {
         cancel: CancellationToken,
     ) -> impl Future<Output = Result<DoneInfo, PeerError>> + Send + 'static {
         lock(&self.started).push(name.to_string());
-        let gate = self.gate(name.as_str());
+        let (gate, linger) = (self.gate(name.as_str()), self.linger);
         async move {
             tokio::select! {
-                _ = cancel.cancelled() => Err(PeerError::Cancelled),
+                _ = cancel.cancelled() => {
+                    tokio::time::sleep(linger).await;
+                    Err(PeerError::Cancelled)
+                }
                 _ = gate.notified() => Ok(DoneInfo {
                     path: format!("/share/{name}").into(),
                     digest: hive::Digest::of(&[]),
@@ -227,4 +232,44 @@ async fn paused_and_running_transfers_survive_a_restart() {
         ]
     );
     assert_eq!(fake.started(), ["b", "c"], "the paused one stays paused");
+}
+
+#[tokio::test(start_paused = true)]
+async fn resumed_while_the_last_run_winds_down_it_runs_again() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let fake = Fake {
+        linger: Duration::from_secs(1),
+        ..Fake::default()
+    };
+    let t = start(&fake, dir.path(), 1);
+    t.fetch(name("a"), Spec::default()).await.expect("accepted");
+    until(&t, "a", Shown::Running).await;
+    t.pause(name("a")).await.expect("paused");
+    // The paused run has not ended yet (it lingers 1 s).
+    t.resume(name("a")).await.expect("resumed");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        fake.started(),
+        ["a", "a"],
+        "a second run once the first ended"
+    );
+    assert_eq!(states(&t).await, [("a".into(), Shown::Running)]);
+
+    // Likewise a fetch right after a cancel.
+    t.cancel(name("a"), false).await.expect("cancelled");
+    let mut phase = t.fetch(name("a"), Spec::default()).await.expect("accepted");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(fake.started(), ["a", "a", "a"]);
+    fake.complete("a");
+    let done = phase
+        .wait_for(|p| p.finished.is_some())
+        .await
+        .expect("open");
+    assert!(
+        matches!(done.finished, Some(Ok(_))),
+        "the new follower sees the new run, not the old one's end: {:?}",
+        done.finished
+    );
+    drop(done);
+    until(&t, "a", Shown::Done).await;
 }
