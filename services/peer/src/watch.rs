@@ -113,9 +113,11 @@ async fn share_new(sharing: &Sharing, dir: &Path, settle: Duration) -> Result<()
     Ok(())
 }
 
+/// A refusal the tracker will repeat (a name taken, a file refused, a
+/// catalog quota), not a failure to reach it: recorded, not retried every
+/// pass.
 fn refused(e: &PeerError) -> bool {
-    use tonic::Code;
-    matches!(e.code(), Code::AlreadyExists | Code::InvalidArgument)
+    crate::tracker_link::refusal(e)
 }
 
 /// Regular files directly in `root` (links only if they stay inside it),

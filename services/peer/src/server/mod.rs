@@ -81,8 +81,12 @@ impl Peer for ChunkServer {
         let from = conn.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |(_, r)| r.ip());
         let req = request.into_inner();
         let name = wire::file_name("name", req.name).map_err(PeerError::from)?;
-        // Deleted or replaced since it was hashed: retired, never served
-        // from the descriptor still open.
+        // Checked first: a chunk not held is NOT_FOUND at once, never queued.
+        self.holdings.source(&name, req.chunk)?;
+        let permit = self.slot(from).await?;
+        // Then, with the slot held (the wait may be long): a file deleted or
+        // replaced since it was hashed is retired, never served from the
+        // descriptor still open; the descriptor is taken only after that.
         let present = {
             let (holdings, name) = (self.holdings.clone(), name.clone());
             tokio::task::spawn_blocking(move || holdings.check(&name))
@@ -95,9 +99,7 @@ impl Peer for ChunkServer {
             ))
             .into());
         }
-        // Checked first: a chunk not held is NOT_FOUND at once, never queued.
         let source = Arc::new(self.holdings.source(&name, req.chunk)?);
-        let permit = self.slot(from).await?;
         let chunk = source.chunk;
         // The first segment is read before answering, so a file that is gone
         // or changed gets a status, not a broken stream. A changed file has

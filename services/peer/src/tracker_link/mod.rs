@@ -39,6 +39,7 @@ use std::{
 use hive::{FileName, Manifest};
 use tokio::sync::{mpsc, oneshot, watch};
 
+pub(crate) use self::session::refusal;
 pub use self::{
     locate::{Holder, Located},
     trackers::Trackers,

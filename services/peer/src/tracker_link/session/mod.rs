@@ -8,6 +8,8 @@
 
 mod register;
 
+pub(crate) use register::refusal;
+
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use hive::{

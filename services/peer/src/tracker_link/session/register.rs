@@ -269,7 +269,7 @@ impl Session {
 /// a name taken or a file refused, or a catalog quota (the tracker's
 /// "quota exceeded" RESOURCE_EXHAUSTED; its rate limit is a failure of the
 /// call, retried).
-fn refusal(e: &PeerError) -> bool {
+pub(crate) fn refusal(e: &PeerError) -> bool {
     match e {
         PeerError::Tracker {
             code: Code::ResourceExhausted,
