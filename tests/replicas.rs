@@ -126,7 +126,7 @@ async fn a_replica_killed_mid_download_is_failed_over_keeping_the_session() {
         let path = path.display().to_string();
         let control = seeder.control.to_string();
         let shared = peerctl(
-            &["--peer", &control, "share", "--chunk-size", "64KiB", &path],
+            &["--control", &control, "share", "--chunk-size", "64KiB", &path],
             &[],
         )
         .await;
@@ -178,9 +178,9 @@ async fn a_dead_first_replica_is_passed_over_from_the_start() {
         let listed = peerctl(&["--json", "files"], &env).await;
         assert_eq!(json(&listed)["files"][0]["name"], "f.bin");
         // No --tracker: the daemon's replicas.
-        let listed = peerctl(&["--peer", &control, "--json", "files"], &[]).await;
+        let listed = peerctl(&["--control", &control, "--json", "files"], &[]).await;
         assert_eq!(json(&listed)["files"][0]["name"], "f.bin");
-        let shown = peerctl(&["--peer", &control, "status"], &[]).await;
+        let shown = peerctl(&["--control", &control, "status"], &[]).await;
         assert!(
             said(&shown).contains("(replica 2 of 2)"),
             "{}",

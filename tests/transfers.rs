@@ -68,7 +68,7 @@ fn follow(tracker: &TestTracker, peer: &TestPeer, name: &str) -> Child {
         .args([
             "--tracker",
             &tracker.url(),
-            "--peer",
+            "--control",
             &peer.control.to_string(),
         ])
         .args(["--json", "fetch", name])
