@@ -40,8 +40,10 @@ check() { # check DESCRIPTION COMMAND...: the command must succeed
 has() { grep -q -- "$1" "$WORK/last.out"; }
 run() { "$@" >"$WORK/last.out" 2>&1; }
 
-# The control service is on the peer's Unix socket: grpcurl -unix.
-for pair in "$TRACKER hive.tracker.v1.Tracker" "$A hive.peer.v1.Peer" "-unix $A_CONTROL hive.control.v1.Control"; do
+# The control service is on the peer's Unix socket: grpcurl -unix, with an
+# :authority of its own (by default grpcurl sends the socket path, which is
+# no HTTP/2 authority: the server resets the stream with PROTOCOL_ERROR).
+for pair in "$TRACKER hive.tracker.v1.Tracker" "$A hive.peer.v1.Peer" "-unix -authority localhost $A_CONTROL hive.control.v1.Control"; do
   read -r -a words <<<"$pair"
   service=${words[-1]}; port=${words[*]:0:${#words[@]}-1}
   run $G $port list
@@ -76,7 +78,7 @@ want = open(sys.argv[2], "rb").read()[1024:2048]
 sys.exit(0 if data == want else 1)
 PY
 
-for port in "$TRACKER" "$A" "-unix $A_CONTROL" "-unix $B_CONTROL"; do
+for port in "$TRACKER" "$A" "-unix -authority localhost $A_CONTROL" "-unix -authority localhost $B_CONTROL"; do
   run $G $port grpc.health.v1.Health/Check
   check "Health/Check on $port is SERVING" has '"SERVING"'
 done
