@@ -273,7 +273,7 @@ start_leech_hive() {
   local node=$1
   (
     rc=0
-    nsx "$node" "$BIN/peerctl" --dir "$W/$node" --json fetch "$FILE" >"$W/$node.fetch" 2>&1 || rc=$?
+    nsx "$node" "$BIN/peerctl" --dir "$W/$node" --json fetch --fail-fast "$FILE" >"$W/$node.fetch" 2>&1 || rc=$?
     echo "$rc $EPOCHREALTIME" >"$W/$node.done"
   ) &
 }
