@@ -108,7 +108,15 @@ pub fn info(
     let (size, chunk_count) = manifest.map_or((0, 0), |m| (m.size(), m.chunk_count()));
     let (bytes_done, chunks_done) = match (&entry.state, phase.started.is_some(), held) {
         (State::Done { .. }, _, _) => (size, chunk_count),
-        (_, true, _) => (phase.progress.bytes_done, phase.progress.chunks_done),
+        // The run counts what was held before it too, but only from its
+        // first progress report on: until then, what it started with.
+        (_, true, _) => phase.started.as_ref().map_or((0, 0), |s| {
+            let present = size.saturating_sub(s.bytes_wanted);
+            (
+                phase.progress.bytes_done.max(present),
+                phase.progress.chunks_done.max(s.chunks_present),
+            )
+        }),
         (_, false, Some(held)) => held,
         _ => (0, 0),
     };
