@@ -85,8 +85,8 @@ impl Control for ControlService {
             };
             let phase = self.transfers.fetch(name.clone(), spec).await?;
             if max_rate > 0 {
-                // A transfer already running keeps its spec: the new cap
-                // reaches it here.
+                // The table keeps the new cap for later runs; a run already
+                // going gets it here.
                 self.fetcher.limit(&name, max_rate);
             }
             if !req.detach {
