@@ -112,14 +112,22 @@ async fn within<F: Future>(secs: u64, fut: F) -> F::Output {
         .unwrap_or_else(|_| panic!("timed out after {secs} s"))
 }
 
-/// One test per backend of `case(backend)`.
+/// One test per backend of `case(backend)`, in a module per backend; the
+/// cases run with `config()`, or with the configuration given after `with`
+/// (its function's name is then a module around them).
 macro_rules! both {
-    ($($case:ident),* $(,)?) => {
+    (with $config:ident: $($case:ident),* $(,)?) => {
+        mod $config {
+            use super::*;
+            both!(@backends $config; $($case),*);
+        }
+    };
+    (@backends $config:ident; $($case:ident),*) => {
         mod embedded_backend {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
-                    if let Some(b) = super::embedded(super::config()).await {
+                    if let Some(b) = super::embedded(super::$config()).await {
                         super::within(60, super::$case(b)).await;
                     }
                 }
@@ -129,7 +137,7 @@ macro_rules! both {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
-                    if let Some(b) = super::shared(super::config()).await {
+                    if let Some(b) = super::shared(super::$config()).await {
                         super::within(60, super::$case(b)).await;
                     }
                 }
@@ -139,12 +147,15 @@ macro_rules! both {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
-                    if let Some(b) = super::clustered(super::config()).await {
+                    if let Some(b) = super::clustered(super::$config()).await {
                         super::within(90, super::$case(b)).await;
                     }
                 }
             )*
         }
+    };
+    ($($case:ident),* $(,)?) => {
+        both!(@backends config; $($case),*);
     };
 }
 
@@ -651,40 +662,7 @@ fn quota_config() -> Config {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_address_cannot_fill_the_catalog_embedded() {
-    if let Some(b) = embedded(quota_config()).await {
-        within(60, catalog_filling_attack(b)).await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_address_cannot_fill_the_catalog_redis() {
-    if let Some(b) = shared(quota_config()).await {
-        within(60, catalog_filling_attack(b)).await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_address_cannot_fill_the_catalog_redis_cluster() {
-    if let Some(b) = clustered(quota_config()).await {
-        within(90, catalog_filling_attack(b)).await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fake_manifests_stop_at_the_address_byte_quota_embedded() {
-    if let Some(b) = embedded(quota_config()).await {
-        within(60, fake_manifests(b)).await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fake_manifests_stop_at_the_address_byte_quota_redis() {
-    if let Some(b) = shared(quota_config()).await {
-        within(60, fake_manifests(b)).await;
-    }
-}
+both!(with quota_config: catalog_filling_attack, fake_manifests);
 
 async fn new_session(
     c: &SharedCatalog,
