@@ -367,13 +367,7 @@ where
         let Some(inner) = self.inner.as_ref() else {
             return SizeHint::with_exact(rest);
         };
-        let inner = inner.size_hint();
-        let mut hint = SizeHint::new();
-        if let Some(upper) = inner.upper() {
-            hint.set_upper(upper + rest);
-        }
-        hint.set_lower(inner.lower() + rest);
-        hint
+        super::frames::plus(&inner.size_hint(), rest)
     }
 }
 

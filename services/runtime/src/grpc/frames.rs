@@ -140,15 +140,18 @@ where
     }
 
     fn size_hint(&self) -> SizeHint {
-        let inner = self.inner.size_hint();
-        let rest = self.rest.len() as u64;
-        let mut hint = SizeHint::new();
-        if let Some(upper) = inner.upper() {
-            hint.set_upper(upper + rest);
-        }
-        hint.set_lower(inner.lower() + rest);
-        hint
+        plus(&self.inner.size_hint(), self.rest.len() as u64)
     }
+}
+
+/// `inner`'s size hint with `extra` bytes held back ahead of it.
+pub(crate) fn plus(inner: &SizeHint, extra: u64) -> SizeHint {
+    let mut hint = SizeHint::new();
+    if let Some(upper) = inner.upper() {
+        hint.set_upper(upper + extra);
+    }
+    hint.set_lower(inner.lower() + extra);
+    hint
 }
 
 #[cfg(test)]
