@@ -71,9 +71,7 @@ pub async fn bind_socket(path: &Path) -> io::Result<UnixListener> {
 /// Writes a fresh cookie to `path` (mode 0600, replacing any old one) and
 /// returns it.
 pub fn write_cookie(path: &Path) -> io::Result<String> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| io::Error::other(e.to_string()))?;
-    let cookie: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let cookie = random_hex::<32>()?;
     match std::fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -86,6 +84,13 @@ pub fn write_cookie(path: &Path) -> io::Result<String> {
         .open(path)?;
     file.write_all(cookie.as_bytes())?;
     Ok(cookie)
+}
+
+/// `N` random bytes, as hex.
+pub fn random_hex<const N: usize>() -> io::Result<String> {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).map_err(|e| io::Error::other(e.to_string()))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Reads the cookie at `path`.
@@ -125,7 +130,7 @@ impl Interceptor for CookieCheck {
 }
 
 /// Compares in time independent of where the two differ.
-fn same(a: &[u8], b: &[u8]) -> bool {
+pub fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -5,6 +5,8 @@
 
 mod transfers;
 
+pub use self::transfers::name as file_name;
+
 use std::{path::PathBuf, pin::Pin};
 
 use hive::{
@@ -344,6 +346,7 @@ fn status(s: Snapshot) -> pb::StatusResponse {
         uploads_queued: s.uploads_queued as u32,
         uploads_cut: s.counters.uploads_cut,
         uploads_refused: s.counters.uploads_refused,
+        web_url: s.web_url.unwrap_or_default(),
     }
 }
 

@@ -28,6 +28,8 @@
 //!   request, calls one operation above and maps its answer.
 //! - [`metrics`]: counters of what moved.
 //! - [`throttle`]: the upload and download rate caps (token buckets).
+//! - [`web`]: the web UI and its HTTP/JSON API (`--web`), on the Control
+//!   service's operations.
 //! - [`error`]: the daemon's errors and their gRPC status codes.
 
 #![forbid(unsafe_code)]
@@ -49,6 +51,7 @@ pub mod throttle;
 pub mod tracker_link;
 pub mod transfers;
 pub mod watch;
+pub mod web;
 
 pub use config::Config;
 pub use daemon::{ControlListeners, Listeners, serve};

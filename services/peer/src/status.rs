@@ -29,6 +29,8 @@ pub struct Snapshot {
     /// The global caps (upload, download), bytes a second; 0 is none.
     pub limits: (u64, u64),
     pub uploads_queued: usize,
+    /// The web UI's URL, if it runs.
+    pub web_url: Option<String>,
 }
 
 /// What a snapshot is taken of: a cheap, shared handle.
@@ -41,6 +43,7 @@ pub struct Overview {
     pub listen: String,
     pub limits: Limits,
     pub slots: Slots,
+    pub web_url: Option<String>,
 }
 
 impl Overview {
@@ -55,6 +58,7 @@ impl Overview {
             downloads_active: self.fetcher.active(),
             limits: (self.limits.upload.rate(), self.limits.download.rate()),
             uploads_queued: self.slots.usage().queued,
+            web_url: self.web_url.clone(),
         }
     }
 }

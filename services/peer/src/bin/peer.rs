@@ -4,7 +4,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use anyhow::bail;
 use clap::Parser;
-use hive_peer::{Config, ControlListeners, Listeners};
+use hive_peer::{Config, ControlListeners, Listeners, web::WebListener};
 use hive_runtime::telemetry::{Telemetry, init_logging};
 use tokio::net::TcpListener;
 
@@ -30,6 +30,26 @@ struct Args {
     /// reads it. Printed on stdout as `control-tcp on ADDR`.
     #[arg(long, env = "HIVE_CONTROL_TCP", value_name = "ADDR")]
     control_tcp: Option<SocketAddr>,
+
+    /// Serve the web UI and its HTTP/JSON API on this address (off by
+    /// default; port 0 picks a free port). On a loopback address it needs no
+    /// secret; on any other, every request must carry the daemon's cookie
+    /// (DIR/.hive/control.cookie, written at each start): `Authorization:
+    /// Bearer COOKIE`, or the login page. Printed on stdout as `web UI
+    /// listening on http://ADDR/`.
+    #[arg(long, env = "HIVE_WEB", value_name = "ADDR")]
+    web: Option<SocketAddr>,
+
+    /// A host name the web UI answers to besides IP addresses and
+    /// localhost (repeatable): requests naming any other host are refused,
+    /// against DNS rebinding.
+    #[arg(
+        long = "web-allow-host",
+        env = "HIVE_WEB_ALLOW_HOST",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    web_allow_host: Vec<String>,
 
     /// A TOML file of settings: each key is a long flag without its dashes
     /// (`max-uploads = 64`). Flags and HIVE_* variables override it.
@@ -88,22 +108,39 @@ async fn run() -> anyhow::Result<()> {
     }
     let public = bind(args.listen, "--listen", "the public port other peers dial").await?;
     println!("listening on {}", public.local_addr()?);
-    let control = bind_control(&args).await?;
+    let (control, cookie) = bind_control(&args).await?;
     let metrics = hive_runtime::metrics::bind(args.telemetry.metrics)
         .await
         .map_err(|e| bind_error(&e.to_string(), &e, "--metrics"))?;
+    let web = match args.web {
+        None => None,
+        Some(addr) => {
+            let listener = bind(addr, "--web", "the web UI").await?;
+            println!(
+                "web UI listening on {}",
+                hive_peer::web::url(listener.local_addr()?)
+            );
+            Some(WebListener {
+                listener,
+                secret: cookie,
+                allow_hosts: args.web_allow_host.clone(),
+            })
+        }
+    };
     let listeners = Listeners {
         public,
         control,
         metrics,
+        web,
     };
     hive_peer::serve(listeners, args.config, shutdown).await?;
     Ok(())
 }
 
-/// Binds the control socket and, if asked, the TCP control port with a
-/// fresh cookie.
-async fn bind_control(args: &Args) -> anyhow::Result<ControlListeners> {
+/// Binds the control socket and, if asked, the TCP control port; writes a
+/// fresh cookie when TCP control or a web UI off loopback needs it, and
+/// returns it.
+async fn bind_control(args: &Args) -> anyhow::Result<(ControlListeners, Option<String>)> {
     let dir = &args.config.dir;
     hive_peer::access::prepare_state_dir(dir)
         .map_err(|e| anyhow::anyhow!("cannot create {}/.hive: {e}; check --dir", dir.display()))?;
@@ -119,18 +156,25 @@ async fn bind_control(args: &Args) -> anyhow::Result<ControlListeners> {
         bind_error(&what, &e, "--control")
     })?;
     println!("control on {}", path.display());
+    let web_off_loopback = args.web.is_some_and(|a| !a.ip().is_loopback());
+    let cookie = if args.control_tcp.is_some() || web_off_loopback {
+        let cookie_path = hive_peer::access::default_cookie(dir);
+        let cookie = hive_peer::access::write_cookie(&cookie_path)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", cookie_path.display()))?;
+        Some(cookie)
+    } else {
+        None
+    };
     let Some(addr) = args.control_tcp else {
-        return Ok(ControlListeners { socket, tcp: None });
+        return Ok((ControlListeners { socket, tcp: None }, cookie));
     };
     let tcp = bind(addr, "--control-tcp", "the TCP control port").await?;
-    let cookie_path = hive_peer::access::default_cookie(dir);
-    let cookie = hive_peer::access::write_cookie(&cookie_path)
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", cookie_path.display()))?;
     println!("control-tcp on {}", tcp.local_addr()?);
-    Ok(ControlListeners {
+    let control = ControlListeners {
         socket,
-        tcp: Some((tcp, cookie)),
-    })
+        tcp: cookie.clone().map(|c| (tcp, c)),
+    };
+    Ok((control, cookie))
 }
 
 /// `--control` is a path; an address there is the old TCP form.

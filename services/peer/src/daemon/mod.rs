@@ -30,7 +30,7 @@ use self::shutdown::{Servers, Stops};
 use crate::{
     Config, access, control,
     error::PeerError,
-    fetch::{Ctx, Fetcher},
+    fetch::{Ctx, Fetcher, origins::Origins},
     holdings::Holdings,
     metrics::Counters,
     pool::Pool,
@@ -41,6 +41,7 @@ use crate::{
     tracker_link::TrackerLink,
     transfers::{self, Transfers},
     watch,
+    web::{self, WebListener},
 };
 
 /// Connections are recycled after this long, so none can squat forever.
@@ -55,6 +56,8 @@ pub struct Listeners {
     pub control: ControlListeners,
     /// Prometheus metrics over HTTP, if wanted.
     pub metrics: Option<TcpListener>,
+    /// The web UI (`--web`), if wanted.
+    pub web: Option<WebListener>,
 }
 
 /// Where the Control service listens (see [`crate::access`]).
@@ -89,6 +92,12 @@ pub async fn serve(
         }
     }
     config.transport.check().map_err(PeerError::Invalid)?;
+    let web_url = listeners
+        .web
+        .as_ref()
+        .map(web::check)
+        .transpose()?
+        .map(web::url);
     let (dir, state_dir) = startup::prepare_dirs(&config.dir)?;
     let roots = startup::share_roots(&dir, &config.share_roots)?;
     let unshared = Unshared::load(&state_dir);
@@ -151,6 +160,7 @@ pub async fn serve(
             stops.downloads.clone(),
         ),
     );
+    let origins = Origins::default();
     let ctx = Arc::new(Ctx {
         holdings: holdings.clone(),
         link: link.clone(),
@@ -161,6 +171,7 @@ pub async fn serve(
         state_dir: state_dir.clone(),
         cache,
         download_cap: limits.download.clone(),
+        origins: origins.clone(),
     });
     let fetcher = Fetcher::new(ctx, stops.downloads.clone());
     let transfers = Transfers::start(
@@ -214,6 +225,7 @@ pub async fn serve(
             listen: public_addr.to_string(),
             limits,
             slots,
+            web_url,
         },
         link: link.clone(),
         shutdown: stops.leave.clone(),
@@ -233,6 +245,10 @@ pub async fn serve(
             stops.drain.clone().cancelled_owned(),
         );
     let control = Arc::new(control_service);
+    if let Some(listener) = listeners.web {
+        let web = web::serve(listener, control.clone(), origins, stops.drain.clone());
+        hive_runtime::task::spawn("web", web);
+    }
     let socket = hive_runtime::grpc::server()
         .max_concurrent_streams(limits.max_streams)
         .layer(rpc.layer())

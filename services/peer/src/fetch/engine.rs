@@ -286,6 +286,10 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
             return Ok(());
         };
         self.holders[i].inflight -= 1;
+        let verified = outcome.as_ref().is_some_and(|o| o.result.is_ok());
+        self.swarm
+            .sink
+            .answered(chunk, &self.holders[i].addr, verified);
         if let Some(who) = self.inflight.get_mut(&chunk) {
             who.retain(|(j, _)| *j != i);
             if who.is_empty() {

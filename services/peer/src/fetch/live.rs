@@ -16,6 +16,7 @@ use tonic::{Code, Status, Streaming};
 
 use super::{
     engine::Engine,
+    origins::Origins,
     partfile::PartFile,
     request::Failure,
     traits::{Holders, Locator, Sink},
@@ -102,6 +103,7 @@ pub struct PartSink {
     pub part: Arc<PartFile>,
     pub manifest: Arc<Manifest>,
     pub holdings: Holdings,
+    pub origins: Origins,
 }
 
 impl Sink for PartSink {
@@ -117,6 +119,15 @@ impl Sink for PartSink {
 
     fn held(&self, chunk: ChunkIndex) {
         self.holdings.mark(self.manifest.name(), chunk);
+    }
+
+    fn requested(&self, chunk: ChunkIndex, from: &str) {
+        self.origins.requested(self.manifest.name(), chunk, from);
+    }
+
+    fn answered(&self, chunk: ChunkIndex, from: &str, verified: bool) {
+        self.origins
+            .answered(self.manifest.name(), chunk, from, verified);
     }
 }
 

@@ -15,6 +15,7 @@
 
 pub mod engine;
 pub mod live;
+pub mod origins;
 pub mod partfile;
 pub mod request;
 mod resume;
@@ -39,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 pub use self::resume::load_saved;
-use self::{engine::Progress, live::PartSink, partfile::PartFile};
+use self::{engine::Progress, live::PartSink, origins::Origins, partfile::PartFile};
 use crate::{
     Config,
     error::PeerError,
@@ -65,6 +66,8 @@ pub struct Ctx {
     pub cache: Arc<Mutex<HashCache>>,
     /// The global download cap (`--max-download-rate`).
     pub download_cap: Arc<Throttle>,
+    /// Where each chunk fetched in this run came from.
+    pub origins: Origins,
 }
 
 /// A download as its callers see it.
@@ -222,6 +225,7 @@ impl Fetcher {
             part: part.clone(),
             manifest: manifest.clone(),
             holdings: self.ctx.holdings.clone(),
+            origins: self.ctx.origins.clone(),
         }
     }
 

@@ -61,4 +61,11 @@ pub trait Sink: Clone + Send + Sync + 'static {
     /// `chunk` is verified and stored: this peer now holds it (serves it and
     /// tells the tracker).
     fn held(&self, chunk: ChunkIndex);
+
+    /// `chunk` was asked of the holder at `from` (for the chunk map).
+    fn requested(&self, _chunk: ChunkIndex, _from: &str) {}
+
+    /// The request for `chunk` to `from` ended: `verified`, or failed or
+    /// dropped (for the chunk map).
+    fn answered(&self, _chunk: ChunkIndex, _from: &str, _verified: bool) {}
 }

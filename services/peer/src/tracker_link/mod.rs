@@ -222,6 +222,21 @@ impl TrackerLink {
         .await
     }
 
+    /// One page of the tracker's file list, passed through as ListFiles
+    /// answers it (the web UI's list of files to fetch).
+    pub async fn list_files(
+        &self,
+        req: hive::pb::tracker::ListFilesRequest,
+    ) -> Result<hive::pb::tracker::ListFilesResponse, PeerError> {
+        self.trackers
+            .call(|mut client| {
+                let req = req.clone();
+                async move { client.list_files(req).await }
+            })
+            .await
+            .map_err(|s| PeerError::tracker(&s))
+    }
+
     fn send(&self, cmd: Command) -> Result<(), PeerError> {
         self.tx.send(cmd).map_err(|_| stopped())
     }

@@ -411,7 +411,7 @@ async fn status(target: &Target, json: bool) -> Outcome {
                 "uploads_active": s.uploads_active, "downloads_active": s.downloads_active,
                 "max_upload_rate": s.max_upload_rate, "max_download_rate": s.max_download_rate,
                 "uploads_queued": s.uploads_queued, "uploads_cut": s.uploads_cut,
-                "uploads_refused": s.uploads_refused,
+                "uploads_refused": s.uploads_refused, "web_url": s.web_url,
             })
         );
         return Ok(());
@@ -436,6 +436,9 @@ async fn status(target: &Target, json: bool) -> Outcome {
         s.downloads_active
     );
     outln!("{}", limits::line(&s));
+    if !s.web_url.is_empty() {
+        outln!("web UI at {}", s.web_url);
+    }
     print_local(&s.files, false, "files");
     Ok(())
 }

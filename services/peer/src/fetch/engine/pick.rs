@@ -80,6 +80,7 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
         self.pending.remove(&self.key(chunk));
         let h = &mut self.holders[i];
         h.inflight += 1;
+        self.swarm.sink.requested(chunk, &h.addr);
         let job = request::fetch_into(
             &self.swarm.holders,
             &h.conn,
