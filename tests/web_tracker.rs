@@ -471,3 +471,47 @@ async fn request_rates_count_grpc_calls_by_rpc() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ten_thousand_peer_swarm_makes_small_pages() {
+    within(240, async {
+        let site = Site::start().await;
+        // 10,000 sessions hold one 2,000-chunk file.
+        let shared = manifest("shared", 2000, 1);
+        for i in 0..10_000u32 {
+            let caller = Caller::New {
+                addr: format!("10.{}.{}.1:4000", i / 250, i % 250),
+            };
+            site.catalog
+                .register(caller, vec![full(&shared)])
+                .await
+                .expect("register");
+        }
+        // Each page, and how long it takes: median of five.
+        for path in [
+            "/",
+            "/peers",
+            "/files/shared",
+            "/api/v1/files",
+            "/api/v1/peers",
+            "/api/v1/files/shared",
+        ] {
+            let mut times = Vec::new();
+            let mut size = 0;
+            for _ in 0..5 {
+                let started = std::time::Instant::now();
+                let (status, body) = site.get(path).await;
+                times.push(started.elapsed());
+                assert_eq!(status, 200, "{path}");
+                size = body.len();
+            }
+            times.sort();
+            eprintln!("{path}: {size} bytes, median {:?}", times[2]);
+            assert!(size < 256 << 10, "{path} is {size} bytes");
+        }
+        let (_, html) = site.get("/files/shared").await;
+        assert_eq!(attrs(&html, "data-peer").len(), 50, "one page of holders");
+        assert!(html.contains("Holders (10000)"));
+    })
+    .await;
+}
