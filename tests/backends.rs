@@ -169,6 +169,7 @@ both!(
     leave_drops_every_holding_at_once,
     withdraw_drops_one_holding_and_keeps_the_session,
     list_files_pages_in_name_order,
+    peers_and_holders_page_in_id_order_over_live_sessions,
     quotas_are_refused_whole,
     orphaned_files_are_forgotten,
 );
@@ -587,6 +588,78 @@ async fn list_files_pages_in_name_order(b: Backend) {
     assert_eq!(pages, 3);
     let last = c.list(Some(&name("e")), 2).await.unwrap();
     assert!(last.files.is_empty() && last.next.is_none());
+}
+
+async fn peers_and_holders_page_in_id_order_over_live_sessions(b: Backend) {
+    let c = &b.catalog;
+    // x: 5 chunks; y: 3 chunks. Three sessions hold parts of them.
+    let (x, y) = (manifest("x", 5 * 1024, 1), manifest("y", 3 * 1024, 2));
+    let s1 = join(c, 4001, vec![offer(&x, &[1, 2]), full(&y)]).await;
+    let s2 = join(c, 4002, vec![full(&x)]).await;
+    let s3 = join(c, 4003, vec![offer(&x, &[5])]).await;
+    let mut ids = vec![s1.reg.peer, s2.reg.peer, s3.reg.peer];
+    ids.sort();
+
+    // Peers: two pages of two, in id order, each with its holdings.
+    let first = c.peers(None, 2, 10).await.expect("peers");
+    let got: Vec<_> = first.peers.iter().map(|p| p.peer).collect();
+    assert_eq!(got, ids[..2]);
+    assert_eq!(first.next, Some(ids[1]));
+    let second = c.peers(first.next, 2, 10).await.expect("peers");
+    let got: Vec<_> = second.peers.iter().map(|p| p.peer).collect();
+    assert_eq!((got, second.next), (vec![ids[2]], None));
+    let all = c.peers(None, 10, 10).await.expect("peers");
+    let one = all
+        .peers
+        .iter()
+        .find(|p| p.peer == s1.reg.peer)
+        .expect("s1 listed");
+    assert_eq!(one.addr, s1.reg.addr);
+    assert_eq!(one.file_count, 2);
+    let held: Vec<_> = one
+        .files
+        .iter()
+        .map(|f| (f.name.to_string(), f.chunks, f.chunk_count))
+        .collect();
+    assert_eq!(held, [("x".into(), 2, 5), ("y".into(), 3, 3)]);
+    assert!(one.since_heartbeat < TTL);
+    // Only the first files in name order, however many it holds.
+    let capped = c.peers(None, 10, 1).await.unwrap();
+    let one = capped.peers.iter().find(|p| p.peer == s1.reg.peer).unwrap();
+    assert_eq!((one.file_count, one.files.len()), (2, 1));
+    assert_eq!(one.files[0].name.as_str(), "x");
+
+    // Holders of x: pages of two in id order; the count covers them all.
+    let page = c.holders(&name("x"), None, 2).await.expect("holders");
+    assert_eq!(page.holder_count, 3);
+    let got: Vec<_> = page.holders.iter().map(|h| h.peer).collect();
+    assert_eq!(got, ids[..2]);
+    let rest = c.holders(&name("x"), page.next, 2).await.expect("holders");
+    let got: Vec<_> = rest.holders.iter().map(|h| h.peer).collect();
+    assert_eq!((got, rest.next), (vec![ids[2]], None));
+    // Each holder's chunks are exactly what it registered.
+    let all = c.holders(&name("x"), None, 10).await.unwrap();
+    for h in &all.holders {
+        let expect = match h.peer {
+            p if p == s1.reg.peer => chunks(&x, &[1, 2]),
+            p if p == s2.reg.peer => ChunkSet::full(5),
+            _ => chunks(&x, &[5]),
+        };
+        assert_eq!(*h.chunks, expect);
+    }
+    assert_eq!(
+        code(c.holders(&name("nope"), None, 2).await),
+        Code::NotFound
+    );
+
+    // A session that left is in neither list from the next answer on.
+    c.leave(s2.cred()).await.expect("leave");
+    let after: Vec<_> = c.peers(None, 10, 10).await.unwrap().peers;
+    assert!(after.iter().all(|p| p.peer != s2.reg.peer));
+    assert_eq!(after.len(), 2);
+    let page = c.holders(&name("x"), None, 10).await.unwrap();
+    assert_eq!(page.holder_count, 2);
+    assert!(page.holders.iter().all(|h| h.peer != s2.reg.peer));
 }
 
 async fn quotas_are_refused_whole(b: Backend) {

@@ -11,8 +11,9 @@ use hive::FileName;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    auth::PeerId,
     error::ServiceError,
-    registry::{Caller, Credentials, Located, Offer, Page, Registered},
+    registry::{Caller, Credentials, HolderPage, Located, Offer, Page, PeerPage, Registered},
     state::Stats,
 };
 
@@ -58,6 +59,24 @@ pub trait Catalog: Send + Sync + 'static {
 
     /// Seed message 2: up to `limit` files after `after`, in name order.
     async fn list(&self, after: Option<&FileName>, limit: usize) -> Result<Page, ServiceError>;
+
+    /// Up to `limit` live peers after `after`, in id order, each with its
+    /// first `files` holdings in name order (the web page's peer list).
+    async fn peers(
+        &self,
+        after: Option<PeerId>,
+        limit: usize,
+        files: usize,
+    ) -> Result<PeerPage, ServiceError>;
+
+    /// Up to `limit` live holders of `name` after `after`, in id order, and
+    /// how many there are in all. NOT_FOUND for an unknown file.
+    async fn holders(
+        &self,
+        name: &FileName,
+        after: Option<PeerId>,
+        limit: usize,
+    ) -> Result<HolderPage, ServiceError>;
 
     /// Drops silent peers' holdings and long-orphaned files; returns how many
     /// peers went.

@@ -101,8 +101,25 @@ pub async fn serve(
     metrics: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    serve_with_web(listener, tracker, config, metrics, None, shutdown).await
+}
+
+/// [`serve`], and the swarm page and its JSON API on `web` if given
+/// ([`crate::web`]), stopped on the same path.
+pub async fn serve_with_web(
+    listener: TcpListener,
+    tracker: SharedCatalog,
+    config: &Config,
+    metrics: Option<TcpListener>,
+    web: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
     let stop = CancellationToken::new();
-    let (rpc, gauges) = start_metrics(metrics, stop.clone());
+    let (rpc, gauges, registry) = start_metrics(metrics, stop.clone());
+    if let Some(web) = web {
+        let pages = crate::web::Web::new(tracker.clone(), registry);
+        hive_runtime::task::spawn("web", crate::web::serve(web, pages, stop.clone()));
+    }
     let sweeper = hive_runtime::task::spawn(
         "sweeper",
         sweep(tracker.clone(), config.ttl, gauges, stop.clone()),
@@ -160,18 +177,23 @@ async fn serve_grpc(
     Ok(())
 }
 
-/// The tracker's metrics, served on `listener` (if any) until `stop`.
-fn start_metrics(listener: Option<TcpListener>, stop: CancellationToken) -> (RpcMetrics, Gauges) {
+/// The tracker's metrics, served on `listener` (if any) until `stop`; the
+/// registry is also what the web page reads its request rates from.
+fn start_metrics(
+    listener: Option<TcpListener>,
+    stop: CancellationToken,
+) -> (RpcMetrics, Gauges, Arc<MetricsRegistry>) {
     let mut registry = MetricsRegistry::default();
     let rpc = RpcMetrics::register(&mut registry, "hive_tracker");
     let gauges = Gauges::register(&mut registry);
+    let registry = Arc::new(registry);
     if let Some(listener) = listener {
         hive_runtime::task::spawn(
             "metrics",
-            hive_runtime::metrics::serve(listener, Arc::new(registry), stop),
+            hive_runtime::metrics::serve(listener, registry.clone(), stop),
         );
     }
-    (rpc, gauges)
+    (rpc, gauges, registry)
 }
 
 /// Expires silent peers a few times per TTL, so one is gone from answers

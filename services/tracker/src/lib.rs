@@ -19,6 +19,8 @@
 //! - [`redis_catalog`]: the shared catalog, on Redis or Redis Cluster, for
 //!   several tracker replicas.
 //! - [`service`]: the gRPC handlers; [`error`] decides their status codes.
+//! - [`web`]: the read-only swarm page and its JSON API (`--web`), over the
+//!   same catalog calls.
 
 #![forbid(unsafe_code)]
 
@@ -36,8 +38,9 @@ pub mod registry;
 pub mod service;
 pub mod state;
 pub mod store;
+pub mod web;
 
 pub use catalog::{Catalog, SharedCatalog};
 pub use config::Config;
-pub use daemon::{ServeError, connect, open, serve};
+pub use daemon::{ServeError, connect, open, serve, serve_with_web};
 pub use state::Tracker;

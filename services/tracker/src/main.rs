@@ -24,6 +24,14 @@ struct Args {
     #[arg(long, env = "HIVE_LISTEN", default_value = "0.0.0.0:65001")]
     listen: SocketAddr,
 
+    /// Serve the read-only swarm page and its JSON API (/api/v1/) on this
+    /// address, e.g. 127.0.0.1:8080; port 0 picks a free port (the address
+    /// is logged as `web UI listening on http://ADDR/`). Off by default.
+    /// It shows every file name, peer address and request rate, so bind it
+    /// to loopback unless everyone who can reach it may see them.
+    #[arg(long, env = "HIVE_WEB", value_name = "ADDR")]
+    web: Option<SocketAddr>,
+
     /// A TOML file of settings: each key is a long flag without its dashes
     /// (`ttl = "30s"`). Flags and HIVE_* variables override it.
     #[arg(long = "config", env = "HIVE_CONFIG", value_name = "PATH")]
@@ -69,7 +77,17 @@ async fn run() -> anyhow::Result<()> {
     let metrics = hive_runtime::metrics::bind(args.telemetry.metrics)
         .await
         .map_err(|e| bind_error(&e.to_string(), &e, "--metrics"))?;
-    hive_tracker::serve(listener, tracker, &args.config, metrics, shutdown).await?;
+    let web = match args.web {
+        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+            bind_error(
+                &format!("cannot serve the web UI on {addr}: {e}"),
+                &e,
+                "--web",
+            )
+        })?),
+        None => None,
+    };
+    hive_tracker::serve_with_web(listener, tracker, &args.config, metrics, web, shutdown).await?;
     Ok(())
 }
 

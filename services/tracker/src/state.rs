@@ -11,11 +11,13 @@ use std::{
 use hive::FileName;
 
 use crate::{
+    auth::PeerId,
     catalog::Catalog,
     error::ServiceError,
     journal::{Journal, Pending},
     registry::{
-        Caller, Change, Credentials, Located, Offer, Page, Registered, Registry, RegistryError,
+        Caller, Change, Credentials, HolderPage, Located, Offer, Page, PeerPage, Registered,
+        Registry, RegistryError,
     },
     store::StoreError,
 };
@@ -199,6 +201,24 @@ impl Catalog for Tracker {
 
     async fn list(&self, after: Option<&FileName>, limit: usize) -> Result<Page, ServiceError> {
         Ok(Tracker::list(self, after, limit))
+    }
+
+    async fn peers(
+        &self,
+        after: Option<PeerId>,
+        limit: usize,
+        files: usize,
+    ) -> Result<PeerPage, ServiceError> {
+        Ok(self.lock().peers(after, limit, files, Instant::now()))
+    }
+
+    async fn holders(
+        &self,
+        name: &FileName,
+        after: Option<PeerId>,
+        limit: usize,
+    ) -> Result<HolderPage, ServiceError> {
+        Ok(self.lock().holders(name, after, limit, Instant::now())?)
     }
 
     async fn sweep(&self) -> Result<usize, ServiceError> {

@@ -89,6 +89,7 @@
 //! - Stats count peers and files only (holdings and bytes would need a
 //!   scan of every file).
 
+mod browse;
 mod conn;
 mod keys;
 mod register;
@@ -118,8 +119,8 @@ use crate::{
     catalog::Catalog,
     error::ServiceError,
     registry::{
-        Caller, Credentials, FileView, HolderView, Limits, Located, Offer, Page, Registered,
-        RegistryError, rules,
+        Caller, Credentials, FileView, HolderPage, HolderView, Limits, Located, Offer, Page,
+        PeerPage, Registered, RegistryError, rules,
     },
     state::Stats,
     store::StoreError,
@@ -441,6 +442,24 @@ impl Catalog for RedisCatalog {
             false => None,
         };
         Ok(Page { files, next })
+    }
+
+    async fn peers(
+        &self,
+        after: Option<PeerId>,
+        limit: usize,
+        files: usize,
+    ) -> Result<PeerPage, ServiceError> {
+        self.peers_impl(after, limit, files).await
+    }
+
+    async fn holders(
+        &self,
+        name: &FileName,
+        after: Option<PeerId>,
+        limit: usize,
+    ) -> Result<HolderPage, ServiceError> {
+        self.holders_impl(name, after, limit).await
     }
 
     async fn sweep(&self) -> Result<usize, ServiceError> {

@@ -19,7 +19,9 @@
 //! - `charges`: what each source address has put in the catalog, for the
 //!   per-address quotas.
 //! - `locate`: ListFiles and Locate, over live holders.
+//! - `browse`: live peers and a file's holders, paged, for the web page.
 
+mod browse;
 mod charges;
 mod holdings;
 mod locate;
@@ -200,6 +202,47 @@ pub struct FileView {
     pub manifest: Arc<Manifest>,
     pub holders: Vec<HolderView>,
     pub holder_count: u32,
+}
+
+/// A page of live peers, in id order.
+#[derive(Debug, Clone)]
+pub struct PeerPage {
+    pub peers: Vec<PeerView>,
+    /// The id to continue after, if there is more.
+    pub next: Option<PeerId>,
+}
+
+/// A live peer as the web page shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerView {
+    pub peer: PeerId,
+    pub addr: String,
+    /// Time since its last heartbeat (or registration).
+    pub since_heartbeat: Duration,
+    pub confirmed: bool,
+    /// Files it holds, all of them.
+    pub file_count: u32,
+    /// The first of them in name order, as many as asked.
+    pub files: Vec<HeldView>,
+}
+
+/// One file a peer holds, and how much of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeldView {
+    pub name: FileName,
+    pub chunks: u32,
+    pub chunk_count: u32,
+}
+
+/// A page of a file's live holders, in id order.
+#[derive(Debug, Clone)]
+pub struct HolderPage {
+    pub manifest: Arc<Manifest>,
+    pub holders: Vec<HolderView>,
+    /// Live holders in all.
+    pub holder_count: u32,
+    /// The id to continue after, if there is more.
+    pub next: Option<PeerId>,
 }
 
 #[derive(Debug, Clone)]
