@@ -1254,12 +1254,57 @@ async fn locate_answers_again_after_a_primary_fails_over() {
         };
         let took = started.elapsed();
         eprintln!("primary {killed} killed: Locate answered again after {took:?}");
+        // Where the time went: Redis's own failover (the node timeout, the
+        // failure reports, the election's delay), then the client's.
+        let now = log_clock(&clock_now()).expect("now");
+        for step in [
+            "as failing (quorum reached)",
+            "Starting a failover election",
+            "Failover election won",
+        ] {
+            // The first node to log it.
+            let at = cluster
+                .log_lines(step)
+                .iter()
+                .filter_map(|line| log_clock(line.split_whitespace().nth(4)?))
+                .min()
+                .map(|at| took.as_secs_f64() - (now - at) as f64 / 1000.0);
+            match at {
+                Some(at) => eprintln!("  {at:.3} s after the kill: {step}"),
+                None => eprintln!("  not in the nodes' logs: {step}"),
+            }
+        }
         assert_eq!(found.holder_count, 1);
         assert_eq!(found.holders[0].peer, s.reg.peer);
         assert!(took < Duration::from_secs(12), "failover took {took:?}");
         c.heartbeat(s.cred()).await.expect("the session survived");
     })
     .await;
+}
+
+/// Milliseconds since midnight of a Redis log's `HH:MM:SS.mmm`.
+fn log_clock(t: &str) -> Option<i64> {
+    let (hms, ms) = t.split_once('.')?;
+    let mut parts = hms.split(':').map(|p| p.parse::<i64>().ok());
+    let (h, m, s) = (parts.next()??, parts.next()??, parts.next()??);
+    Some(((h * 60 + m) * 60 + s) * 1000 + ms.parse::<i64>().ok()?)
+}
+
+/// Now as a Redis log writes it (UTC, as the nodes run here).
+fn clock_now() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis()
+        % 86_400_000;
+    let s = ms / 1000;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        s / 3600,
+        s / 60 % 60,
+        s % 60,
+        ms % 1000
+    )
 }
 
 /// The two backends side by side: one random sequence of calls (new and
