@@ -1108,14 +1108,14 @@ async fn churn_and_sweeps(b: Backend) {
                         true => (&range, &[]),
                         false => (&[], &range),
                     };
-                    let got = c.register_chunks(cred.clone(), &n, add, remove).await;
+                    let got = c.register_chunks(cred, &n, add, remove).await;
                     let change = chunks(&m, &(a..=z).collect::<Vec<_>>());
                     match add.is_empty() {
                         true => held.subtract(&change),
                         false => held.union_with(&change),
                     }
                     assert_eq!(got.expect("register chunks"), held.len());
-                    c.heartbeat(cred.clone()).await.expect("heartbeat");
+                    c.heartbeat(cred).await.expect("heartbeat");
                 }
                 held
             }
