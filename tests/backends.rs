@@ -19,7 +19,7 @@ use hive_tracker::{
     Config, SharedCatalog,
     auth::Token,
     error::ServiceError,
-    redis_catalog::RedisCatalog,
+    redis_catalog::{Audit, RedisCatalog},
     registry::{Caller, Credentials, Offer, Registered},
 };
 use redis_server::{RedisCluster, RedisServer};
@@ -264,6 +264,20 @@ async fn snapshot(c: &SharedCatalog) -> String {
         );
     }
     out
+}
+
+/// The stored counts of `n` against its holder records (the shared
+/// backend only).
+async fn audit(b: &Backend, n: &str) -> Audit {
+    let url = b.config.store.clone().expect("a store");
+    let catalog = RedisCatalog::connect(&url, b.config.limits())
+        .await
+        .expect("connect");
+    catalog
+        .audit(&name(n))
+        .await
+        .expect("audit")
+        .expect("a known file")
 }
 
 async fn holder_count(c: &SharedCatalog, n: &str) -> u32 {
@@ -1096,18 +1110,17 @@ async fn concurrent_sweeps(b: Backend) {
         );
         assert_eq!(b.catalog.stats().await.unwrap().peers, live.len());
 
-        // The records in Redis: exactly the live sessions', no other.
-        let tag: String = blake3::hash(b"m").as_bytes()[..8]
-            .iter()
-            .map(|x| format!("{x:02x}"))
-            .collect();
-        let key = format!("hv:f:{{{tag}}}:h");
-        let records = b.raw(&["HKEYS", &key]);
-        let mut ids: Vec<&str> = records.lines().filter(|l| !l.is_empty()).collect();
+        // The records in Redis: exactly the live sessions', no other, and
+        // the stored counts exactly theirs, recounted from the records.
+        let audit = audit(&b, "m").await;
+        let mut ids = audit.holders.clone();
         ids.sort();
-        let mut want_ids: Vec<String> = live.iter().map(|s| s.reg.peer.to_hex()).collect();
+        let mut want_ids: Vec<_> = live.iter().map(|s| s.reg.peer).collect();
         want_ids.sort();
         assert_eq!(ids, want_ids);
+        assert_eq!(audit.stored, audit.recounted);
+        let want_u32: Vec<u32> = want.iter().map(|&c| c.into()).collect();
+        assert_eq!(audit.stored, want_u32);
         let found = b.catalog.locate(&name("m"), 100).await.unwrap();
         assert_eq!(found.chunk_holders, want);
         for s in &silent {
@@ -1115,6 +1128,125 @@ async fn concurrent_sweeps(b: Backend) {
         }
     })
     .await;
+}
+
+/// The stored counts under churn: sessions on three replicas add and
+/// withdraw random chunks at once, some leave, withdraw or go silent, while
+/// every replica sweeps. Afterwards the count planes equal a recount from
+/// the holder records and the counts of the sessions' own final holdings,
+/// also as Locate reads them through a window of two records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_counts_stay_exact_under_churn_and_sweeps() {
+    if let Some(b) = shared(config()).await {
+        churn_and_sweeps(b).await;
+    }
+}
+
+/// The same on a 3-primary Redis Cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_counts_stay_exact_under_churn_and_sweeps_on_a_cluster() {
+    if let Some(b) = clustered(config()).await {
+        churn_and_sweeps(b).await;
+    }
+}
+
+async fn churn_and_sweeps(b: Backend) {
+    const CHUNKS: u32 = 16;
+    within(90, async {
+        let replicas = [b.catalog.clone(), b.replica().await, b.replica().await];
+        let m = manifest("m", CHUNKS as usize * 1024, 1);
+        let mut sessions = Vec::new();
+        for i in 0..12u16 {
+            let held: Vec<u32> = (1..=CHUNKS)
+                .filter(|c| (c + u32::from(i)) % 3 == 0)
+                .collect();
+            let s = join(&replicas[i as usize % 3], 6000 + i, vec![offer(&m, &held)]).await;
+            sessions.push((s, chunks(&m, &held)));
+        }
+        // Sessions 9..12 go silent now; the rest churn, each on its own
+        // replica, heartbeating, while the replicas sweep.
+        let stop = std::time::Instant::now() + TTL + Duration::from_millis(400);
+        let churn = sessions[..9].iter().enumerate().map(|(i, (s, start))| {
+            let c = replicas[i % 3].clone();
+            let (cred, m) = (s.cred(), m.clone());
+            let mut held = start.clone();
+            let mut rng = fastrand::Rng::with_seed(i as u64);
+            let n = name("m");
+            async move {
+                while std::time::Instant::now() < stop {
+                    let a = rng.u32(1..=CHUNKS);
+                    let z = rng.u32(a..=CHUNKS.min(a + 3));
+                    let range = [a..=z];
+                    let (add, remove): (&[_], &[_]) = match rng.bool() {
+                        true => (&range, &[]),
+                        false => (&[], &range),
+                    };
+                    let got = c.register_chunks(cred, &n, add, remove).await;
+                    let change = chunks(&m, &(a..=z).collect::<Vec<_>>());
+                    match add.is_empty() {
+                        true => held.subtract(&change),
+                        false => held.union_with(&change),
+                    }
+                    assert_eq!(got.expect("register chunks"), held.len());
+                    c.heartbeat(cred).await.expect("heartbeat");
+                }
+                held
+            }
+        });
+        let sweeps = async {
+            let mut gone = 0;
+            while std::time::Instant::now() < stop + Duration::from_millis(300) {
+                let (x, y, z) = tokio::join!(
+                    replicas[0].sweep(),
+                    replicas[1].sweep(),
+                    replicas[2].sweep()
+                );
+                gone += x.unwrap() + y.unwrap() + z.unwrap();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            gone
+        };
+        let (held, gone) = tokio::join!(futures_join_all(churn), sweeps);
+        assert_eq!(gone, 3, "each silent session claimed exactly once");
+        // Then: one leaves, one withdraws the file, the rest stay.
+        b.catalog.leave(sessions[0].0.cred()).await.expect("leave");
+        b.catalog
+            .withdraw(sessions[1].0.cred(), &name("m"))
+            .await
+            .expect("withdraw");
+        let mut want = vec![0u32; CHUNKS as usize];
+        let mut holders = 0;
+        for h in &held[2..] {
+            h.add_to_counts(&mut want);
+            holders += u32::from(!h.is_empty());
+        }
+        let audit = audit(&b, "m").await;
+        assert_eq!(audit.stored, audit.recounted, "planes against records");
+        assert_eq!(audit.stored, want);
+        assert_eq!(audit.holders.len() as u32, holders);
+        let found = b.catalog.locate(&name("m"), 1).await.unwrap();
+        let want_u8: Vec<u8> = want.iter().map(|&c| c.min(255) as u8).collect();
+        assert_eq!(
+            (found.chunk_holders, found.holder_count),
+            (want_u8, holders)
+        );
+    })
+    .await;
+}
+
+/// `futures::future::join_all` without the crate: the futures one after
+/// another would serialise the churn, so each runs as a task.
+async fn futures_join_all<F>(futs: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let tasks: Vec<_> = futs.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.expect("task"));
+    }
+    out
 }
 
 /// A holder record whose session no longer exists (what a sweeper that
@@ -1128,21 +1260,30 @@ async fn the_scrub_drops_records_of_ended_sessions_only() {
     within(60, async {
         let m = manifest("m", 2048, 1);
         let s = join(&b.catalog, 4001, vec![full(&m)]).await;
-        let tag: String = blake3::hash(b"m").as_bytes()[..8]
-            .iter()
-            .map(|x| format!("{x:02x}"))
-            .collect();
-        let key = format!("hv:f:{{{tag}}}:h");
-        b.raw(&["HSET", &key, "00000000deadbeef", "\u{3}"]);
+        // A second holder whose session a sweeper claimed and then died:
+        // its session keys are gone, its holder record is not.
+        let gone = join(&b.catalog, 4002, vec![full(&m)]).await;
+        let id = gone.reg.peer.to_hex();
+        let bucket = format!("hv:p:{{{:02x}}}:", gone.reg.peer.as_u64() % 64);
+        for k in ["s:", "l:", "f:"] {
+            b.raw(&["DEL", &format!("{bucket}{k}{id}")]);
+        }
+        b.raw(&["ZREM", &format!("{bucket}d"), &id]);
         let found = b.catalog.locate(&name("m"), 0).await.unwrap();
         assert_eq!((found.holder_count, found.chunk_holders), (1, vec![1, 1]));
+        // With a window of two records, one of them dead, as well.
+        let found = b.catalog.locate(&name("m"), 1).await.unwrap();
+        assert_eq!((found.holder_count, found.chunk_holders), (1, vec![1, 1]));
+        assert_eq!(audit(&b, "m").await.stored, vec![2, 2]);
 
         let url = b.config.store.clone().unwrap();
         let catalog = RedisCatalog::connect(&url, b.config.limits())
             .await
             .unwrap();
         assert_eq!(catalog.scrub().await.unwrap(), 1);
-        assert_eq!(b.raw(&["HKEYS", &key]).trim(), s.reg.peer.to_hex());
+        let after = audit(&b, "m").await;
+        assert_eq!(after.holders, vec![s.reg.peer]);
+        assert_eq!((after.stored, after.recounted), (vec![1, 1], vec![1, 1]));
         assert_eq!(catalog.scrub().await.unwrap(), 0);
     })
     .await;
@@ -1186,12 +1327,57 @@ async fn locate_answers_again_after_a_primary_fails_over() {
         };
         let took = started.elapsed();
         eprintln!("primary {killed} killed: Locate answered again after {took:?}");
+        // Where the time went: Redis's own failover (the node timeout, the
+        // failure reports, the election's delay), then the client's.
+        let now = log_clock(&clock_now()).expect("now");
+        for step in [
+            "as failing (quorum reached)",
+            "Starting a failover election",
+            "Failover election won",
+        ] {
+            // The first node to log it.
+            let at = cluster
+                .log_lines(step)
+                .iter()
+                .filter_map(|line| log_clock(line.split_whitespace().nth(4)?))
+                .min()
+                .map(|at| took.as_secs_f64() - (now - at) as f64 / 1000.0);
+            match at {
+                Some(at) => eprintln!("  {at:.3} s after the kill: {step}"),
+                None => eprintln!("  not in the nodes' logs: {step}"),
+            }
+        }
         assert_eq!(found.holder_count, 1);
         assert_eq!(found.holders[0].peer, s.reg.peer);
         assert!(took < Duration::from_secs(12), "failover took {took:?}");
         c.heartbeat(s.cred()).await.expect("the session survived");
     })
     .await;
+}
+
+/// Milliseconds since midnight of a Redis log's `HH:MM:SS.mmm`.
+fn log_clock(t: &str) -> Option<i64> {
+    let (hms, ms) = t.split_once('.')?;
+    let mut parts = hms.split(':').map(|p| p.parse::<i64>().ok());
+    let (h, m, s) = (parts.next()??, parts.next()??, parts.next()??);
+    Some(((h * 60 + m) * 60 + s) * 1000 + ms.parse::<i64>().ok()?)
+}
+
+/// Now as a Redis log writes it (UTC, as the nodes run here).
+fn clock_now() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis()
+        % 86_400_000;
+    let s = ms / 1000;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        s / 3600,
+        s / 60 % 60,
+        s % 60,
+        ms % 1000
+    )
 }
 
 /// The two backends side by side: one random sequence of calls (new and

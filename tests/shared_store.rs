@@ -162,6 +162,13 @@ async fn peers_register_again_after_redis_restarts_empty() {
             if let Ok(found) = client.locate(locate()).await
                 && found.get_ref().holder_count == 1
             {
+                // The counts came back with the registration, exact: the
+                // seeder holds every chunk.
+                let counts = &found.get_ref().chunk_holders;
+                assert!(
+                    !counts.is_empty() && counts.iter().all(|&c| c == 1),
+                    "{counts:?}"
+                );
                 break;
             }
             // Heartbeat interval 1 s, plus the margin of a busy machine.

@@ -329,6 +329,21 @@ impl RedisCluster {
         }
     }
 
+    /// The nodes' log lines that contain `what`.
+    pub fn log_lines(&self, what: &str) -> Vec<String> {
+        (0..self.nodes.len())
+            .flat_map(|i| {
+                let log = self.dir.path().join(format!("n{i}")).join("redis.log");
+                std::fs::read_to_string(log)
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| l.contains(what))
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     /// Kills (SIGKILL) the primary that holds `key`; returns its port.
     pub fn kill_primary_of(&mut self, key: &str) -> u16 {
         for (i, &port) in self.ports.iter().enumerate() {

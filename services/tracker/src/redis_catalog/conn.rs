@@ -21,6 +21,18 @@ use crate::{error::ServiceError, registry::Limits};
 /// server's answer (the client's default of 500 ms is not).
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// The cluster client's wait before retrying a command whose node failed
+/// (each retry first refreshes the slot map when the node is gone): at
+/// least this many milliseconds ...
+const MIN_RETRY_WAIT_MS: u64 = 10;
+/// ... and at most this many (growing 10 × 2^retry ms up to it). The
+/// client's own defaults wait at least 1,280 ms between retries, so after
+/// a primary's failover a command kept waiting for up to that long after
+/// the replica had taken over; with these it sees the new primary within
+/// a quarter of a second, at the price of a slot-map read per retry (one
+/// `CLUSTER SLOTS`, one at a time) while a failover is under way.
+const MAX_RETRY_WAIT_MS: u64 = 250;
+
 /// A connection to one primary or to a cluster; both are multiplexed and
 /// cheap to clone.
 #[derive(Clone)]
@@ -70,6 +82,9 @@ impl RedisCatalog {
                     .collect();
                 let client = redis::cluster::ClusterClient::builder(nodes)
                     .response_timeout(RESPONSE_TIMEOUT)
+                    .min_retry_wait(MIN_RETRY_WAIT_MS)
+                    .max_retry_wait(MAX_RETRY_WAIT_MS)
+                    .retry_wait_formula(10, 2)
                     .build()
                     .map_err(store_err)?;
                 Conn::Cluster(client.get_async_connection().await.map_err(store_err)?)

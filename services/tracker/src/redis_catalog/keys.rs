@@ -5,11 +5,12 @@ use hive::FileName;
 use super::BUCKETS;
 use crate::auth::PeerId;
 
-/// A file's keys.
+/// A file's keys (its count planes and scratch keys are named by the
+/// scripts from the same prefix).
 pub(super) struct FileKeys {
     pub(super) tag: String,
     pub(super) m: String,
-    pub(super) h: String,
+    pub(super) x: String,
 }
 
 impl FileKeys {
@@ -25,7 +26,7 @@ impl FileKeys {
     pub(super) fn for_tag(tag: String) -> Self {
         Self {
             m: format!("hv:f:{{{tag}}}:m"),
-            h: format!("hv:f:{{{tag}}}:h"),
+            x: format!("hv:f:{{{tag}}}:x"),
             tag,
         }
     }
@@ -52,6 +53,12 @@ impl PeerKeys {
             id,
         }
     }
+}
+
+/// A peer's liveness key alone (what Locate checks per holder).
+pub(super) fn liveness_key(peer: PeerId) -> String {
+    let p = bucket_prefix(peer.as_u64() % BUCKETS);
+    format!("{p}l:{}", peer.to_hex())
 }
 
 pub(super) fn bucket_prefix(bucket: u64) -> String {
@@ -86,10 +93,11 @@ mod tests {
         assert_eq!(f.tag.len(), 16);
         assert!(f.tag.bytes().all(|b| b.is_ascii_hexdigit()));
         assert_eq!(f.m, format!("hv:f:{{{}}}:m", f.tag));
-        assert_eq!(f.h, format!("hv:f:{{{}}}:h", f.tag));
+        assert_eq!(f.x, format!("hv:f:{{{}}}:x", f.tag));
         let p = PeerKeys::new(PeerId::from_u64(0x21 + BUCKETS * 7));
         for k in [&p.s, &p.l, &p.f, &p.d] {
             assert!(k.starts_with("hv:p:{21}:"), "{k}");
         }
+        assert_eq!(liveness_key(PeerId::from_u64(0x21 + BUCKETS * 7)), p.l);
     }
 }

@@ -11,8 +11,10 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `hv:f:{T}:m` | hash | name, manifest (protobuf), digest, layout, `orphaned` (ms, when no holder), `host` and `cost` (what it is charged to whom) |
-//! | `hv:f:{T}:h` | hash | peer id → its chunks, as the wire's `chunk_bitmap` |
+//! | `hv:f:{T}:m` | hash | name, manifest (protobuf), digest, layout, `rec` (a holder record's size), `orphaned` (ms, when no holder), `host` and `cost` (what it is charged to whom) |
+//! | `hv:f:{T}:r` | string | **holder records**, dense, each `rec` bytes (stored in `m`): the peer id (16 hex digits), then its chunks as the wire's `chunk_bitmap` |
+//! | `hv:f:{T}:x` | hash | peer id → its record's index (so `HLEN` is the number of holders) |
+//! | `hv:f:{T}:c0`, `c1`, … | strings | **per-chunk counts as bit planes**: bit k of plane j (in the bitmaps' bit order) is bit j of chunk k's holder count; as many planes as the largest count needs |
 //! | `hv:p:{B}:s:<id>` | hash | addr, token hash (BLAKE3; compared in constant time, in the script) |
 //! | `hv:p:{B}:l:<id>` | string | addr, with the TTL as its expiry: the session is live while it exists |
 //! | `hv:p:{B}:f:<id>` | set | names of the files it holds |
@@ -25,31 +27,48 @@
 //!
 //! # Round trips per call
 //! Heartbeat 1 (a script: token check, `PEXPIRE` of the liveness key).
-//! Locate 2 (a pipeline on the file's slot: digest and every holder's
-//! bitmap; then `MGET` of the holders' liveness keys), plus one the first
-//! time a replica sees a manifest. RegisterChunk 2 (a script on the peer's
-//! slot: token, files-per-peer quota, the file added to its set; a script
-//! on the file's slot: new = (old ∪ add) ∖ remove), plus one to undo the
-//! first on a refusal, and one to read the manifest when the replica has
-//! not cached it. Register (a rare call): 1 for the session when extending
-//! one; 1 for the offered files' digests (in parallel), plus one per
-//! manifest the replica has not cached; 1 for the catalog's size when a
-//! name is new; 3 for a new session (its keys, the token and the address
-//! indexes) plus the eviction of an old one at the same address; 1 for the
-//! peer's file set; then 1 per file, in order (and 1 to index a new name).
-//! Leave 1 + 1 per file held (in parallel) + 1 (the token and address
-//! indexes, in parallel). ListFiles 1, then 2 per file, the files in
-//! parallel.
+//! Locate 2: a script on the file's slot returns its name, digest and
+//! holder count, a window of 2 × the holders it may answer of its records
+//! (from a random record on, wrapping; all of them when there are no
+//! more) and its count planes; then one `MGET` of the liveness keys of the
+//! records read. Plus one the first time a replica sees a manifest.
+//! RegisterChunk 2 (a script on the peer's slot: token, files-per-peer
+//! quota, the file added to its set; a script on the file's slot: new =
+//! (old ∪ add) ∖ remove, the record and the planes changed), plus one to
+//! undo the first on a refusal, and one to read the manifest when the
+//! replica has not cached it. Register (a rare call): 1 for the session
+//! when extending one; 1 for the offered files' digests (in parallel),
+//! plus one per manifest the replica has not cached; 1 for the catalog's
+//! size when a name is new; 3 for a new session (its keys, the token and
+//! the address indexes) plus the eviction of an old one at the same
+//! address; 1 for the peer's file set; then 1 per file, in order (and 1 to
+//! index a new name). Leave 1 + 1 per file held (in parallel) + 1 (the
+//! token and address indexes, in parallel). ListFiles 1, then 2 per file,
+//! the files in parallel (every record of each).
+//!
+//! # Counts
+//! Every script that changes a holding (Register's, RegisterChunk's, the
+//! drop that Leave, Withdraw, an eviction, the sweep and the scrub run)
+//! changes its record and the count planes together, in one script on the
+//! file's slot, so they never disagree, on a replica of Redis or after a
+//! failover either (a script's effects replicate as one transaction). The
+//! planes change by whole strings: the chunks gained and the chunks lost
+//! (two `BITOP`s of the old and new bitmaps) are added to and taken from
+//! the planes with a ripple-carry, two or three `BITOP`s per plane while
+//! anything carries (a handful for a RegisterChunk of a few chunks, about
+//! log2(holders) planes for a whole file). Locate decodes the planes and
+//! takes off the dead holders it read; a dead holder it did not read (the
+//! file has more records than its window) stays counted until a sweep
+//! drops it, at most a sweep period (TTL / 10) after it expired.
+//! [`RedisCatalog::audit`] recounts a file from its records.
 //!
 //! # Where this differs from the design study, and why
-//! - Per-chunk counts are not stored: Locate reads every holder's bitmap
-//!   with the file (one `HGETALL`) and counts the live ones in the replica.
-//!   Exact over live holders by construction, no count to keep in step (the
-//!   study's bit planes need a ripple-carry per change and a property test
-//!   to trust), and Redis does no per-bit work at all. The price is a Locate
-//!   that reads O(holders) bytes; packed records with bit-plane counts (the
-//!   study's layout) are the next step when one file has thousands of
-//!   holders.
+//! - Record ids are the 16 hex digits of the peer id (the keys' form), not
+//!   8 bytes: the scripts compare and write them without converting, for 8
+//!   bytes more per record.
+//! - The planes are ripple-carried with `BITOP` always, also for a change
+//!   of one chunk, instead of `GETBIT`/`SETBIT` per changed chunk: one code
+//!   path, and a change of one chunk stops after a plane or two anyway.
 //! - A heartbeat touches only the liveness key; the deadline set is
 //!   corrected by the sweeper's claim script (a due session whose liveness
 //!   key still exists is pushed back to its expiry), so Heartbeat is one
@@ -80,8 +99,9 @@
 //!   refuses is UNAVAILABLE; `--max-catalog-mib-per-address` does.
 //! - Every holder is `confirmed` (there is no restore phase).
 //! - A sweeper that dies between claiming a session and dropping its
-//!   holdings leaves them in the files' hashes: never listed (their
-//!   liveness key is gone), but held in memory until a scrub
+//!   holdings leaves their records: never listed (their liveness key is
+//!   gone), but held in memory, and in the stored counts of files with
+//!   more holders than a Locate reads, until a scrub
 //!   ([`RedisCatalog::scrub`], every few minutes per replica) drops them;
 //!   likewise a RegisterChunk whose session is claimed between its two
 //!   round trips. The design study's tombstones and claim-recovery set
@@ -92,9 +112,12 @@
 mod browse;
 mod conn;
 mod keys;
+mod locate;
 mod register;
 mod scripts;
 mod sweep;
+
+pub use locate::Audit;
 
 use std::{
     collections::HashMap,
@@ -104,7 +127,7 @@ use std::{
 };
 
 use futures_util::future::join_all;
-use hive::{ChunkSet, FileName, Manifest, pb::types};
+use hive::{FileName, Manifest, pb::types};
 use prost::Message;
 use redis::{Cmd, FromRedisValue, ScriptInvocation, Value};
 use tokio_util::sync::CancellationToken;
@@ -152,9 +175,6 @@ fn corrupt(what: &str) -> ServiceError {
 fn layout_of(m: &Manifest) -> String {
     format!("{}:{}", m.chunk_count(), m.layout().chunk_size().get())
 }
-
-/// A file's stored name and digest, if it is known.
-type FileHead = (Option<String>, Option<Vec<u8>>);
 
 /// A session ended: its id, address, token hash and files.
 type Claimed = (String, String, Vec<u8>, Vec<String>);
@@ -251,60 +271,13 @@ impl RedisCatalog {
         cache.get(name).cloned()
     }
 
-    /// A file's manifest and live holders; `None` if it is unknown.
+    /// A file's manifest and all its live holders; `None` if it is
+    /// unknown. Reads every holder record (ListFiles).
     async fn view(
         &self,
         name: &FileName,
     ) -> Result<Option<(Arc<Manifest>, Vec<HolderView>)>, ServiceError> {
-        let keys = FileKeys::new(name);
-        let ((stored, digest), holders): (FileHead, Vec<(String, Vec<u8>)>) = redis::pipe()
-            .cmd("HMGET")
-            .arg(&keys.m)
-            .arg("name")
-            .arg("digest")
-            .cmd("HGETALL")
-            .arg(&keys.h)
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(store_err)?;
-        let (Some(stored), Some(digest)) = (stored, digest) else {
-            return Ok(None);
-        };
-        if stored != name.as_str() {
-            return Ok(None);
-        }
-        let manifest = self.manifest_with(name, &keys, &digest).await?;
-        let universe = manifest.chunk_count();
-        let holders: Vec<(PeerId, ChunkSet)> = holders
-            .into_iter()
-            .filter_map(|(id, bits)| {
-                Some((
-                    PeerId::parse(&id).ok()?,
-                    ChunkSet::from_bitmap(universe, &bits)?,
-                ))
-            })
-            .collect();
-        if holders.is_empty() {
-            return Ok(Some((manifest, Vec::new())));
-        }
-        let mut mget = redis::cmd("MGET");
-        for (id, _) in &holders {
-            mget.arg(PeerKeys::new(*id).l);
-        }
-        let addrs: Vec<Option<String>> = self.query(&mget).await?;
-        let live = holders
-            .into_iter()
-            .zip(addrs)
-            .filter_map(|((peer, chunks), addr)| {
-                Some(HolderView {
-                    peer,
-                    addr: addr?,
-                    chunks: Arc::new(chunks),
-                    confirmed: true,
-                })
-            })
-            .collect();
-        Ok(Some((manifest, live)))
+        Ok(self.sample(name, 0).await?.map(|s| (s.manifest, s.live)))
     }
 }
 
@@ -381,21 +354,17 @@ impl Catalog for RedisCatalog {
     }
 
     async fn locate(&self, name: &FileName, want: usize) -> Result<Located, ServiceError> {
-        let (manifest, live) = self
-            .view(name)
+        let cap = rules::cap(want, self.limits.locate_holders);
+        // Twice the holders it may return, so that coverage has a choice.
+        let sample = self
+            .sample(name, cap.saturating_mul(2).max(1))
             .await?
             .ok_or_else(|| RegistryError::UnknownFile(name.clone()))?;
-        let mut counts = vec![0u32; manifest.chunk_count() as usize];
-        for h in &live {
-            h.chunks.add_to_counts(&mut counts);
-        }
-        let holder_count = live.len() as u32;
-        let cap = rules::cap(want, self.limits.locate_holders);
         Ok(Located {
-            manifest,
-            holders: rules::pick_holders(live, cap, |h| h.chunks.as_ref(), |h| h.confirmed),
-            chunk_holders: counts.iter().map(|&c| c.min(255) as u8).collect(),
-            holder_count,
+            manifest: sample.manifest,
+            holders: rules::pick_holders(sample.live, cap, |h| h.chunks.as_ref(), |h| h.confirmed),
+            chunk_holders: sample.counts.iter().map(|&c| c.min(255) as u8).collect(),
+            holder_count: sample.holder_count,
         })
     }
 

@@ -50,7 +50,7 @@ impl RedisCatalog {
             return Err(RegistryError::UnknownFile(name.clone()).into());
         }
         let fk = FileKeys::new(name);
-        let since: String = self.run(DROP.key(&fk.m).key(&fk.h).arg(&keys.id)).await?;
+        let since: String = self.run(DROP.key(&fk.m).key(&fk.x).arg(&keys.id)).await?;
         self.orphaned(&fk, &since).await?;
         self.query::<i64>(redis::cmd("SREM").arg(&keys.f).arg(name.as_str()))
             .await?;
@@ -211,7 +211,7 @@ impl RedisCatalog {
                 .run(
                     CHUNKS
                         .key(&fk.m)
-                        .key(&fk.h)
+                        .key(&fk.x)
                         .arg(manifest.digest().as_bytes().as_slice())
                         .arg(&keys.id)
                         .arg(add_set.to_bitmap())
@@ -289,7 +289,7 @@ impl RedisCatalog {
             let out: Vec<Vec<u8>> = self
                 .run(
                     PUT.key(&fk.m)
-                        .key(&fk.h)
+                        .key(&fk.x)
                         .arg(manifest.name().as_str())
                         .arg(wire)
                         .arg(manifest.digest().as_bytes().as_slice())

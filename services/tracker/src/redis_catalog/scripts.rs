@@ -1,6 +1,6 @@
 //! The Lua scripts: each runs atomically on one hash slot (its declared
 //! keys, and keys it names from a prefix of that same slot). Bits are
-//! changed byte by byte in one pass, never bit by bit.
+//! changed by BITOP on whole strings, never bit by bit in Lua.
 
 use std::sync::LazyLock;
 
@@ -43,8 +43,99 @@ end
     };
 }
 
+/// Helpers of the scripts on a file's slot: its holder records and its
+/// count planes (see the module's doc for the layout).
+macro_rules! holdings {
+    () => {
+        r#"
+local ID_LEN = 16
+local MAX_PLANES = 32
+-- The key prefix of the file whose key is k ('hv:f:{T}:').
+local function prefix(k)
+  return string.sub(k, 1, #k - 1)
+end
+-- id's record index and bitmap in the file of prefix p, or nil and ''.
+local function record(p, rec, id)
+  local i = redis.call('HGET', p .. 'x', id)
+  if not i then return nil, '' end
+  i = tonumber(i)
+  return i, redis.call('GETRANGE', p .. 'r', i * rec + ID_LEN, (i + 1) * rec - 1)
+end
+-- Adds one to (sub: takes one from) the count of every chunk whose bit is
+-- set in the string at `carry`, on the count planes p..'c0', p..'c1', ...
+-- (bit k of plane j is bit j of chunk k's count): a ripple-carry over
+-- whole strings, two or three BITOPs a plane, up the planes only while
+-- something carries. Deletes `carry` and `spare`.
+local function ripple(p, carry, spare, sub)
+  local j = 0
+  while j < MAX_PLANES and redis.call('BITPOS', carry, 1) ~= -1 do
+    local c = p .. 'c' .. j
+    redis.call('BITOP', 'AND', spare, c, carry)
+    redis.call('BITOP', 'XOR', c, c, carry)
+    -- Adding carries where the bit was 1; taking away borrows where it was 0.
+    if sub then redis.call('BITOP', 'XOR', spare, spare, carry) end
+    carry, spare = spare, carry
+    j = j + 1
+  end
+  redis.call('DEL', carry, spare)
+end
+-- id's holding (record index i or nil, bitmap old) becomes the bitmap new,
+-- or goes (new false): the record written, appended or swap-removed (the
+-- last record takes its place; records stay dense, 0..n-1 in x), the
+-- planes changed by the chunks gained and lost. Returns the time the file
+-- became orphaned when it has no holder left, else ''.
+local function hold(p, m, rec, id, i, old, new)
+  local r, x = p .. 'r', p .. 'x'
+  local a, b, d = p .. 't1', p .. 't2', p .. 't3'
+  redis.call('SET', a, old)
+  redis.call('SET', b, new or '')
+  redis.call('BITOP', 'XOR', d, a, b)
+  redis.call('BITOP', 'AND', b, b, d)
+  redis.call('BITOP', 'AND', a, a, d)
+  ripple(p, b, d, false)
+  ripple(p, a, d, true)
+  if new then
+    if i then
+      redis.call('SETRANGE', r, i * rec + ID_LEN, new)
+    else
+      local n = redis.call('HLEN', x)
+      redis.call('SETRANGE', r, n * rec, id .. new)
+      redis.call('HSET', x, id, n)
+    end
+    redis.call('HDEL', m, 'orphaned')
+    return ''
+  end
+  if not i then return '' end
+  local last = redis.call('HLEN', x) - 1
+  if i < last then
+    local moved = redis.call('GETRANGE', r, last * rec, (last + 1) * rec - 1)
+    redis.call('SETRANGE', r, i * rec, moved)
+    redis.call('HSET', x, string.sub(moved, 1, ID_LEN), i)
+  end
+  redis.call('HDEL', x, id)
+  if last == 0 then
+    redis.call('DEL', r)
+    local o = redis.call('HGET', m, 'orphaned')
+    if not o then o = tostring(now_ms()); redis.call('HSET', m, 'orphaned', o) end
+    return o
+  end
+  -- Strings never shrink by themselves: past twice the records in use,
+  -- the string is cut back to them.
+  if redis.call('STRLEN', r) > 2 * last * rec then
+    redis.call('SET', r, redis.call('GETRANGE', r, 0, last * rec - 1))
+  end
+  return ''
+end
+"#
+    };
+}
+
 fn script(body: &str) -> Script {
     Script::new(&format!("{}{}", prelude!(), body))
+}
+
+fn file_script(body: &str) -> Script {
+    Script::new(&format!("{}{}{}", prelude!(), holdings!(), body))
 }
 
 /// KEYS: s, l. ARGV: token hash, ttl ms. Returns 'ok', 'gone' or 'mismatch'.
@@ -153,93 +244,116 @@ return out
     )
 });
 
-/// KEYS: m, h. ARGV: name, manifest, digest, layout, id, bitmap, '1' to
+/// KEYS: m, x. ARGV: name, manifest, digest, layout, id, bitmap, '1' to
 /// drop the holding, the host charged for a new file, its charge (bytes).
 /// Creates the file if new, refuses other content, then sets or drops the
 /// holding. Returns {'ok', created, orphaned since ('' if held)},
 /// {'conflict', digest, layout} or {'collision'}.
 pub static PUT: LazyLock<Script> = LazyLock::new(|| {
-    script(
+    file_script(
         r#"
-local now = now_ms()
 local created = '0'
-local v = redis.call('HMGET', KEYS[1], 'name', 'digest', 'layout')
+local v = redis.call('HMGET', KEYS[1], 'name', 'digest', 'layout', 'rec')
 if not v[2] then
+  local count = tonumber(string.match(ARGV[4], '^(%d+):'))
+  v[4] = ID_LEN + math.floor((count + 7) / 8)
   redis.call('HSET', KEYS[1], 'name', ARGV[1], 'manifest', ARGV[2], 'digest', ARGV[3],
-    'layout', ARGV[4], 'orphaned', now, 'host', ARGV[8], 'cost', ARGV[9])
+    'layout', ARGV[4], 'rec', v[4], 'orphaned', now_ms(), 'host', ARGV[8], 'cost', ARGV[9])
   created = '1'
 elseif v[1] ~= ARGV[1] then
   return {'collision'}
 elseif v[2] ~= ARGV[3] or v[3] ~= ARGV[4] then
   return {'conflict', v[2], v[3]}
 end
-if ARGV[7] == '1' then
-  redis.call('HDEL', KEYS[2], ARGV[5])
-  if redis.call('HLEN', KEYS[2]) == 0 then
-    local o = redis.call('HGET', KEYS[1], 'orphaned')
-    if not o then o = tostring(now); redis.call('HSET', KEYS[1], 'orphaned', o) end
-    return {'ok', created, o}
-  end
-  return {'ok', created, ''}
-end
-redis.call('HSET', KEYS[2], ARGV[5], ARGV[6])
-redis.call('HDEL', KEYS[1], 'orphaned')
-return {'ok', created, ''}
+local p = prefix(KEYS[1])
+local rec = tonumber(v[4])
+local i, old = record(p, rec, ARGV[5])
+local new = ARGV[6]
+if ARGV[7] == '1' then new = false end
+return {'ok', created, hold(p, KEYS[1], rec, ARGV[5], i, old, new)}
 "#,
     )
 });
 
-/// KEYS: m, h. ARGV: digest the chunks were checked against, id, add
+/// KEYS: m, x. ARGV: digest the chunks were checked against, id, add
 /// bitmap, remove bitmap (both the file's length). new = (old | add) &
 /// ~remove; no chunk of a file with chunks drops the holding. Returns
 /// {'ok', chunks held, orphaned since or ''}, {'unknown'} or {'stale'}.
-/// The bits are combined and counted by BITOP and BITCOUNT on two scratch
-/// keys of the file's slot, deleted before the script ends (so never seen
-/// by anyone): a loop over the bytes in Lua cost 40 µs of Redis time per
-/// call for a 1,024-chunk file, these commands a few.
+/// The bits are combined and counted by BITOP and BITCOUNT on scratch
+/// keys of the file's slot, never in Lua.
 pub static CHUNKS: LazyLock<Script> = LazyLock::new(|| {
-    script(
+    file_script(
         r#"
-local d = redis.call('HGET', KEYS[1], 'digest')
-if not d then return {'unknown'} end
-if d ~= ARGV[1] then return {'stale'} end
-local p = string.sub(KEYS[2], 1, #KEYS[2] - 1)
-local x, y = p .. 'x', p .. 'y'
-redis.call('SET', x, redis.call('HGET', KEYS[2], ARGV[2]) or '')
-redis.call('SET', y, ARGV[3])
-redis.call('BITOP', 'OR', x, x, y)
-redis.call('SET', y, ARGV[4])
-redis.call('BITOP', 'NOT', y, y)
-redis.call('BITOP', 'AND', x, x, y)
-local held = redis.call('BITCOUNT', x)
-local new = redis.call('GET', x) or ''
-redis.call('DEL', x, y)
-if held == 0 and #ARGV[3] > 0 then
-  redis.call('HDEL', KEYS[2], ARGV[2])
-  if redis.call('HLEN', KEYS[2]) == 0 then
-    local o = redis.call('HGET', KEYS[1], 'orphaned')
-    if not o then o = tostring(now_ms()); redis.call('HSET', KEYS[1], 'orphaned', o) end
-    return {'ok', '0', o}
-  end
-  return {'ok', '0', ''}
-end
-redis.call('HSET', KEYS[2], ARGV[2], new)
-redis.call('HDEL', KEYS[1], 'orphaned')
-return {'ok', tostring(held), ''}
+local v = redis.call('HMGET', KEYS[1], 'digest', 'rec')
+if not v[1] then return {'unknown'} end
+if v[1] ~= ARGV[1] then return {'stale'} end
+local p = prefix(KEYS[1])
+local rec = tonumber(v[2])
+local i, old = record(p, rec, ARGV[2])
+local a, b = p .. 't1', p .. 't2'
+redis.call('SET', a, old)
+redis.call('SET', b, ARGV[3])
+redis.call('BITOP', 'OR', a, a, b)
+redis.call('SET', b, ARGV[4])
+redis.call('BITOP', 'NOT', b, b)
+redis.call('BITOP', 'AND', a, a, b)
+local held = redis.call('BITCOUNT', a)
+local new = redis.call('GET', a) or ''
+redis.call('DEL', a, b)
+if held == 0 and #ARGV[3] > 0 then new = false end
+return {'ok', tostring(held), hold(p, KEYS[1], rec, ARGV[2], i, old, new)}
 "#,
     )
 });
 
-/// KEYS: m, h. ARGV: id. Drops one holding of a session that ended;
-/// idempotent. Returns the time the file became orphaned, or ''.
+/// KEYS: m, x. ARGV: id. Drops one holding of a session that ended, or
+/// withdrawn; idempotent. Returns the time the file became orphaned, or ''.
 pub static DROP: LazyLock<Script> = LazyLock::new(|| {
-    script(
+    file_script(
         r#"
-if redis.call('HDEL', KEYS[2], ARGV[1]) == 0 then return '' end
-if redis.call('HLEN', KEYS[2]) > 0 or redis.call('EXISTS', KEYS[1]) == 0 then return '' end
-local o = redis.call('HGET', KEYS[1], 'orphaned')
-if not o then o = tostring(now_ms()); redis.call('HSET', KEYS[1], 'orphaned', o) end
-return o
+local rec = redis.call('HGET', KEYS[1], 'rec')
+if not rec then return '' end
+local p = prefix(KEYS[1])
+rec = tonumber(rec)
+local i, old = record(p, rec, ARGV[1])
+if not i then return '' end
+return hold(p, KEYS[1], rec, ARGV[1], i, old, false)
+"#,
+    )
+});
+
+/// KEYS: m, x. ARGV: how many records at most (0: all), a random number.
+/// A file as Locate needs it: {name, digest, holders, first record's
+/// index, records, count plane 0, plane 1, ...}, or {} if it is unknown.
+/// The records are a window of that many, dense, from a random index
+/// (wrapping), so every holder is as likely to be read.
+pub static LOCATE: LazyLock<Script> = LazyLock::new(|| {
+    file_script(
+        r#"
+local v = redis.call('HMGET', KEYS[1], 'name', 'digest', 'rec')
+if not v[2] then return {} end
+local p = prefix(KEYS[1])
+local rec = tonumber(v[3])
+local n = redis.call('HLEN', KEYS[2])
+local want = tonumber(ARGV[1])
+local first, recs = 0, ''
+if n > 0 and (want == 0 or n <= want) then
+  recs = redis.call('GETRANGE', p .. 'r', 0, n * rec - 1)
+elseif n > 0 then
+  first = tonumber(ARGV[2]) % n
+  local last = first + want
+  recs = redis.call('GETRANGE', p .. 'r', first * rec, math.min(last, n) * rec - 1)
+  if last > n then
+    recs = recs .. redis.call('GETRANGE', p .. 'r', 0, (last - n) * rec - 1)
+  end
+end
+local out = {v[1], v[2], n, first, recs}
+for j = 0, MAX_PLANES - 1 do
+  local c = redis.call('GET', p .. 'c' .. j)
+  if not c then break end
+  out[#out + 1] = c
+end
+return out
 "#,
     )
 });
@@ -254,18 +368,22 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms() - tonumber(ARGV[1])
     )
 });
 
-/// KEYS: m, h. ARGV: forget after (ms). Deletes the file if nobody has held
+/// KEYS: m, x. ARGV: forget after (ms). Deletes the file if nobody has held
 /// it for that long: {'gone', name, host charged, charge}; else {'held'} or
 /// {'young', since}.
 pub static FORGET: LazyLock<Script> = LazyLock::new(|| {
-    script(
+    file_script(
         r#"
 if redis.call('HLEN', KEYS[2]) > 0 then return {'held'} end
 local o = redis.call('HGET', KEYS[1], 'orphaned')
 if not o then return {'held'} end
 if tonumber(o) + tonumber(ARGV[1]) > now_ms() then return {'young', o} end
 local v = redis.call('HMGET', KEYS[1], 'name', 'host', 'cost')
-redis.call('DEL', KEYS[1], KEYS[2])
+local p = prefix(KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[2], p .. 'r')
+for j = 0, MAX_PLANES - 1 do
+  if redis.call('DEL', p .. 'c' .. j) == 0 then break end
+end
 return {'gone', v[1], v[2] or '', v[3] or '0'}
 "#,
     )

@@ -71,7 +71,7 @@ impl RedisCatalog {
         for tag in tags {
             let keys = FileKeys::for_tag(tag);
             let out: Vec<String> = self
-                .run(FORGET.key(&keys.m).key(&keys.h).arg(after))
+                .run(FORGET.key(&keys.m).key(&keys.x).arg(after))
                 .await?;
             match out.first().map(String::as_str) {
                 Some("gone") => {
@@ -196,7 +196,7 @@ impl RedisCatalog {
             start = format!("({last}");
             for name in &names {
                 let keys = FileKeys::new(&FileName::new(name.as_str()).map_err(store_err)?);
-                let ids: Vec<String> = self.query(redis::cmd("HKEYS").arg(&keys.h)).await?;
+                let ids: Vec<String> = self.query(redis::cmd("HKEYS").arg(&keys.x)).await?;
                 let peers: Vec<PeerKeys> = ids
                     .iter()
                     .filter_map(|id| PeerId::parse(id).ok())
@@ -230,7 +230,7 @@ async fn drop_holding(mut conn: Conn, name: &str, id: &str) -> RedisResult<()> {
     let keys = FileKeys::new(&name);
     let since: String = DROP
         .key(&keys.m)
-        .key(&keys.h)
+        .key(&keys.x)
         .arg(id)
         .invoke_async(&mut conn)
         .await?;
