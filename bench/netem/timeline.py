@@ -26,7 +26,7 @@ import sys
 from collections import Counter, defaultdict
 
 LINE = re.compile(
-    r"^(\S+)\s+DEBUG\s+hive_peer::timeline: chunk (verified|declined) from=(\S+) chunk=(\d+)"
+    r"^(\S+)\s+DEBUG\s+(?:\S+\s+)*?hive_peer::timeline: chunk (verified|declined) from=(\S+) chunk=(\d+)"
 )
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
