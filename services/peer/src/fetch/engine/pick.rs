@@ -6,14 +6,9 @@
 //! hints are asked of it first, and a chunk it declined is asked of it again
 //! only when no other source here has it and a Locate since the decline
 //! found none, and then without `may_decline`. Every other request may be
-//! declined, the end-game's second copies too. A holder left with only
-//! declined chunks and nothing in flight is asked again, as it may decline,
-//! for one that others have, 50 ms after its last decline: for fresh hints.
-
-use std::time::Duration;
+//! declined, the end-game's second copies too.
 
 use hive::ChunkIndex;
-use tokio::time::Instant;
 
 use super::Engine;
 use crate::fetch::{
@@ -21,12 +16,6 @@ use crate::fetch::{
     traits::{Holders, Locator, Sink},
 };
 
-/// A holder with nothing but declined chunks to ask and nothing in flight is
-/// asked for one again, as it may decline, this long after its last
-/// decline: the answer is the chunk (if it is now among its least sent) or
-/// fresh hints. Without it a super-seeding holder idles while its last
-/// unsent chunks wait for someone to ask.
-const PROBE_AFTER: Duration = Duration::from_millis(50);
 /// At most this many holders fetch the same chunk in the end-game.
 const MAX_COPIES: usize = 2;
 /// A download keeps at most this many chunk bytes in flight over all its
@@ -93,7 +82,7 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
         if let Some(&chunk) = h.hints.iter().find(|&&c| unrequested(c)) {
             return Some((chunk, true));
         }
-        let (mut declined, mut probe) = (None, None);
+        let mut declined = None;
         for &(_, _, c) in &self.pending {
             if !h.chunks.contains(c) {
                 continue;
@@ -101,23 +90,12 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
             if !h.declined.contains(c) {
                 return Some((c, true));
             }
-            if declined.is_some() && probe.is_some() {
-                continue;
-            }
-            if self.elsewhere(i, c) {
-                probe = probe.or(Some(c));
-            } else if declined.is_none() && h.declined_at < self.answered_at {
+            if declined.is_none() && h.declined_at < self.answered_at && !self.elsewhere(i, c) {
                 declined = Some(c);
             }
         }
         if let Some(chunk) = declined {
             return Some((chunk, false));
-        }
-        if let Some(chunk) = probe
-            && h.inflight == 0
-            && h.declined_at + PROBE_AFTER <= Instant::now()
-        {
-            return Some((chunk, true));
         }
         if !self.pending.is_empty() {
             return None;
