@@ -572,6 +572,7 @@ async fn cr6_sigterm_leaves_drains_and_the_download_resumes() {
             .get_chunk(hive::pb::peer::GetChunkRequest {
                 name: "f".into(),
                 chunk: held,
+                ..Default::default()
             })
             .await
             .expect("the upload starts")

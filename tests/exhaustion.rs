@@ -33,6 +33,7 @@ fn get_chunk_msg(name: &str, chunk: u32) -> bytes::Bytes {
     rawh2::grpc_message(&GetChunkRequest {
         name: name.into(),
         chunk,
+        ..Default::default()
     })
 }
 

@@ -35,6 +35,7 @@ async fn requester(peer: SocketAddr, chunks: u32, got: Arc<AtomicU64>) {
         let req = GetChunkRequest {
             name: "big".into(),
             chunk: n,
+            ..Default::default()
         };
         let Ok(answer) = client.get_chunk(req).await else {
             continue;

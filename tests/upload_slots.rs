@@ -58,6 +58,7 @@ async fn attack(peer: SocketAddr, chunk: u32, trickle: u32, tally: Arc<Tally>) {
     let msg = rawh2::grpc_message(&GetChunkRequest {
         name: "big".into(),
         chunk,
+        ..Default::default()
     });
     loop {
         let mut h2 = rawh2::connect_from(peer, IpAddr::from(ATTACKER), trickle).await;

@@ -508,6 +508,7 @@ pub async fn get_chunk(peer: SocketAddr, name: &str, n: u32) -> Result<Vec<u8>, 
         .get_chunk(hive::pb::peer::GetChunkRequest {
             name: name.into(),
             chunk: n,
+            ..Default::default()
         })
         .await?
         .into_inner();

@@ -17,6 +17,7 @@ pub struct Counters {
     strikes: Counter,
     uploads_cut: Counter,
     uploads_refused: Counter,
+    uploads_declined: Counter,
     max_upload_rate: Gauge,
     max_download_rate: Gauge,
 }
@@ -71,6 +72,11 @@ impl Counters {
             self.uploads_refused.clone(),
         );
         registry.register(
+            "hive_peer_uploads_declined",
+            "GetChunk requests declined by super-seeding: a chunk of a whole file sent more often than others, asked by a peer that may take another (FAILED_PRECONDITION)",
+            self.uploads_declined.clone(),
+        );
+        registry.register(
             "hive_peer_max_upload_rate_bytes",
             "The upload cap in bytes a second (0: none)",
             self.max_upload_rate.clone(),
@@ -88,6 +94,10 @@ impl Counters {
 
     pub fn add_upload_refused(&self) {
         self.uploads_refused.inc();
+    }
+
+    pub fn add_upload_declined(&self) {
+        self.uploads_declined.inc();
     }
 
     /// Publishes the rate caps now in force.

@@ -212,6 +212,7 @@ pub async fn serve(
         cap: limits.upload.clone(),
         stop: stops.uploads.clone(),
         counters: counters.clone(),
+        tally: server::Tally::default(),
     };
     let control_service = control::ControlService {
         sharing,

@@ -5,7 +5,15 @@
 //!   (the tracker's per-chunk counts), ties broken at random.
 //! - Each holder has a bounded number of requests in flight; one connection
 //!   per holder, one HTTP/2 stream per chunk.
-//! - The tracker is asked again now and then, so holders that join are used.
+//! - The tracker is asked again now and then, so holders that join are used:
+//!   every `relocate_interval` while nothing changes, but every
+//!   [`FRESH_LOCATE`] while the swarm moves (the last answer brought new
+//!   holders or chunks, a holder declined a chunk, or one had a free slot and
+//!   nothing known to ask it for). In a young swarm the others' holdings
+//!   change by the tenth of a second; seconds-old counts send every
+//!   downloader to the seeder for chunks other downloaders already have.
+//! - Super-seeding holders may decline a chunk they have sent already; see
+//!   `engine/pick.rs`.
 //! - End-game: once every missing chunk is requested, the last ones are asked
 //!   of a second holder too; the first verified copy wins, the other request
 //!   is dropped.
@@ -45,10 +53,17 @@ use super::{
     request::{Failure, Outcome},
     traits::{Holders, Locator, Sink},
 };
+use tracing::debug;
+
 use crate::{Config, error::PeerError, metrics::Counters, throttle::Caps, tracker_link::Located};
 
 /// The tracker is asked at most this often when a holder seems gone.
 const RELOCATE_MIN: Duration = Duration::from_secs(1);
+/// ...and this often while the swarm moves: a few round trips, a few times
+/// the wait of a holder's registrations (50 ms), and four Locates a second,
+/// well within the tracker's per-session rate (50/s) with a few downloads
+/// at once.
+pub const FRESH_LOCATE: Duration = Duration::from_millis(250);
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 /// What the engine reports while it runs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -122,6 +137,12 @@ pub struct Engine<L: Locator, H: Holders, S: Sink> {
     task_of: HashMap<Id, (usize, ChunkIndex)>,
     last_relocate: Instant,
     relocate_soon: bool,
+    /// The swarm moves: Locate again after [`FRESH_LOCATE`].
+    fresh: bool,
+    /// Some holder had a free slot and nothing known to ask it for.
+    starved: bool,
+    /// When the last Locate answer was taken in.
+    answered_at: Instant,
     /// A Locate in flight: asked in the background, so a slow or frozen
     /// tracker never holds up requests to holders.
     locating: Option<JoinHandle<Result<Located, PeerError>>>,
@@ -133,6 +154,8 @@ pub struct Engine<L: Locator, H: Holders, S: Sink> {
 enum Idle {
     /// Some holder will be worth asking again at this time.
     Until(Instant),
+    /// A holder has only chunks it declined: the next Locate answer tells.
+    Locating,
     /// Nobody can supply the missing chunks.
     NoSource,
 }
@@ -172,6 +195,9 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
             task_of: HashMap::new(),
             last_relocate: Instant::now(),
             relocate_soon: false,
+            fresh: false,
+            starved: false,
+            answered_at: Instant::now(),
             locating: None,
             stats: RunStats::default(),
             progress,
@@ -208,8 +234,6 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
         // Checked like any later answer: a Locate made between rounds may
         // find other content under this name by now.
         self.take(Ok(located));
-        let mut relocate = tokio::time::interval(self.settings.relocate_interval);
-        relocate.reset();
         let mut tick = tokio::time::interval(PROGRESS_EVERY);
         loop {
             if self.have.is_full() {
@@ -224,6 +248,7 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
                         wait = Some(at);
                         self.progress.stalled = false;
                     }
+                    Idle::Locating => self.progress.stalled = false,
                     // Stalled already: the relocate tick asks the tracker.
                     Idle::NoSource if self.progress.stalled => {}
                     Idle::NoSource => {
@@ -245,6 +270,7 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
             if self.relocate_soon && self.last_relocate.elapsed() >= RELOCATE_MIN {
                 self.start_locate();
             }
+            let due = self.locate_due();
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return Err(PeerError::Cancelled),
@@ -259,11 +285,23 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
                     self.locating = None;
                     self.take(found);
                 }
-                _ = relocate.tick() => self.start_locate(),
+                _ = tokio::time::sleep_until(due), if self.locating.is_none() => self.start_locate(),
                 _ = tick.tick() => self.publish(report),
                 _ = tokio::time::sleep_until(wait.unwrap_or_else(Instant::now)), if wait.is_some() => {}
             }
         }
+    }
+
+    /// When the tracker is to be asked next.
+    fn locate_due(&self) -> Instant {
+        // Stalled, nobody has what is missing: waiting on the interval.
+        let moving = self.fresh || (self.starved && !self.progress.stalled);
+        let after = if moving {
+            FRESH_LOCATE.min(self.settings.relocate_interval)
+        } else {
+            self.settings.relocate_interval
+        };
+        self.last_relocate + after
     }
 
     fn unavailable(&self) -> PeerError {
@@ -316,6 +354,9 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
         if !self.have.insert(chunk) {
             return;
         }
+        // The swarm's timeline (who sent which chunk to whom, when), for
+        // bench/netem/timeline.py: RUST_LOG=hive_peer::timeline=debug.
+        debug!(target: "hive_peer::timeline", from = %self.holders[i].addr, chunk = chunk.get(), "chunk verified");
         self.swarm.sink.held(chunk);
         self.stats.chunks_fetched += 1;
         self.progress.chunks_done += 1;

@@ -58,11 +58,13 @@ impl Holders for Pool {
         conn: &PeerClient,
         name: &FileName,
         chunk: ChunkIndex,
+        may_decline: bool,
     ) -> impl Future<Output = Result<Frames, Failure>> + Send + use<> {
         let mut client = conn.clone();
         let request = pb::GetChunkRequest {
             name: name.to_string(),
             chunk: chunk.get(),
+            may_decline,
         };
         async move {
             let stream = client.get_chunk(request).await.map_err(failure)?;
@@ -89,6 +91,14 @@ fn failure(status: Status) -> Failure {
         Code::NotFound => Failure::Lacks,
         Code::DataLoss => Failure::Withdrawn,
         Code::ResourceExhausted => Failure::Busy,
+        // Only asked with may_decline; the details name the chunks to ask
+        // for instead (none if they do not parse: it is a hint).
+        Code::FailedPrecondition => {
+            let least_sent = <pb::Declined as prost::Message>::decode(status.details())
+                .map(|d| d.least_sent)
+                .unwrap_or_default();
+            Failure::Declined(least_sent.into_iter().filter_map(ChunkIndex::new).collect())
+        }
         // A message over our size limit, or a holder disagreeing about the
         // file's layout: the holder is wrong.
         Code::OutOfRange | Code::InvalidArgument => Failure::Bad(status.message().to_owned()),
@@ -145,6 +155,23 @@ mod tests {
         assert!(matches!(failed(Code::NotFound), Failure::Lacks));
         assert!(matches!(failed(Code::DataLoss), Failure::Withdrawn));
         assert!(matches!(failed(Code::ResourceExhausted), Failure::Busy));
+        assert!(matches!(failed(Code::FailedPrecondition), Failure::Declined(h) if h.is_empty()));
+        let details = prost::Message::encode_to_vec(&hive::pb::peer::Declined {
+            least_sent: vec![3, 0, 9],
+        });
+        let declined = failure(Status::with_details(
+            Code::FailedPrecondition,
+            "sent already",
+            details.into(),
+        ));
+        let Failure::Declined(hints) = declined else {
+            panic!("a decline with hints: {declined:?}");
+        };
+        assert_eq!(
+            hints.iter().map(|c| c.get()).collect::<Vec<_>>(),
+            [3, 9],
+            "chunk 0 is no chunk"
+        );
         assert!(matches!(failed(Code::OutOfRange), Failure::Bad(_)));
         assert!(matches!(failed(Code::InvalidArgument), Failure::Bad(_)));
         assert!(matches!(failed(Code::Unavailable), Failure::Unreachable(_)));

@@ -26,6 +26,9 @@ pub enum Failure {
     Withdrawn,
     /// The holder is too busy right now.
     Busy,
+    /// The holder sends other chunks first (super-seeding: it has sent this
+    /// one more often than these, which it names).
+    Declined(Vec<ChunkIndex>),
     /// The holder could not be reached, or the stream broke.
     Unreachable(String),
     /// No complete chunk within the deadline.
@@ -40,7 +43,8 @@ pub struct Outcome {
     pub received: u64,
 }
 
-/// Fetches `chunk` from the holder behind `conn`, verifies it and hands it
+/// Fetches `chunk` from the holder behind `conn` (which, if `may_decline`,
+/// may answer that it sends other chunks first), verifies it and hands it
 /// to `sink`: the future asks, streams and verifies within `deadline`, then
 /// writes. The bytes pass the download `caps` as they arrive; time spent
 /// waiting on a cap extends the deadline, so a capped download never takes
@@ -50,12 +54,12 @@ pub fn fetch_into<H: Holders, S: Sink>(
     holders: &H,
     conn: &H::Conn,
     manifest: Arc<Manifest>,
-    chunk: ChunkIndex,
+    (chunk, may_decline): (ChunkIndex, bool),
     deadline: Duration,
     caps: Caps,
     sink: S,
 ) -> impl Future<Output = Outcome> + Send + 'static {
-    let open = holders.get_chunk(conn, manifest.name(), chunk);
+    let open = holders.get_chunk(conn, manifest.name(), chunk, may_decline);
     async move {
         let mut received = 0;
         let mut until = Instant::now() + deadline;

@@ -66,7 +66,7 @@ impl Fetcher {
                 &ctx.pool,
                 &conn,
                 manifest.clone(),
-                chunk,
+                (chunk, false),
                 ctx.config.chunk_timeout,
                 Caps::new([ctx.download_cap.clone()]),
                 sink.clone(),

@@ -40,12 +40,14 @@ pub trait Holders: Send + Sync + 'static {
     /// the address is unusable.
     fn connect(&self, addr: &str) -> Result<Self::Conn, PeerError>;
 
-    /// Asks `conn` for `chunk` of `name`.
+    /// Asks `conn` for `chunk` of `name`; if `may_decline`, a holder that
+    /// super-seeds may answer [`Failure::Declined`] instead.
     fn get_chunk(
         &self,
         conn: &Self::Conn,
         name: &FileName,
         chunk: ChunkIndex,
+        may_decline: bool,
     ) -> impl Future<Output = Result<Self::Frames, Failure>> + Send + use<Self>;
 }
 

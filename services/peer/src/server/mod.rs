@@ -13,6 +13,7 @@
 //! amount of memory and holds its slot for a bounded time.
 
 mod slots;
+mod tally;
 mod upload;
 
 use std::{
@@ -36,6 +37,7 @@ use tracing::{instrument, warn};
 use self::upload::Upload;
 pub use self::{
     slots::{Refused, Slot, Slots, Usage},
+    tally::{Tally, Verdict},
     upload::DrainRule,
 };
 use crate::{
@@ -65,6 +67,8 @@ pub struct ChunkServer {
     /// Cancelled when running uploads must end (after the shutdown grace).
     pub stop: CancellationToken,
     pub counters: Arc<Counters>,
+    /// How often each chunk of each complete file was sent (super-seeding).
+    pub tally: Tally,
 }
 
 #[tonic::async_trait]
@@ -82,7 +86,8 @@ impl Peer for ChunkServer {
         let req = request.into_inner();
         let name = wire::file_name("name", req.name).map_err(PeerError::from)?;
         // Checked first: a chunk not held is NOT_FOUND at once, never queued.
-        self.holdings.source(&name, req.chunk)?;
+        let held = self.holdings.source(&name, req.chunk)?;
+        self.super_seed(&name, &held, req.may_decline)?;
         let permit = self.slot(from).await?;
         // Then, with the slot held (the wait may be long): a file deleted or
         // replaced since it was hashed is retired, never served from the
@@ -168,6 +173,48 @@ impl Peer for ChunkServer {
 }
 
 impl ChunkServer {
+    /// Super-seeding ([`tally`]): a chunk of a file held whole is counted as
+    /// sent, or declined if it was sent more often than others and the
+    /// requester may take another one.
+    fn super_seed(
+        &self,
+        name: &hive::FileName,
+        held: &crate::holdings::ChunkSource,
+        may_decline: bool,
+    ) -> Result<(), Status> {
+        let whole = self
+            .holdings
+            .holding(name)
+            .is_some_and(|(_, have, _)| have.is_full());
+        if !whole {
+            self.tally.forget(name);
+            return Ok(());
+        }
+        let m = &held.manifest;
+        let verdict = self.tally.decide(
+            name,
+            (m.digest(), m.chunk_count()),
+            held.chunk,
+            may_decline,
+            tokio::time::Instant::now(),
+        );
+        match verdict {
+            Verdict::Serve => Ok(()),
+            Verdict::Decline(least_sent) => {
+                self.counters.add_upload_declined();
+                let details = prost::Message::encode_to_vec(&pb::Declined { least_sent });
+                Err(Status::with_details(
+                    tonic::Code::FailedPrecondition,
+                    format!(
+                        "chunk {} was sent already while others were not: ask for one of those (details), or without may_decline",
+                        held.chunk
+                    ),
+                    details.into(),
+                ))
+            }
+        }
+    }
+
     /// An upload slot for a request from `from`, waited for in turn.
     async fn slot(&self, from: IpAddr) -> Result<Slot, PeerError> {
         self.slots
@@ -211,6 +258,7 @@ mod tests {
         let req = GetChunkRequest {
             name: "f".into(),
             chunk: n,
+            ..Default::default()
         };
         let mut stream = client.get_chunk(req).await?.into_inner();
         let mut out = Vec::new();
@@ -254,6 +302,7 @@ mod tests {
                 cap: Arc::default(),
                 stop: CancellationToken::new(),
                 counters: Arc::default(),
+                tally: Tally::default(),
             });
             let server = tonic::transport::Server::builder()
                 .add_service(service)

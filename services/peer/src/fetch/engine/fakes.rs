@@ -24,6 +24,7 @@ use crate::{
         traits::{Holders, Locator, Sink},
     },
     metrics::Counters,
+    server::{Tally, Verdict},
     tracker_link::{Holder, Located},
 };
 
@@ -113,11 +114,17 @@ impl FakeTracker {
     }
 
     pub(super) fn answer(&self) -> Located {
-        let holders: Vec<Holder> = lock(&self.listed)
+        // A holder listed again from a later time is listed as it is then.
+        let mut holders: Vec<Holder> = Vec::new();
+        for (_, h) in lock(&self.listed)
             .iter()
             .filter(|(from, _)| *from <= Instant::now())
-            .map(|(_, h)| h.clone())
-            .collect();
+        {
+            match holders.iter_mut().find(|known| known.addr == h.addr) {
+                Some(known) => *known = h.clone(),
+                None => holders.push(h.clone()),
+            }
+        }
         let chunk_holders = self.counts.clone().unwrap_or_else(|| {
             let mut counts = vec![0; self.manifest.chunk_count() as usize];
             for h in &holders {
@@ -158,6 +165,8 @@ pub(super) struct Log {
     answered: Vec<(String, ChunkIndex)>,
     /// Requests dropped before they answered.
     pub(super) cancelled: Vec<(String, ChunkIndex)>,
+    /// Requests a super-seeding holder declined.
+    pub(super) declined: Vec<(String, ChunkIndex)>,
 }
 
 impl Log {
@@ -184,6 +193,8 @@ pub(super) struct FakeHolders {
     data: Arc<Vec<u8>>,
     manifest: Arc<Manifest>,
     scripts: Arc<Mutex<HashMap<String, Vec<Serve>>>>,
+    /// Holders that super-seed, with the server's own tally.
+    tallies: Arc<Mutex<HashMap<String, Tally>>>,
     pub(super) log: Arc<Mutex<Log>>,
 }
 
@@ -193,12 +204,35 @@ impl FakeHolders {
             data: data.clone(),
             manifest: manifest.clone(),
             scripts: Arc::default(),
+            tallies: Arc::default(),
             log: Arc::default(),
         }
     }
 
     pub(super) fn script(&self, addr: &str, answers: &[Serve]) {
         lock(&self.scripts).insert(addr.to_owned(), answers.to_vec());
+    }
+
+    /// `addr` super-seeds, as a daemon holding the whole file does.
+    pub(super) fn super_seed(&self, addr: &str) {
+        lock(&self.tallies).insert(addr.to_owned(), Tally::default());
+    }
+
+    /// `addr`, super-seeding, sent these chunks before this download began.
+    pub(super) fn sent_before(&self, addr: &str, chunks: &[u32]) {
+        let tallies = lock(&self.tallies);
+        let tally = tallies.get(addr).expect("a super-seeding holder");
+        let m = &self.manifest;
+        for &c in chunks {
+            let verdict = tally.decide(
+                m.name(),
+                (m.digest(), m.chunk_count()),
+                chunk(c),
+                false,
+                Instant::now(),
+            );
+            assert_eq!(verdict, Verdict::Serve);
+        }
     }
 
     fn next(&self, addr: &str) -> Serve {
@@ -243,14 +277,35 @@ impl Holders for FakeHolders {
         conn: &String,
         name: &FileName,
         c: ChunkIndex,
+        may_decline: bool,
     ) -> impl Future<Output = Result<Frames, Failure>> + Send + use<> {
         assert_eq!(name, self.manifest.name());
         let addr = conn.clone();
+        let m = &self.manifest;
+        let verdict = lock(&self.tallies).get(&addr).map(|t| {
+            t.decide(
+                name,
+                (m.digest(), m.chunk_count()),
+                c,
+                may_decline,
+                Instant::now(),
+            )
+        });
+        let declined = match verdict {
+            Some(Verdict::Decline(hints)) => {
+                lock(&self.log).declined.push((addr.clone(), c));
+                Some(hints.into_iter().filter_map(ChunkIndex::new).collect())
+            }
+            _ => None,
+        };
         let serve = self.next(&addr);
         let mut bytes = bytes_of(&self.data, &self.manifest, c);
         let log = self.log.clone();
         lock(&log).asked.push((addr.clone(), c, Instant::now()));
         async move {
+            if let Some(hints) = declined {
+                return Err(Failure::Declined(hints));
+            }
             let mut pending = Pending {
                 log,
                 addr,

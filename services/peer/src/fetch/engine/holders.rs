@@ -32,6 +32,14 @@ pub(super) struct HolderState<C> {
     pub(super) retry_at: Instant,
     /// Whether the last Locate listed it.
     pub(super) listed: bool,
+    /// Chunks it declined (super-seeding: it sent them already), asked of
+    /// it again only with no other source, and insisting.
+    pub(super) declined: ChunkSet,
+    /// When it last declined one.
+    pub(super) declined_at: Instant,
+    /// The chunks it named as sent least when it last declined: asked of it
+    /// first.
+    pub(super) hints: Vec<ChunkIndex>,
 }
 
 impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
@@ -56,6 +64,9 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
             failures: 0,
             retry_at: Instant::now(),
             listed: true,
+            declined: ChunkSet::empty(self.manifest.chunk_count()),
+            declined_at: Instant::now(),
+            hints: Vec::new(),
         });
     }
 
@@ -87,6 +98,15 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
             }
             Failure::Withdrawn => {
                 self.holders[i].chunks.remove(chunk);
+            }
+            Failure::Declined(hints) => {
+                let h = &mut self.holders[i];
+                h.declined.insert(chunk);
+                h.declined_at = Instant::now();
+                h.hints = hints;
+                // Someone else has it: a fresh Locate says who.
+                self.fresh = true;
+                debug!(target: "hive_peer::timeline", from = %addr, chunk = chunk.get(), "chunk declined");
             }
             Failure::Busy => {
                 let h = &mut self.holders[i];
@@ -130,13 +150,23 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
         }
     }
 
-    /// Why nothing is in flight: a holder will be back, or none can help.
+    /// Why nothing is in flight: a holder will be back, one has only chunks
+    /// it declined (the next Locate says whether to insist), or none can
+    /// help.
     pub(super) fn idle(&self) -> Idle {
-        self.holders
+        let now = Instant::now();
+        let mut soonest = None;
+        for h in self
+            .holders
             .iter()
             .filter(|h| self.source(h) && self.lacking(h))
-            .map(|h| h.retry_at)
-            .min()
-            .map_or(Idle::NoSource, Idle::Until)
+        {
+            if h.retry_at <= now {
+                // Usable, yet nothing was asked of it: it declined the rest.
+                return Idle::Locating;
+            }
+            soonest = Some(soonest.map_or(h.retry_at, |s: Instant| s.min(h.retry_at)));
+        }
+        soonest.map_or(Idle::NoSource, Idle::Until)
     }
 }

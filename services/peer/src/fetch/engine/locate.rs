@@ -46,9 +46,12 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
         }
     }
 
-    /// Takes in a Locate answer: new holders, fresh chunk sets, rarity.
+    /// Takes in a Locate answer: new holders, fresh chunk sets, rarity; and
+    /// whether it brought news (the swarm moves: ask again soon).
     pub(super) fn merge(&mut self, found: Located) {
         let me = self.swarm.locator.me();
+        self.answered_at = Instant::now();
+        let mut news = false;
         for h in &mut self.holders {
             h.listed = false;
         }
@@ -67,10 +70,12 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
                         h.failures = 0;
                         h.peer_id = holder.peer_id;
                     }
+                    news |= h.chunks != holder.chunks;
                     h.chunks = holder.chunks;
                     h.listed = true;
                 }
                 None => {
+                    news = true;
                     let chunks = holder.chunks;
                     self.add_holder(holder.addr, holder.peer_id, chunks);
                 }
@@ -86,6 +91,7 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
                 ChunkSet::full(self.manifest.chunk_count()),
             );
         }
+        self.fresh = news;
         self.rerank(&found.chunk_holders);
     }
 }

@@ -1,5 +1,12 @@
 //! What each holder is asked for: the rarest-first queue, the end-game's
 //! second copies, and the bound on chunk bytes in flight.
+//!
+//! Super-seeding holders (see `server/tally.rs`) decline chunks they have
+//! sent already while others are unsent, naming some of those: a holder's
+//! hints are asked of it first, and a chunk it declined is asked of it again
+//! only when no other source here has it and a Locate since the decline
+//! found none, and then without `may_decline`. Every other request may be
+//! declined, the end-game's second copies too.
 
 use hive::ChunkIndex;
 
@@ -35,10 +42,13 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
         (rarity, tie, chunk)
     }
 
-    /// Fills every holder's free request slots.
+    /// Fills every holder's free request slots. Notes whether some holder
+    /// had a free slot but nothing to be asked for while chunks are missing
+    /// (`starved`): what this download knows of the others is out of date.
     pub(super) fn assign(&mut self) {
         let chunk = u64::from(self.manifest.layout().chunk_size().get());
         let most = (MAX_INFLIGHT_BYTES / chunk).max(2) as usize;
+        self.starved = false;
         loop {
             let mut started = false;
             for i in 0..self.holders.len() {
@@ -46,9 +56,12 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
                 if !self.usable(h) || h.inflight >= h.limit || self.task_of.len() >= most {
                     continue;
                 }
-                if let Some(chunk) = self.pick(i) {
-                    self.start(i, chunk);
-                    started = true;
+                match self.pick(i) {
+                    Some((chunk, may_decline)) => {
+                        self.start(i, chunk, may_decline);
+                        started = true;
+                    }
+                    None => self.starved |= !self.pending.is_empty(),
                 }
             }
             if !started {
@@ -57,26 +70,59 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
         }
     }
 
-    /// The next chunk for holder `i`: the rarest unrequested one it has, or
-    /// in the end-game a requested one it is not already fetching.
-    pub(super) fn pick(&self, i: usize) -> Option<ChunkIndex> {
+    /// The next chunk for holder `i`, and whether it may decline it: one it
+    /// hinted at, else the rarest unrequested one it has and has not
+    /// declined, else one it declined that nobody else can supply (insisting),
+    /// or in the end-game a requested one it is not already fetching and
+    /// has not declined.
+    pub(super) fn pick(&self, i: usize) -> Option<(ChunkIndex, bool)> {
         let h = &self.holders[i];
-        if let Some(&(_, _, chunk)) = self.pending.iter().find(|(_, _, c)| h.chunks.contains(*c)) {
-            return Some(chunk);
+        let unrequested =
+            |c: ChunkIndex| h.chunks.contains(c) && self.pending.contains(&self.key(c));
+        if let Some(&chunk) = h.hints.iter().find(|&&c| unrequested(c)) {
+            return Some((chunk, true));
+        }
+        let mut declined = None;
+        for &(_, _, c) in &self.pending {
+            if !h.chunks.contains(c) {
+                continue;
+            }
+            if !h.declined.contains(c) {
+                return Some((c, true));
+            }
+            if declined.is_none() && h.declined_at < self.answered_at && !self.elsewhere(i, c) {
+                declined = Some(c);
+            }
+        }
+        if let Some(chunk) = declined {
+            return Some((chunk, false));
         }
         if !self.pending.is_empty() {
             return None;
         }
+        // End-game copies are extra: a holder may decline them too, and is
+        // not asked again for one it declined.
         self.inflight
             .iter()
             .filter(|(c, who)| {
-                who.len() < MAX_COPIES && h.chunks.contains(**c) && who.iter().all(|(j, _)| *j != i)
+                who.len() < MAX_COPIES
+                    && h.chunks.contains(**c)
+                    && !h.declined.contains(**c)
+                    && who.iter().all(|(j, _)| *j != i)
             })
             .min_by_key(|(c, who)| (who.len(), self.rank[c.position()]))
-            .map(|(c, _)| *c)
+            .map(|(c, _)| (*c, true))
     }
 
-    pub(super) fn start(&mut self, i: usize, chunk: ChunkIndex) {
+    /// Whether a source other than holder `i` has `chunk`.
+    fn elsewhere(&self, i: usize, chunk: ChunkIndex) -> bool {
+        self.holders
+            .iter()
+            .enumerate()
+            .any(|(j, h)| j != i && self.source(h) && h.chunks.contains(chunk))
+    }
+
+    pub(super) fn start(&mut self, i: usize, chunk: ChunkIndex, may_decline: bool) {
         self.pending.remove(&self.key(chunk));
         let h = &mut self.holders[i];
         h.inflight += 1;
@@ -85,7 +131,7 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
             &self.swarm.holders,
             &h.conn,
             self.manifest.clone(),
-            chunk,
+            (chunk, may_decline),
             self.settings.chunk_timeout,
             self.settings.caps.clone(),
             self.swarm.sink.clone(),

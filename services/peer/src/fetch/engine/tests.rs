@@ -301,3 +301,104 @@ async fn with_no_holder_it_waits_stalled_and_goes_on_when_one_appears() {
     let err = w.run(&mut engine).await.expect_err("nobody can supply it");
     assert!(matches!(err, PeerError::Unavailable(_)), "{err:?}");
 }
+
+/// A super-seeding holder declines chunks it sent before, naming the ones it
+/// has not: the download asks it for those, and gets the declined chunks
+/// from the holder that has them. The seeder sends nothing twice.
+#[tokio::test(start_paused = true)]
+async fn a_declined_chunk_comes_from_another_holder_and_the_seeder_sends_its_hint() {
+    let mut w = World::new(3);
+    w.holder("seed:1", w.full(), &[Serve::Good]);
+    w.holders.super_seed("seed:1");
+    // Chunks 1 and 2 sent twice before: still ahead once 3 is sent.
+    w.holders.sent_before("seed:1", &[1, 1, 2, 2]);
+    w.holder("peer:1", set(3, &[1, 2]), &[Serve::Good]);
+    // Every chunk looks as rare as any other: the picks are at random.
+    w.tracker.counts = Some(vec![1, 1, 1]);
+    let mut engine = w.engine(w.none());
+    w.run(&mut engine).await.expect("the download completes");
+    w.assert_complete();
+    let log = w.log();
+    assert_eq!(
+        log.answered_by("seed:1"),
+        [chunk(3)],
+        "the seeder sent only what nobody else had"
+    );
+    let mut from_peer = log.answered_by("peer:1");
+    from_peer.sort();
+    assert_eq!(from_peer, [chunk(1), chunk(2)]);
+    assert!(
+        log.declined
+            .iter()
+            .all(|(a, c)| a == "seed:1" && c.get() != 3),
+        "{:?}",
+        log.declined
+    );
+}
+
+/// A chunk the seeder declined that nobody else has is asked again, without
+/// may_decline, once a Locate has found no other source: served, each chunk
+/// declined once at most, and not asked in a loop.
+#[tokio::test(start_paused = true)]
+async fn a_declined_chunk_nobody_else_has_is_insisted_on_after_a_locate() {
+    let w = World::new(3);
+    w.holder("seed:1", w.full(), &[Serve::Good]);
+    w.holders.super_seed("seed:1");
+    // Chunk 1 sent twice, chunk 2 once, chunk 3 never: chunk 1 stays ahead.
+    w.holders.sent_before("seed:1", &[1, 1, 2]);
+    let started = Instant::now();
+    let mut engine = w.engine(w.none());
+    w.run(&mut engine).await.expect("the download completes");
+    w.assert_complete();
+    let log = w.log();
+    let asked_1 = log
+        .asked_of("seed:1")
+        .iter()
+        .filter(|c| c.get() == 1)
+        .count();
+    assert!(asked_1 <= 2, "chunk 1 asked {asked_1} times");
+    // Chunks 1 and 2 are each declined at most once (then chunk 2 is at the
+    // least count, or insisted on); chunk 3, never sent, never.
+    let mut declined: Vec<_> = log.declined.iter().map(|(_, c)| c.get()).collect();
+    declined.sort_unstable();
+    assert!(
+        matches!(declined[..], [] | [1] | [2] | [1, 2]),
+        "{declined:?}"
+    );
+    let took = started.elapsed();
+    assert!(
+        took < w.settings.relocate_interval,
+        "insisted after a fresh Locate, not the slow one: {took:?}"
+    );
+}
+
+/// While another downloader's holdings grow, the tracker is asked every
+/// FRESH_LOCATE, so its new chunks are used within a fraction of a second,
+/// not at the next relocate interval (5 s here).
+#[tokio::test(start_paused = true)]
+async fn fresh_holdings_are_seen_within_a_fraction_of_a_second() {
+    let w = World::new(4);
+    // The seeder answers only after 30 s: every chunk must come from the peer.
+    w.holder("seed:1", w.full(), &[Serve::Slow(Duration::from_secs(30))]);
+    w.holder("peer:1", set(4, &[1]), &[Serve::Good]);
+    for (n, at) in [(2, 300), (3, 600), (4, 900)] {
+        let chunks: Vec<u32> = (1..=n).collect();
+        w.tracker
+            .list("peer:1", set(4, &chunks), Duration::from_millis(at));
+    }
+    let started = Instant::now();
+    let mut engine = w.engine(w.none());
+    w.run(&mut engine).await.expect("the download completes");
+    w.assert_complete();
+    let took = started.elapsed();
+    let fresh = super::FRESH_LOCATE;
+    assert!(
+        took <= Duration::from_millis(900) + 2 * fresh,
+        "the peer's last chunk was seen within two fresh Locates: {took:?}"
+    );
+    let calls = *lock(&w.tracker.calls);
+    assert!(
+        calls as u128 <= took.as_millis() / fresh.as_millis() + 2,
+        "{calls} Locates in {took:?}"
+    );
+}

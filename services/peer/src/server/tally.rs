@@ -1,0 +1,233 @@
+//! Super-seeding: a peer holding a whole file sends every chunk once before
+//! it sends any chunk twice, as far as its requesters let it.
+//!
+//! A seeder's upload is the scarce link while a swarm is young: each chunk
+//! it sends a second time is one the swarm already had, while some other
+//! chunk is still held by nobody else. So the server keeps, per complete
+//! file, how often it has sent each chunk. A request that says it could use
+//! another chunk instead (`may_decline`) for a chunk sent more often than
+//! the least-sent ones is declined, with some of the least-sent chunks as
+//! hints; the requester asks for one of those, and gets the declined one
+//! from the peer that has it already (or insists, without `may_decline`,
+//! when nobody else has it). A request without `may_decline` is always
+//! served, and counted.
+//!
+//! The counts start again once nobody has asked for the file for
+//! [`IDLE_RESET`]: a later swarm starts from an even tally.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use hive::{ChunkIndex, Digest, FileName};
+use tokio::time::Instant;
+
+/// A file nobody asked for this long has its counts cleared.
+pub const IDLE_RESET: Duration = Duration::from_secs(30);
+/// Least-sent chunks named in a decline at most.
+pub const HINTS: usize = 8;
+
+/// What to do with one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send it (and it has been counted).
+    Serve,
+    /// Decline it; these chunks were sent least.
+    Decline(Vec<u32>),
+}
+
+/// How often each chunk of each complete file was sent.
+#[derive(Clone, Default)]
+pub struct Tally(Arc<Mutex<HashMap<FileName, Counts>>>);
+
+/// One file's counts.
+struct Counts {
+    digest: Digest,
+    sent: Vec<u32>,
+    /// The lowest count, and how many chunks have it.
+    least: u32,
+    at_least: usize,
+    last: Instant,
+}
+
+impl Counts {
+    fn new(digest: Digest, chunks: u32, now: Instant) -> Self {
+        Self {
+            digest,
+            sent: vec![0; chunks as usize],
+            least: 0,
+            at_least: chunks as usize,
+            last: now,
+        }
+    }
+
+    fn count(&mut self, i: usize) {
+        self.sent[i] += 1;
+        if self.sent[i] - 1 == self.least {
+            self.at_least -= 1;
+            if self.at_least == 0 {
+                self.least += 1;
+                let least = self.least;
+                self.at_least = self.sent.iter().filter(|&&n| n == least).count();
+            }
+        }
+    }
+
+    /// Up to [`HINTS`] chunks at the lowest count, other than `not`, from a
+    /// random place on (so that requesters told at once get different ones).
+    fn hints(&self, not: usize) -> Vec<u32> {
+        let n = self.sent.len();
+        let from = fastrand::usize(..n);
+        (0..n)
+            .map(|k| (from + k) % n)
+            .filter(|&i| i != not && self.sent[i] == self.least)
+            .take(HINTS)
+            .map(|i| i as u32 + 1)
+            .collect()
+    }
+}
+
+impl Tally {
+    /// Whether to send `chunk` of the complete file `name` (whose manifest
+    /// has `digest` and `chunks` chunks) to a requester that `may_decline`.
+    pub fn decide(
+        &self,
+        name: &FileName,
+        (digest, chunks): (Digest, u32),
+        chunk: ChunkIndex,
+        may_decline: bool,
+        now: Instant,
+    ) -> Verdict {
+        let mut files = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let counts = files
+            .entry(name.clone())
+            .or_insert_with(|| Counts::new(digest, chunks, now));
+        if counts.digest != digest
+            || counts.sent.len() != chunks as usize
+            || now.duration_since(counts.last) >= IDLE_RESET
+        {
+            *counts = Counts::new(digest, chunks, now);
+        }
+        counts.last = now;
+        let i = chunk.position();
+        if i >= counts.sent.len() {
+            return Verdict::Serve;
+        }
+        if may_decline && counts.sent[i] > counts.least {
+            return Verdict::Decline(counts.hints(i));
+        }
+        counts.count(i);
+        Verdict::Serve
+    }
+
+    /// Forgets `name` (no longer held whole).
+    pub fn forget(&self, name: &FileName) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name() -> FileName {
+        FileName::new("f").unwrap()
+    }
+
+    fn c(n: u32) -> ChunkIndex {
+        ChunkIndex::new(n).unwrap()
+    }
+
+    fn d() -> Digest {
+        Digest::of(b"one")
+    }
+
+    /// Every chunk once before any twice: a repeat is declined with hints
+    /// that are exactly the chunks not sent yet; once all were sent once the
+    /// same chunk is served again.
+    #[test]
+    fn a_seeder_sends_each_chunk_once_before_any_twice() {
+        let t = Tally::default();
+        let now = Instant::now();
+        assert_eq!(t.decide(&name(), (d(), 4), c(2), true, now), Verdict::Serve);
+        let Verdict::Decline(mut hints) = t.decide(&name(), (d(), 4), c(2), true, now) else {
+            panic!("a second copy of chunk 2 while 1, 3 and 4 are unsent must be declined");
+        };
+        hints.sort_unstable();
+        assert_eq!(hints, vec![1, 3, 4]);
+        for n in [1, 3, 4] {
+            assert_eq!(t.decide(&name(), (d(), 4), c(n), true, now), Verdict::Serve);
+        }
+        // All sent once: chunk 2's second copy goes now, then 2 is ahead again.
+        assert_eq!(t.decide(&name(), (d(), 4), c(2), true, now), Verdict::Serve);
+        assert!(matches!(
+            t.decide(&name(), (d(), 4), c(2), true, now),
+            Verdict::Decline(_)
+        ));
+    }
+
+    /// A requester that cannot take another chunk is always served, and its
+    /// copy counts.
+    #[test]
+    fn a_request_that_may_not_be_declined_is_served_and_counted() {
+        let t = Tally::default();
+        let now = Instant::now();
+        assert_eq!(
+            t.decide(&name(), (d(), 2), c(1), false, now),
+            Verdict::Serve
+        );
+        assert_eq!(
+            t.decide(&name(), (d(), 2), c(1), false, now),
+            Verdict::Serve
+        );
+        assert_eq!(
+            t.decide(&name(), (d(), 2), c(1), true, now),
+            Verdict::Decline(vec![2])
+        );
+    }
+
+    /// At most HINTS hints, never the declined chunk itself.
+    #[test]
+    fn hints_are_few_and_never_the_declined_chunk() {
+        let t = Tally::default();
+        let now = Instant::now();
+        assert_eq!(
+            t.decide(&name(), (d(), 100), c(50), true, now),
+            Verdict::Serve
+        );
+        let Verdict::Decline(hints) = t.decide(&name(), (d(), 100), c(50), true, now) else {
+            panic!("declined expected");
+        };
+        assert_eq!(hints.len(), HINTS);
+        assert!(hints.iter().all(|&h| h != 50 && (1..=100).contains(&h)));
+    }
+
+    /// A file idle for IDLE_RESET, or replaced by other content, starts
+    /// from an even tally.
+    #[test]
+    fn counts_start_again_after_idleness_or_new_content() {
+        let t = Tally::default();
+        let now = Instant::now();
+        assert_eq!(t.decide(&name(), (d(), 2), c(1), true, now), Verdict::Serve);
+        let later = now + IDLE_RESET;
+        assert_eq!(
+            t.decide(&name(), (d(), 2), c(1), true, later),
+            Verdict::Serve
+        );
+        let other = Digest::of(b"other");
+        assert_eq!(
+            t.decide(&name(), (other, 2), c(1), true, later),
+            Verdict::Serve
+        );
+        t.forget(&name());
+        assert_eq!(
+            t.decide(&name(), (other, 2), c(1), true, later),
+            Verdict::Serve
+        );
+    }
+}
