@@ -1,12 +1,22 @@
 #!/usr/bin/env bash
 # hive's main job, on loopback: builds the binaries, starts a tracker and
 # three peers with generated files, plays the seed's scenario with peerctl,
-# then a whole-file swarm fetch, and stops everything it started.
+# then a whole-file swarm fetch, and stops everything it started. client3
+# serves the web UI on loopback (its URL is printed); with --keep (or
+# KEEP=1) the swarm stays up at the end until Ctrl-C, to look around in it.
 #
 #   scripts/demo.sh            # release build (the first build takes a few minutes)
 #   HIVE_PROFILE=debug scripts/demo.sh
+#   scripts/demo.sh --keep     # then leave the swarm and the web UI up
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+keep=${KEEP:-0}
+case ${1:-} in
+  --keep) keep=1 ;;
+  "") ;;
+  *) echo "usage: scripts/demo.sh [--keep]" >&2; exit 2 ;;
+esac
 
 profile=${HIVE_PROFILE:-release}
 echo "==> building hive ($profile)"
@@ -35,8 +45,12 @@ start_peer client2 "$WORK/client2"; C2=$PEER_CONTROL; L2=$PEER_LISTEN
 echo "client2  $L2 (shares 23, big.bin)"
 start_peer client1 "$WORK/client1"; C1=$PEER_CONTROL; L1=$PEER_LISTEN
 echo "client1  $L1 (shares bse)"
-start_peer client3 "$WORK/client3"; C3=$PEER_CONTROL; L3=$PEER_LISTEN
+start_peer client3 "$WORK/client3" --web 127.0.0.1:0; C3=$PEER_CONTROL; L3=$PEER_LISTEN
 echo "client3  $L3 (shares nothing yet)"
+
+step "web UIs (open them while the demo runs; --keep leaves them up)"
+WEB3=$(wait_line "$WORK/client3.out" "web UI listening on")
+echo "client3's web UI: $WEB3"
 export HIVE_TRACKER="http://$TRACKER"
 ctl() { local peer=$1; shift; "$BIN/peerctl" --control "$peer" "$@"; }
 
@@ -82,5 +96,12 @@ step "message 6: client1 leaves; its holdings vanish from the tracker"
 echo '$ peerctl --dir client1 leave'
 ctl "$C1" leave
 show "$BIN/peerctl" files
+
+if [[ $keep == 1 ]]; then
+  step "the swarm stays up: client3's web UI is at $WEB3; Ctrl-C stops everything"
+  nap=
+  trap 'kill $nap 2>/dev/null; exit 0' INT TERM
+  while :; do sleep 3600 & nap=$!; wait "$nap"; done
+fi
 
 step "done; stopping the tracker and the remaining peers"

@@ -175,7 +175,9 @@ impl Daemon {
                 .expect("read daemon stdout")
                 .unwrap_or_else(|| panic!("{bin_name} exited early:\n{}", tail(&log)));
             let last = line.rsplit(' ').next().unwrap_or_default();
-            if let Ok(addr) = last.parse() {
+            // A URL (`web UI listening on http://ADDR/`) counts as its address.
+            let bare = last.trim_start_matches("http://").trim_end_matches('/');
+            if let Ok(addr) = bare.parse() {
                 addrs.push(addr);
             } else if last.starts_with('/') {
                 paths.push(PathBuf::from(last));
@@ -355,6 +357,8 @@ pub struct TestPeer {
     pub control: ControlAddr,
     /// Its TCP control port, for a peer started with `--control-tcp`.
     pub control_tcp: Option<SocketAddr>,
+    /// Its web UI, for a peer started with `--web`.
+    pub web: Option<SocketAddr>,
     pub dir: PathBuf,
     _tmp: TempDir,
     tracker: String,
@@ -397,12 +401,17 @@ impl TestPeer {
         let log = tmp.path().join(format!("peer-{}.log", fastrand::u32(..)));
         let lines = 2
             + usize::from(extra.contains(&"--metrics"))
-            + usize::from(extra.contains(&"--control-tcp"));
+            + usize::from(extra.contains(&"--control-tcp"))
+            + usize::from(extra.contains(&"--web"));
         let daemon = Daemon::start("peer", &args, log, lines).await;
         Self {
             listen: daemon.addrs[0],
             control: ControlAddr::new(daemon.paths[0].clone()),
             control_tcp: extra.contains(&"--control-tcp").then(|| daemon.addrs[1]),
+            // Printed last.
+            web: extra
+                .contains(&"--web")
+                .then(|| *daemon.addrs.last().expect("web address")),
             daemon,
             dir,
             _tmp: tmp,

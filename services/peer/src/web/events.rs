@@ -19,8 +19,13 @@ use axum::{
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::{broadcast::error::RecvError, mpsc};
+use tokio::sync::{
+    broadcast::{self, error::RecvError},
+    mpsc,
+};
 use tokio_stream::{Stream, wrappers::ReceiverStream};
+
+use crate::fetch::origins::ChunkEvent;
 
 use super::{
     Web,
@@ -44,15 +49,21 @@ pub async fn stream(
     Query(q): Query<EventsQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let file = q.file.map(crate::control::file_name).transpose()?;
+    // Subscribed before answering: no change after the first event is missed.
+    let chunks = web.origins.subscribe();
     let (tx, rx) = mpsc::channel(8);
-    hive_runtime::task::spawn("web-events", produce(web, file, tx));
+    hive_runtime::task::spawn("web-events", produce(web, file, chunks, tx));
     Ok(Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::default()))
 }
 
 type Tx = mpsc::Sender<Result<Event, Infallible>>;
 
-async fn produce(web: Web, file: Option<hive::FileName>, tx: Tx) -> Result<(), ApiError> {
-    let mut chunks = web.origins.subscribe();
+async fn produce(
+    web: Web,
+    file: Option<hive::FileName>,
+    mut chunks: broadcast::Receiver<ChunkEvent>,
+    tx: Tx,
+) -> Result<(), ApiError> {
     let mut batch: Vec<Cell> = Vec::new();
     let mut last = (Value::Null, Value::Null);
     let mut state_tick = tokio::time::interval(STATE_EVERY);
