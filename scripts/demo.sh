@@ -39,7 +39,7 @@ text_file "$WORK/client1/bse" 1822          # the seed's `bse`: 2 chunks
 head -c $((48 << 20)) /dev/urandom >"$WORK/client2/big.bin"
 
 step "a tracker and three peers on loopback"
-start_tracker tracker --in-memory
+start_tracker tracker --in-memory --web 127.0.0.1:0
 echo "tracker  $TRACKER"
 start_peer client2 "$WORK/client2"; C2=$PEER_CONTROL; L2=$PEER_LISTEN
 echo "client2  $L2 (shares 23, big.bin)"
@@ -51,6 +51,8 @@ echo "client3  $L3 (shares nothing yet)"
 step "web UIs (open them while the demo runs; --keep leaves them up)"
 WEB3=$(wait_line "$WORK/client3.out" "web UI listening on")
 echo "client3's web UI: $WEB3"
+TWEB=$(wait_line "$WORK/tracker.out" "web UI listening on")
+echo "the tracker's swarm page: $TWEB"
 export HIVE_TRACKER="http://$TRACKER"
 ctl() { local peer=$1; shift; "$BIN/peerctl" --control "$peer" "$@"; }
 
@@ -98,7 +100,7 @@ ctl "$C1" leave
 show "$BIN/peerctl" files
 
 if [[ $keep == 1 ]]; then
-  step "the swarm stays up: client3's web UI is at $WEB3; Ctrl-C stops everything"
+  step "the swarm stays up: client3's web UI is at $WEB3, the tracker's page at $TWEB; Ctrl-C stops everything"
   nap=
   trap 'kill $nap 2>/dev/null; exit 0' INT TERM
   while :; do sleep 3600 & nap=$!; wait "$nap"; done

@@ -78,13 +78,21 @@ async fn run() -> anyhow::Result<()> {
         .await
         .map_err(|e| bind_error(&e.to_string(), &e, "--metrics"))?;
     let web = match args.web {
-        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
-            bind_error(
-                &format!("cannot serve the web UI on {addr}: {e}"),
-                &e,
-                "--web",
-            )
-        })?),
+        Some(addr) => {
+            let web = TcpListener::bind(addr).await.map_err(|e| {
+                bind_error(
+                    &format!("cannot serve the web UI on {addr}: {e}"),
+                    &e,
+                    "--web",
+                )
+            })?;
+            // Beside `listening on`, for scripts (the log says it too).
+            println!(
+                "web UI listening on {}",
+                hive_tracker::web::url(web.local_addr()?)
+            );
+            Some(web)
+        }
         None => None,
     };
     hive_tracker::serve_with_web(listener, tracker, &args.config, metrics, web, shutdown).await?;
