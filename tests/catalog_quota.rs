@@ -123,13 +123,17 @@ fn fake_manifest(n: u32) -> hive::Manifest {
     hive::Manifest::new(name, layout, digests, digest).expect("manifest")
 }
 
+/// Restarts timed per kind, cold then warm, alternating.
+const RESTARTS: usize = 3;
+
 /// RE-9 / attack 5: a catalog filled to the default --max-catalog-mib with
 /// fake 256 GiB manifests (each from its own address, as a botnet would
-/// get past the per-address quota) restarts in under 2 s (release builds:
+/// get past the per-address quota) restarts in under 2 s, cold (the
+/// catalog and the binary out of the page cache) and warm (release builds:
 /// `cargo test --release -p hive-e2e --test catalog_quota`). Prints the
-/// restart time and RSS. HIVE_TEST_RESTART_MIB sets another budget;
-/// HIVE_TEST_KEEP_CATALOG keeps the filled catalog (and leaves its tracker
-/// running) to time other binaries on it.
+/// median restart times and the peak RSS. HIVE_TEST_RESTART_MIB sets
+/// another budget; HIVE_TEST_KEEP_CATALOG only fills the catalog and keeps
+/// it, to time other binaries on it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn re9_a_full_catalog_budget_restarts_within_two_seconds() {
     // A debug build fills and loads several times slower than the release
@@ -165,43 +169,88 @@ async fn re9_a_full_catalog_budget_restarts_within_two_seconds() {
         .filter_map(|e| e.ok()?.metadata().ok())
         .map(|m| m.len())
         .sum();
-    // Built (and found) before the clock starts.
-    bin("tracker");
-    let started = Instant::now();
-    let tracker = TestTracker::spawn_on(data, &[]).await;
-    let restart = started.elapsed();
-    let rss = procfs::rss_kib(tracker.daemon.pid());
-    let listed = tracker
-        .client()
-        .await
-        .list_files(ListFilesRequest {
-            page_size: 1,
-            ..Default::default()
-        })
-        .await
-        .expect("list")
-        .into_inner();
-    assert_eq!(listed.files.len(), 1, "the catalog came back");
-    eprintln!(
-        "FIGURE RE-9: --max-catalog-mib {mib}: {files} fake 256 GiB manifests (filled in {:.1} s, {} MiB on disk); restart to listening {:.2} s, RSS {} MiB",
-        filled.as_secs_f64(),
-        on_disk >> 20,
-        restart.as_secs_f64(),
-        rss >> 10
-    );
     if std::env::var_os("HIVE_TEST_KEEP_CATALOG").is_some() {
         // To time a release binary on it: tracker --data-dir DIR/catalog.
-        let TestTracker {
-            mut daemon, data, ..
-        } = tracker;
-        daemon.kill().await;
-        eprintln!("FIGURE RE-9: catalog kept in {}", data.keep().display());
+        eprintln!(
+            "FIGURE RE-9: {files} fake manifests, {} MiB on disk, kept in {}",
+            on_disk >> 20,
+            data.keep().display()
+        );
         return;
     }
-    assert!(
-        !release || restart < Duration::from_secs(2),
-        "restart took {restart:?} with a full {mib} MiB budget"
+    // Built (and found) before the clock starts.
+    let binary = bin("tracker");
+    let (mut cold, mut warm, mut rss) = (Vec::new(), Vec::new(), 0);
+    let mut data = Some(data);
+    for run in 0..2 * RESTARTS {
+        let is_cold = run % 2 == 0;
+        if is_cold {
+            out_of_the_page_cache(&dir);
+            out_of_the_page_cache(&binary);
+        }
+        let started = Instant::now();
+        let tracker = TestTracker::spawn_on(data.take().expect("data"), &[]).await;
+        let restart = started.elapsed();
+        match is_cold {
+            true => cold.push(restart),
+            false => warm.push(restart),
+        }
+        rss = rss.max(procfs::rss_kib(tracker.daemon.pid()));
+        let listed = tracker
+            .client()
+            .await
+            .list_files(ListFilesRequest {
+                page_size: 1,
+                ..Default::default()
+            })
+            .await
+            .expect("list")
+            .into_inner();
+        assert_eq!(listed.files.len(), 1, "the catalog came back");
+        let TestTracker {
+            mut daemon,
+            data: kept,
+            ..
+        } = tracker;
+        daemon.signal("TERM");
+        assert!(daemon.wait().await.success(), "a clean stop");
+        data = Some(kept);
+    }
+    let (cold, warm) = (median(&mut cold), median(&mut warm));
+    eprintln!(
+        "FIGURE RE-9: --max-catalog-mib {mib}: {files} fake 256 GiB manifests (filled in {:.1} s, \
+         {} MiB on disk); restart to listening, median of {RESTARTS}: cold {:.2} s (catalog and \
+         binary out of the page cache), warm {:.2} s; RSS {} MiB",
+        filled.as_secs_f64(),
+        on_disk >> 20,
+        cold.as_secs_f64(),
+        warm.as_secs_f64(),
+        rss >> 10
     );
+    assert!(
+        !release || cold < Duration::from_secs(2),
+        "a cold restart took {cold:?} with a full {mib} MiB budget"
+    );
+}
+
+fn median(times: &mut [Duration]) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+/// Drops what the page cache holds of `path` (a file, or each file in a
+/// directory), as after a reboot: written back already (redb fsyncs its
+/// commits), so nothing is lost. Needs no privileges, unlike drop_caches.
+fn out_of_the_page_cache(path: &std::path::Path) {
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).expect("read dir") {
+            out_of_the_page_cache(&entry.expect("entry").path());
+        }
+        return;
+    }
+    let file = std::fs::File::open(path).expect("open");
+    file.sync_all().expect("sync");
+    rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).expect("fadvise");
 }
 
 /// Registers fake manifests, each from its own address, until the budget

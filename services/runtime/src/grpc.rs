@@ -19,7 +19,7 @@ mod conn;
 mod frames;
 mod limits;
 
-pub use accept::{Caps, EVICT_IDLE, Incoming, connections};
+pub use accept::{Caps, EVICT_IDLE, Incoming, UnixIncoming, connections};
 pub use budget::{AnswerBudget, Bounded, BoundedAnswersLayer, connections_ended};
 pub use conn::{Conn, HANDSHAKE_TIMEOUT, abort_connection, abort_connections_on};
 pub use frames::{SmallFrames, SmallFramesLayer};
@@ -111,7 +111,8 @@ pub fn caps(limits: &Limits) -> Caps {
     }
 }
 
-/// The caps of a loopback-only port: in all, not per address.
+/// The caps of a loopback-only port: in all, not per address. Counted
+/// apart from the public port's, like every listener's.
 pub fn loopback_caps(limits: &Limits) -> Caps {
     Caps {
         per_ip: None,

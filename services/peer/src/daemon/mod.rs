@@ -22,7 +22,6 @@ use hive::{
 use hive_runtime::metrics::RpcMetrics;
 use prometheus_client::registry::Registry;
 use tokio::net::{TcpListener, UnixListener};
-use tokio_stream::wrappers::UnixListenerStream;
 use tonic_health::ServingStatus;
 use tracing::info;
 
@@ -260,7 +259,7 @@ pub async fn serve(
                 .add_service(ControlServer::from_arc(control.clone())),
         )
         .serve_with_incoming_shutdown(
-            UnixListenerStream::new(listeners.control.socket),
+            hive_runtime::grpc::UnixIncoming::new(listeners.control.socket),
             stops.drain.clone().cancelled_owned(),
         );
     let control_tcp = listeners.control.tcp.map(|(listener, cookie)| {

@@ -2,10 +2,13 @@
 //! - caps on connections per source address and in all, below the
 //!   open-files limit, so that connections alone never use up the
 //!   descriptors the daemon needs for its own files, dials and new clients
-//!   (Health among them): at a cap, the connection idle longest makes room,
-//!   or the newcomer is closed at once;
+//!   (Health among them): at a cap, the listener's connection idle longest
+//!   makes room, or the newcomer is closed at once. Each listener counts and
+//!   evicts only its own connections: a flood on the peer's public port
+//!   neither fills nor empties its control port;
 //! - a backoff when accepting fails for want of descriptors (EMFILE,
-//!   ENFILE) or memory: tonic retries a failed accept at once, which spins a
+//!   ENFILE) or memory ([`Backoff`], on every listener, the Unix control
+//!   socket's too): tonic retries a failed accept at once, which spins a
 //!   core for as long as the condition lasts. It is logged once per episode,
 //!   with the setting that fixes it.
 
@@ -15,14 +18,17 @@ use std::{
     net::IpAddr,
     pin::Pin,
     sync::{
-        Mutex, OnceLock,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
-    task::{Context, Poll},
+    task::{Context, Poll, ready},
     time::Duration,
 };
 
-use tokio::time::Sleep;
+use tokio::{
+    net::{UnixListener, UnixStream},
+    time::Sleep,
+};
 use tonic::{codegen::tokio_stream::Stream, transport::server::TcpIncoming};
 use tracing::{info, warn};
 
@@ -40,7 +46,7 @@ pub const EVICT_IDLE: Duration = Duration::from_secs(2);
 pub struct Caps {
     /// Per source address; `None`: no cap (a loopback control port).
     pub per_ip: Option<usize>,
-    /// In all, across every listener of the process.
+    /// In all, on this listener.
     pub total: usize,
 }
 
@@ -52,13 +58,60 @@ impl Caps {
     };
 }
 
+/// The pause after an accept failed for want of resources, doubling while
+/// it keeps failing. Shared by every listener (TCP and Unix).
+#[derive(Default)]
+struct Backoff {
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// The next pause; zero until an accept has failed.
+    pause: Duration,
+}
+
+impl Backoff {
+    /// The next connection `accept` gives, waiting out a pause first if
+    /// one is due. Accepts that failed for want of resources start or
+    /// lengthen a pause; other failures (a connection gone before it was
+    /// accepted) are skipped.
+    fn poll_accept<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut accept: impl FnMut(&mut Context<'_>) -> Poll<Option<io::Result<T>>>,
+    ) -> Poll<Option<T>> {
+        loop {
+            if let Some(sleep) = self.sleep.as_mut() {
+                ready!(sleep.as_mut().poll(cx));
+                self.sleep = None;
+            }
+            match ready!(accept(cx)) {
+                None => return Poll::Ready(None),
+                Some(Ok(conn)) => {
+                    if !self.pause.is_zero() {
+                        self.pause = Duration::ZERO;
+                        if STARVED.swap(false, Ordering::Relaxed) {
+                            info!("accepting connections again");
+                        }
+                    }
+                    return Poll::Ready(Some(conn));
+                }
+                Some(Err(e)) if out_of_resources(&e) => {
+                    starved(&e);
+                    let pause = self.pause.max(BACKOFF_FIRST);
+                    self.pause = (pause * 2).min(BACKOFF_MOST);
+                    self.sleep = Some(Box::pin(tokio::time::sleep(pause)));
+                }
+                Some(Err(_)) => {}
+            }
+        }
+    }
+}
+
 /// The connections accepted on a listener, each a [`Conn`].
 pub struct Incoming {
     inner: TcpIncoming,
     vectored: bool,
     caps: Caps,
-    backoff: Option<Pin<Box<Sleep>>>,
-    pause: Duration,
+    held: Arc<Held>,
+    backoff: Backoff,
 }
 
 impl Incoming {
@@ -67,8 +120,8 @@ impl Incoming {
             inner,
             vectored: true,
             caps: Caps::NONE,
-            backoff: None,
-            pause: BACKOFF_FIRST,
+            held: Arc::new(Held::new()),
+            backoff: Backoff::default(),
         }
     }
 
@@ -93,39 +146,55 @@ impl Incoming {
 impl Stream for Incoming {
     type Item = io::Result<Conn>;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
         loop {
-            if let Some(pause) = self.backoff.as_mut() {
-                std::task::ready!(pause.as_mut().poll(cx));
-                self.backoff = None;
-            }
-            let tcp = match std::task::ready!(Pin::new(&mut self.inner).poll_next(cx)) {
-                None => return Poll::Ready(None),
-                Some(Ok(tcp)) => tcp,
-                Some(Err(e)) if out_of_resources(&e) => {
-                    starved(&e);
-                    let pause = self.pause;
-                    self.pause = (pause * 2).min(BACKOFF_MOST);
-                    self.backoff = Some(Box::pin(tokio::time::sleep(pause)));
-                    continue;
-                }
-                // A connection that failed before it was accepted: the
-                // next one may be fine.
-                Some(Err(_)) => continue,
+            let inner = &mut this.inner;
+            let accepted = this
+                .backoff
+                .poll_accept(cx, |cx| Pin::new(&mut *inner).poll_next(cx));
+            let Some(tcp) = ready!(accepted) else {
+                return Poll::Ready(None);
             };
-            if self.pause != BACKOFF_FIRST {
-                self.pause = BACKOFF_FIRST;
-                if STARVED.swap(false, Ordering::Relaxed) {
-                    info!("accepting connections again");
-                }
-            }
             let ip = tcp.peer_addr().map(|a| a.ip()).ok();
-            let Some(slot) = Slot::admit(ip, self.caps) else {
+            let Some(slot) = Slot::admit(&this.held, ip, this.caps) else {
                 // Dropped: closed at once, its descriptor back.
                 continue;
             };
-            return Poll::Ready(Some(Ok(Conn::new(tcp, self.vectored, Some(slot)))));
+            return Poll::Ready(Some(Ok(Conn::new(tcp, this.vectored, Some(slot)))));
         }
+    }
+}
+
+/// The connections accepted on a Unix socket (the peer's control socket),
+/// with the same [`Backoff`] as TCP listeners and no caps: only the
+/// socket's owner can connect.
+pub struct UnixIncoming {
+    listener: UnixListener,
+    backoff: Backoff,
+}
+
+impl UnixIncoming {
+    pub fn new(listener: UnixListener) -> Self {
+        Self {
+            listener,
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+impl Stream for UnixIncoming {
+    type Item = io::Result<UnixStream>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let listener = &this.listener;
+        let accepted = this.backoff.poll_accept(cx, |cx| {
+            listener
+                .poll_accept(cx)
+                .map(|r| Some(r.map(|(stream, _)| stream)))
+        });
+        accepted.map(|stream| stream.map(Ok))
     }
 }
 
@@ -155,34 +224,75 @@ fn starved(e: &io::Error) {
     }
 }
 
-/// Connections held in all, and per source address.
+/// Connections held in all, over every listener (for logs and
+/// [`connections`]; the caps count each listener's own).
 static TOTAL: AtomicUsize = AtomicUsize::new(0);
 
-fn per_ip() -> &'static Mutex<HashMap<IpAddr, usize>> {
-    static PER_IP: OnceLock<Mutex<HashMap<IpAddr, usize>>> = OnceLock::new();
-    PER_IP.get_or_init(Default::default)
+/// The connections one listener holds: in all, and per source address.
+pub(super) struct Held {
+    /// Tells this listener's connections from others' (for eviction).
+    pub(super) listener: u64,
+    /// A std mutex: held for a count's update only, never across an await.
+    counts: Mutex<Counts>,
 }
 
-/// A connection's place under the caps, given back when it drops.
+#[derive(Default)]
+struct Counts {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+impl Held {
+    fn new() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Self {
+            listener: NEXT.fetch_add(1, Ordering::Relaxed),
+            counts: Mutex::default(),
+        }
+    }
+
+    fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A connection's place under its listener's caps, given back when it
+/// drops.
 pub struct Slot {
+    held: Arc<Held>,
     ip: Option<IpAddr>,
 }
 
 /// Whether a newcomer was already over a cap, logged once per episode.
 static SHEDDING: AtomicBool = AtomicBool::new(false);
 
+/// A connection closed to make room keeps its descriptor, and its place
+/// under the caps, until its task has seen the close and dropped it. At
+/// most this many such closes may be under way: past them a newcomer is
+/// refused, not admitted, so that a burst of newcomers (a backlog drained
+/// at once) cannot outrun the closes and spend the descriptors' reserve.
+pub(super) const CLOSING_AHEAD: usize = 16;
+
 impl Slot {
     /// A place for a connection from `ip`, making room at a cap by closing
-    /// the connection idle longest; `None` if there is no room.
-    fn admit(ip: Option<IpAddr>, caps: Caps) -> Option<Slot> {
-        let total = TOTAL.load(Ordering::Relaxed);
-        let mut counts = per_ip().lock().unwrap_or_else(|e| e.into_inner());
-        let from_ip = ip.and_then(|ip| counts.get(&ip).copied()).unwrap_or(0);
+    /// the listener's connection idle longest; `None` if there is no room.
+    fn admit(held: &Arc<Held>, ip: Option<IpAddr>, caps: Caps) -> Option<Slot> {
+        let mut counts = held.counts();
+        let total = counts.total;
+        let from_ip = ip
+            .and_then(|ip| counts.per_ip.get(&ip).copied())
+            .unwrap_or(0);
         let over_ip = caps.per_ip.is_some_and(|cap| from_ip >= cap);
         let over = over_ip || total >= caps.total;
         if over {
             let within = if over_ip { ip } else { None };
-            let made_room = evict_idlest(within, EVICT_IDLE);
+            // Held beyond the cap reached: closes under way.
+            let closing = match caps.per_ip {
+                Some(cap) if over_ip => from_ip - cap,
+                _ => total - caps.total,
+            };
+            let made_room =
+                closing < CLOSING_AHEAD && evict_idlest(held.listener, within, EVICT_IDLE);
             if !SHEDDING.swap(true, Ordering::Relaxed) {
                 warn!(
                     remote = ?ip,
@@ -200,23 +310,33 @@ impl Slot {
             SHEDDING.store(false, Ordering::Relaxed);
         }
         if let Some(ip) = ip {
-            *counts.entry(ip).or_default() += 1;
+            *counts.per_ip.entry(ip).or_default() += 1;
         }
+        counts.total += 1;
         TOTAL.fetch_add(1, Ordering::Relaxed);
-        Some(Slot { ip })
+        Some(Slot {
+            held: held.clone(),
+            ip,
+        })
+    }
+
+    /// The listener this connection was accepted on.
+    pub(super) fn listener(&self) -> u64 {
+        self.held.listener
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         TOTAL.fetch_sub(1, Ordering::Relaxed);
-        if let Some(ip) = self.ip {
-            let mut counts = per_ip().lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(n) = counts.get_mut(&ip) {
-                *n -= 1;
-                if *n == 0 {
-                    counts.remove(&ip);
-                }
+        let mut counts = self.held.counts();
+        counts.total -= 1;
+        if let Some(ip) = self.ip
+            && let Some(n) = counts.per_ip.get_mut(&ip)
+        {
+            *n -= 1;
+            if *n == 0 {
+                counts.per_ip.remove(&ip);
             }
         }
     }
@@ -228,17 +348,4 @@ pub fn connections() -> usize {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn descriptor_and_memory_shortages_are_told_apart() {
-        let err = |n| io::Error::from_raw_os_error(n);
-        use rustix::io::Errno;
-        for short in [Errno::MFILE, Errno::NFILE, Errno::NOBUFS, Errno::NOMEM] {
-            assert!(out_of_resources(&err(short.raw_os_error())));
-        }
-        assert!(!out_of_resources(&err(Errno::CONNABORTED.raw_os_error())));
-        assert!(!out_of_resources(&io::Error::other("x")));
-    }
-}
+mod tests;

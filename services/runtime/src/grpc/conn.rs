@@ -22,13 +22,13 @@ use std::{
         atomic::{AtomicU64, Ordering},
     },
     task::{Context, Poll, Waker, ready},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpStream,
-    time::Sleep,
+    time::{Instant, Sleep},
 };
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
@@ -79,13 +79,15 @@ fn open() -> &'static Mutex<HashMap<Key, Arc<Abort>>> {
 }
 
 /// Closes the connection that has read nothing for longest, if that is at
-/// least `idle`, among those from `ip` (or all); whether there was one.
-/// For the accept loop at a cap (see `accept`).
-pub(super) fn evict_idlest(ip: Option<std::net::IpAddr>, idle: Duration) -> bool {
+/// least `idle`, among those `listener` accepted from `ip` (or from
+/// anywhere); whether there was one. For the accept loop at a cap (see
+/// `accept`): a listener makes room among its own connections only.
+pub(super) fn evict_idlest(listener: u64, ip: Option<std::net::IpAddr>, idle: Duration) -> bool {
     let open = open().lock().unwrap_or_else(|e| e.into_inner());
     let cutoff = now_ms().saturating_sub(idle.as_millis() as u64);
     let idlest = open
         .iter()
+        .filter(|(_, abort)| abort.listener == listener)
         .filter(|((_, remote), _)| ip.is_none_or(|ip| remote.ip() == ip))
         .filter(|(_, abort)| !abort.is_fired())
         .map(|(_, abort)| (abort.last_read.load(Ordering::Relaxed), abort))
@@ -100,18 +102,21 @@ pub(super) fn evict_idlest(ip: Option<std::net::IpAddr>, idle: Duration) -> bool
     }
 }
 
-/// Milliseconds since the first call, for idle times.
+/// Milliseconds since the first call, for idle times. By tokio's clock, so
+/// that tests can pause it.
 fn now_ms() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
     START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
-/// The abort switch of one connection, the task to wake when thrown, and
-/// when it last read anything.
+/// The abort switch of one connection, the task to wake when thrown, when
+/// it last read anything, and the listener that accepted it (0: none under
+/// caps).
 #[derive(Default)]
 struct Abort {
     state: Mutex<(bool, Option<Waker>)>,
     last_read: AtomicU64,
+    listener: u64,
 }
 
 impl Abort {
@@ -165,8 +170,11 @@ const KEEP_HELD_CAPACITY: usize = 4 * 1024;
 impl Conn {
     pub(super) fn new(tcp: TcpStream, vectored: bool, slot: Option<Slot>) -> Self {
         let info = tcp.connect_info();
-        let abort = Arc::new(Abort::default());
-        abort.last_read.store(now_ms(), Ordering::Relaxed);
+        let abort = Arc::new(Abort {
+            last_read: AtomicU64::new(now_ms()),
+            listener: slot.as_ref().map_or(0, Slot::listener),
+            ..Abort::default()
+        });
         let key = info.local_addr.zip(info.remote_addr);
         if let Some(key) = key {
             open()

@@ -20,8 +20,9 @@ pub struct Limits {
     #[arg(long, env = "HIVE_MAX_CONNS_PER_IP", default_value_t = 256)]
     pub max_conns_per_ip: usize,
 
-    /// Connections the daemon holds in all (0: the open-files limit less a
-    /// reserve of an eighth, at least 64, for its own files and dials).
+    /// Connections the daemon holds in all on one port, each port counting
+    /// its own (0: the open-files limit less a reserve of an eighth, at
+    /// least 64, for its own files and dials).
     #[arg(long, env = "HIVE_MAX_CONNS", default_value_t = 0)]
     pub max_conns: usize,
 
