@@ -89,6 +89,16 @@ pub async fn serve(
         }
     }
     config.transport.check().map_err(PeerError::Invalid)?;
+    let tls = config
+        .tls
+        .load()
+        .map_err(|e| PeerError::Invalid(e.to_string()))?;
+    if let Some(tls) = &tls {
+        info!(
+            fingerprint = tls.fingerprint(),
+            "TLS 1.3 on every port and dial; members only"
+        );
+    }
     let (dir, state_dir) = startup::prepare_dirs(&config.dir)?;
     let roots = startup::share_roots(&dir, &config.share_roots)?;
     let unshared = Unshared::load(&state_dir);
@@ -113,6 +123,7 @@ pub async fn serve(
 
     let link = TrackerLink::start(
         &config.tracker,
+        tls.as_ref(),
         config.locate_holders,
         startup::announce(&config, public_addr)?,
         holdings.clone(),
@@ -154,7 +165,7 @@ pub async fn serve(
     let ctx = Arc::new(Ctx {
         holdings: holdings.clone(),
         link: link.clone(),
-        pool: Pool::default(),
+        pool: Pool::new(tls.clone()),
         config: config.clone(),
         counters: counters.clone(),
         dir,
@@ -220,7 +231,8 @@ pub async fn serve(
     };
     // Chunk messages are bounded already (256 KiB): handed to hyper whole.
     let limits = &config.transport;
-    let public = hive_runtime::grpc::server()
+    let public = hive_runtime::grpc::server_with(tls.as_ref())
+        .map_err(internal)?
         .max_concurrent_streams(limits.max_streams)
         .max_connection_age(MAX_CONNECTION_AGE)
         .max_connection_age_grace(CONNECTION_AGE_GRACE)
@@ -246,23 +258,27 @@ pub async fn serve(
             UnixListenerStream::new(listeners.control.socket),
             stops.drain.clone().cancelled_owned(),
         );
-    let control_tcp = listeners.control.tcp.map(|(listener, cookie)| {
-        let checked = tonic::service::interceptor::InterceptedService::new(
-            ControlServer::from_arc(control),
-            access::CookieCheck::new(cookie),
-        );
-        let server = hive_runtime::grpc::server()
-            .max_concurrent_streams(limits.max_streams)
-            .layer(rpc.layer())
-            .layer(hive_runtime::grpc::bounded_answers(limits, usize::MAX))
-            .add_routes(control_routes.add_service(checked))
-            .serve_with_incoming_shutdown(
-                hive_runtime::grpc::incoming(listener)
-                    .with_caps(hive_runtime::grpc::loopback_caps(limits)),
-                stops.drain.clone().cancelled_owned(),
+    let control_tcp = match listeners.control.tcp {
+        None => None,
+        Some((listener, cookie)) => {
+            let checked = tonic::service::interceptor::InterceptedService::new(
+                ControlServer::from_arc(control),
+                access::CookieCheck::new(cookie),
             );
-        tokio::spawn(server)
-    });
+            let server = hive_runtime::grpc::server_with(tls.as_ref())
+                .map_err(internal)?
+                .max_concurrent_streams(limits.max_streams)
+                .layer(rpc.layer())
+                .layer(hive_runtime::grpc::bounded_answers(limits, usize::MAX))
+                .add_routes(control_routes.add_service(checked))
+                .serve_with_incoming_shutdown(
+                    hive_runtime::grpc::incoming(listener)
+                        .with_caps(hive_runtime::grpc::loopback_caps(limits)),
+                    stops.drain.clone().cancelled_owned(),
+                );
+            Some(tokio::spawn(server))
+        }
+    };
     let servers = Servers {
         public: tokio::spawn(public),
         control: tokio::spawn(socket),
