@@ -284,9 +284,7 @@ async fn a_peer_daemon_from_another_swarm_cannot_register() {
         let dir = tmp.path().join("share");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("x.bin"), b"intruder's file").unwrap();
-        eprintln!("step: spawning the intruder");
         let intruder = TestPeer::spawn(&https(tracker.addr), tmp, dir, &strs(&flags)).await;
-        eprintln!("step: spawned");
         // Its Register is retried and refused; a member sees nothing of it.
         let deadline = Instant::now() + Duration::from_secs(3);
         while Instant::now() < deadline {
@@ -463,9 +461,7 @@ async fn a_stolen_token_is_refused_on_the_shared_catalog_too() {
     };
     within(60, async {
         let swarm = Swarm::new();
-        eprintln!("step: starting the tracker");
         let tracker = tls_tracker(&swarm, &["--store", &redis.url()]).await;
-        eprintln!("step: started");
         stolen_token_is_useless(tracker.addr, &swarm).await;
     })
     .await;

@@ -249,6 +249,14 @@ impl Target {
     /// no message) is the wrong daemon.
     pub fn explain(&self, failure: Failure) -> Failure {
         match failure {
+            Failure::Status(s) if self.plaintext_refused(&s) => {
+                Failure::Status(Status::unavailable(format!(
+                    "{} closed the connection ({}): if it serves TLS, give https:// \
+                     with --tls-cert, --tls-key and --tls-ca",
+                    self.url(),
+                    s.message()
+                )))
+            }
             Failure::Status(s) if s.code() == Code::Unimplemented => {
                 Failure::Status(Status::unimplemented(format!(
                     "{} is not a hive {} (it is {}?); {}",
@@ -268,6 +276,22 @@ impl Target {
             }
             other => other,
         }
+    }
+}
+
+impl Target {
+    /// Whether a plaintext call failed in the transport, as one to a TLS
+    /// port does (the server closes the connection at its first bytes).
+    fn plaintext_refused(&self, s: &Status) -> bool {
+        let transport = std::error::Error::source(s)
+            .is_some_and(|e| e.downcast_ref::<tonic::transport::Error>().is_some());
+        matches!(self.tls, Ok(None))
+            && self.socket.is_none()
+            && transport
+            && matches!(
+                s.code(),
+                Code::Unknown | Code::Cancelled | Code::Unavailable
+            )
     }
 }
 
