@@ -38,11 +38,12 @@ start_tracker() {
 
 # start_peer NAME DIR [ARGS...]: sets PEER_LISTEN and PEER_CONTROL (the
 # control socket's path, for `peerctl --control`), and waits until the peer
-# is registered (its health turns SERVING).
+# is registered (its health turns SERVING). TRACKER_SCHEME=https for a TLS
+# tracker (the peer then needs the --tls-* flags in ARGS).
 start_peer() {
   local name=$1 dir=$2; shift 2
   mkdir -p "$dir"
-  "$BIN/peer" --tracker "http://$TRACKER" --listen 127.0.0.1:0 --dir "$dir" "$@" \
+  "$BIN/peer" --tracker "${TRACKER_SCHEME:-http}://$TRACKER" --listen 127.0.0.1:0 --dir "$dir" "$@" \
     >"$WORK/$name.out" 2>"$WORK/$name.log" &
   HIVE_PIDS+=($!)
   PEER_LISTEN=$(wait_line "$WORK/$name.out" "listening on")

@@ -234,6 +234,7 @@ impl Session {
 async fn join(c: &SharedCatalog, port: u16, offers: Vec<Offer>) -> Session {
     let caller = Caller::New {
         addr: format!("10.0.0.1:{port}"),
+        member: None,
     };
     let reg = c.register(caller, offers).await.expect("register");
     let token = reg.token.clone().expect("a new session has a token");
@@ -298,6 +299,7 @@ async fn refusals_have_their_codes_and_change_nothing(b: Backend) {
         .register(
             Caller::New {
                 addr: "10.0.0.9:1".into(),
+                member: None,
             },
             vec![full(&manifest("x", 5000, 9))],
         )
@@ -373,6 +375,7 @@ async fn a_register_with_one_conflicting_file_registers_none(b: Backend) {
         .register(
             Caller::New {
                 addr: "10.0.0.2:1".into(),
+                member: None,
             },
             vec![full(&fresh), full(&clash)],
         )
@@ -757,7 +760,13 @@ async fn new_session(
     offers: Vec<Offer>,
 ) -> Result<Session, ServiceError> {
     let reg = c
-        .register(Caller::New { addr: addr.into() }, offers)
+        .register(
+            Caller::New {
+                addr: addr.into(),
+                member: None,
+            },
+            offers,
+        )
         .await?;
     let token = reg.token.clone().expect("a new session has a token");
     Ok(Session { reg, token })
@@ -1004,6 +1013,7 @@ async fn racing_registers(b: Backend) {
             tasks.push(tokio::spawn(async move {
                 let caller = Caller::New {
                     addr: format!("10.0.1.{i}:1"),
+                    member: None,
                 };
                 (i, c.register(caller, offers).await)
             }));
@@ -1467,7 +1477,10 @@ async fn differential(one: &SharedCatalog, two: &SharedCatalog, seed: u64) {
         let (a, b, label) = match (what, sessions[k]) {
             (0..=2, _) | (_, None) => {
                 let offers: Vec<Offer> = (0..rng.usize(0..3)).map(|_| offer_of(&mut rng)).collect();
-                let caller = || Caller::New { addr: addr.clone() };
+                let caller = || Caller::New {
+                    addr: addr.clone(),
+                    member: None,
+                };
                 let ra = one.register(caller(), offers.clone()).await;
                 let rb = two.register(caller(), offers).await;
                 if let (Ok(x), Ok(y)) = (&ra, &rb) {

@@ -265,6 +265,7 @@ async fn fill(config: hive_tracker::Config) -> u32 {
         };
         let caller = Caller::New {
             addr: format!("10.{}.{}.{}:4000", n >> 16, (n >> 8) & 255, n & 255),
+            member: None,
         };
         match tracker.register(caller, vec![offer]).await {
             Ok(_) => n += 1,

@@ -1,5 +1,5 @@
 //! The rough edges a new user hits first: a second peer on a port already
-//! in use, peerctl pointed at the wrong daemon or at an https:// URL, output
+//! in use, peerctl pointed at the wrong daemon or at an https:// URL without TLS, output
 //! into a closed pipe, and a holder whose chunks make hundreds of ranges.
 //! Each failure is asserted by its exit status and by the flag its message
 //! names, never by the whole text.
@@ -178,7 +178,7 @@ async fn the_wrong_daemon_is_named_with_the_flag_to_change() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn https_is_refused_until_there_is_tls() {
+async fn https_without_the_tls_flags_is_refused() {
     within(60, async {
         let dir = tempfile::tempdir().unwrap();
         let dir = dir.path().display().to_string();
@@ -188,11 +188,11 @@ async fn https_is_refused_until_there_is_tls() {
             &["--tracker", url, "--dir", &dir, "--listen", "127.0.0.1:0"],
         )
         .await;
-        failed_naming(&out, Some(2), &["--tracker", "https://"]);
+        failed_naming(&out, Some(1), &["--tracker", "https://", "--tls-cert"]);
         let out = run("peerctl", &["--tracker", url, "files"]).await;
-        failed_naming(&out, Some(2), &["--tracker", "https://"]);
+        failed_naming(&out, Some(1), &["--tracker", "https://", "--tls-cert"]);
         let out = run("peerctl", &["--peer", url, "status"]).await;
-        failed_naming(&out, Some(2), &["--peer", "https://"]);
+        failed_naming(&out, Some(1), &["--peer", "https://", "--tls-cert"]);
     })
     .await;
 }

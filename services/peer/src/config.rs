@@ -6,9 +6,10 @@ use clap::Parser;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
-    /// The tracker's URL: http://HOST:PORT (https:// is refused: hive has no
-    /// TLS yet). Replicas of one tracker on a shared store: repeat the flag
-    /// or separate URLs with commas (HIVE_TRACKER too); the first that
+    /// The tracker's URL: http://HOST:PORT, or https://HOST:PORT with
+    /// --tls-cert, --tls-key and --tls-ca (a peer with TLS dials nothing in
+    /// plaintext). Replicas of one tracker on a shared store: repeat the
+    /// flag or separate URLs with commas (HIVE_TRACKER too); the first that
     /// answers is used, and when it stops answering the next, keeping the
     /// session.
     #[arg(
@@ -146,6 +147,11 @@ pub struct Config {
     /// the total only, as it is loopback).
     #[command(flatten)]
     pub transport: hive_runtime::grpc::Limits,
+
+    /// TLS with a swarm CA on the public port, the TCP control port and
+    /// every dial (mutual: only members may connect).
+    #[command(flatten)]
+    pub tls: hive_runtime::tls::TlsArgs,
 }
 
 /// The defaults are exactly what the command line gives with no flags.
@@ -160,23 +166,22 @@ impl Default for Config {
     }
 }
 
-/// A daemon's URL, `http://HOST:PORT` or `HOST:PORT`. Any other scheme is
-/// refused: `https://` above all, which hive would otherwise use in plaintext
-/// (it has no TLS yet).
+/// A daemon's URL, `http://HOST:PORT`, `https://HOST:PORT` or `HOST:PORT`
+/// (https:// with --tls-*, else http://). Any other scheme is refused.
 pub fn parse_url(s: &str) -> Result<String, String> {
     let s = s.trim();
     if s.is_empty() {
-        return Err("an empty URL; give http://HOST:PORT".into());
+        return Err("an empty URL; give http://HOST:PORT or https://HOST:PORT".into());
     }
     match s.split_once("://") {
         None => Ok(s.to_owned()),
-        Some((scheme, _)) if scheme.eq_ignore_ascii_case("http") => Ok(s.to_owned()),
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => Err(format!(
-            "hive has no TLS yet, so https:// would travel in plaintext; \
-             give http://{rest} on a network you trust"
-        )),
+        Some((scheme, _))
+            if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") =>
+        {
+            Ok(s.to_owned())
+        }
         Some((scheme, rest)) => Err(format!(
-            "hive speaks gRPC over http:// only, not {scheme}://; give http://{rest}"
+            "hive speaks gRPC over http:// or https:// only, not {scheme}://; give https://{rest}"
         )),
     }
 }
@@ -265,8 +270,8 @@ mod tests {
         assert_eq!(parse_url("http://h:1").as_deref(), Ok("http://h:1"));
         assert_eq!(parse_url("HTTP://h:1").as_deref(), Ok("HTTP://h:1"));
         assert_eq!(parse_url("h:1").as_deref(), Ok("h:1"));
-        assert!(parse_url("https://h:1").is_err());
-        assert!(parse_url("HTTPS://h:1").is_err());
+        assert_eq!(parse_url("https://h:1").as_deref(), Ok("https://h:1"));
+        assert_eq!(parse_url("HTTPS://h:1").as_deref(), Ok("HTTPS://h:1"));
         assert!(parse_url("grpcs://h:1").is_err());
         assert_eq!(parse_url(" http://h:1 ").as_deref(), Ok("http://h:1"));
         assert!(parse_url("").is_err());
@@ -300,9 +305,9 @@ mod tests {
             trackers(&repeated).unwrap(),
             ["http://a:1", "b:3", "http://c:4"]
         );
-        // Each URL is checked: one https:// refuses the list.
-        let e = trackers(&["--tracker", "http://a:1,https://b:2"]).unwrap_err();
-        assert!(e.contains("--tracker") && e.contains("TLS"), "{e}");
+        // Each URL is checked: one of another scheme refuses the list.
+        let e = trackers(&["--tracker", "http://a:1,grpc://b:2"]).unwrap_err();
+        assert!(e.contains("--tracker") && e.contains("grpc://"), "{e}");
         assert!(trackers(&["--tracker", "http://a:1,,http://b:2"]).is_err());
     }
 

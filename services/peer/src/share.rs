@@ -279,6 +279,7 @@ mod tests {
         // Nothing listens on port 1: a call that reaches the tracker fails.
         let link = TrackerLink::start(
             &["http://127.0.0.1:1".to_owned()],
+            None,
             10,
             announce,
             holdings.clone(),

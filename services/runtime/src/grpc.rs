@@ -2,16 +2,21 @@
 //! services (reflection v1 and v1alpha, grpc.health.v1), HTTP/2 settings
 //! measured to matter for bulk streams (docs/PERFORMANCE.md), and metadata names.
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
 use tonic::{
     service::Routes,
-    transport::{Endpoint, Server, server::TcpIncoming},
+    transport::{
+        Endpoint, Server,
+        server::{TcpConnectInfo, TcpIncoming, TlsConnectInfo},
+    },
 };
 use tonic_health::server::HealthReporter;
 pub use tonic_reflection::server::Error as ReflectionError;
 
 use hive::pb;
+
+use crate::tls::Tls;
 
 mod accept;
 mod budget;
@@ -126,6 +131,58 @@ pub fn bounded_answers(limits: &Limits, piece: usize) -> BoundedAnswersLayer {
     BoundedAnswersLayer::new(limits.answer_budget_bytes(), limits.send_deadline, piece)
 }
 
+/// [`server`] serving TLS with `tls` (mutual: a client certificate from the
+/// swarm CA required), or plaintext without. The handshake is bounded by
+/// [`HANDSHAKE_TIMEOUT`] and runs after [`incoming`] has counted the
+/// connection against its caps, so unfinished handshakes hold slots, not
+/// more; a plaintext client gets its connection closed at its first bytes.
+pub fn server_with(tls: Option<&Tls>) -> Result<Server, tonic::transport::Error> {
+    match tls {
+        Some(tls) => server().tls_config(tls.server()),
+        None => Ok(server()),
+    }
+}
+
+/// Why a URL cannot be dialled as asked.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    #[error(
+        "{0} is https:// but no TLS is set up: give --tls-cert, --tls-key and --tls-ca \
+         (`peerctl certs new`)"
+    )]
+    NoTls(String),
+    #[error("{0} is plaintext (http://) but TLS is set up (--tls-cert): give https://")]
+    Plaintext(String),
+    #[error("{0}: {1}")]
+    Transport(String, tonic::transport::Error),
+}
+
+/// A client endpoint for `url` as [`endpoint`] makes it, over TLS with
+/// `tls` when set. With `tls`, `HOST:PORT` means `https://HOST:PORT` and an
+/// `http://` URL is refused: one set up with TLS never falls back to
+/// plaintext; an `https://` URL without `tls` is refused too.
+pub fn dial(url: &str, tls: Option<&Tls>) -> Result<Endpoint, DialError> {
+    let uri = match tls {
+        Some(_) => tls_uri_of(url),
+        None => uri_of(url),
+    };
+    let https = is_https(&uri);
+    let endpoint = endpoint(&uri).map_err(|e| DialError::Transport(url.to_owned(), e))?;
+    match (tls, https) {
+        (Some(tls), true) => endpoint
+            .tls_config(tls.client())
+            .map_err(|e| DialError::Transport(url.to_owned(), e)),
+        (None, false) => Ok(endpoint),
+        (None, true) => Err(DialError::NoTls(url.to_owned())),
+        (Some(_), false) => Err(DialError::Plaintext(url.to_owned())),
+    }
+}
+
+fn is_https(uri: &str) -> bool {
+    uri.get(..8)
+        .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+}
+
 /// A client endpoint for `uri` (`http://host:port`) with hive's transport
 /// settings: large frames and windows for bulk streams, keepalives to notice
 /// a peer that vanished.
@@ -172,6 +229,26 @@ pub fn uri_of(addr: &str) -> String {
     } else {
         format!("http://{addr}")
     }
+}
+
+/// `host:port` or a full URI, as an `https://` URI.
+pub fn tls_uri_of(addr: &str) -> String {
+    if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("https://{addr}")
+    }
+}
+
+/// The local and remote address of the connection a request came on,
+/// plaintext or TLS.
+pub fn conn_addrs(extensions: &http::Extensions) -> Option<(SocketAddr, SocketAddr)> {
+    let tcp = extensions.get::<TcpConnectInfo>().or_else(|| {
+        extensions
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .map(|i| i.get_ref())
+    })?;
+    tcp.local_addr.zip(tcp.remote_addr)
 }
 
 /// The routes every hive gRPC port serves besides its own service (named

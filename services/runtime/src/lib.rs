@@ -12,6 +12,8 @@
 //!   the message for a port that cannot be bound.
 //! - [`task`]: spawning named background tasks whose failures are logged.
 //! - [`shutdown`]: the daemons' Ctrl-C / SIGTERM handling.
+//! - [`tls`]: `--tls-cert`/`--tls-key`/`--tls-ca`, TLS 1.3 with a swarm CA
+//!   on every port and dial; [`tls::certs`] makes the CA and members' certificates.
 //! - [`config_file`]: `--config PATH`, the daemons' settings from a TOML file
 //!   (flags and `HIVE_*` variables override it).
 #![forbid(unsafe_code)]
@@ -22,3 +24,4 @@ pub mod metrics;
 pub mod shutdown;
 pub mod task;
 pub mod telemetry;
+pub mod tls;

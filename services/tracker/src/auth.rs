@@ -88,6 +88,18 @@ impl Token {
         blake3::hash(self.0.as_bytes())
     }
 
+    /// What the tracker keeps of a session's token, and compares: on a
+    /// plaintext connection its hash; on a TLS connection its hash keyed
+    /// with the member's certificate, so that the token is good only over a
+    /// connection of the member that registered the session. Nothing else
+    /// is stored, so the embedded and the shared catalog bind alike.
+    pub fn hash_for(&self, member: Option<&Member>) -> TokenHash {
+        match member {
+            None => self.hash(),
+            Some(m) => blake3::keyed_hash(&m.0, self.0.as_bytes()),
+        }
+    }
+
     /// The token's text, to hand to its peer once.
     pub fn reveal(&self) -> &str {
         &self.0
@@ -97,6 +109,31 @@ impl Token {
 impl fmt::Debug for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Token(<redacted>)")
+    }
+}
+
+/// A swarm member, as its TLS connection shows it: the SHA-256 of the
+/// certificate it presented.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Member([u8; 32]);
+
+impl Member {
+    /// The member presenting certificate `der`.
+    pub fn of_cert(der: &[u8]) -> Self {
+        Self(hive_runtime::tls::sha256(der))
+    }
+}
+
+impl fmt::Display for Member {
+    /// The certificate's SHA-256 fingerprint, 64 hex digits.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl fmt::Debug for Member {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Member({self})")
     }
 }
 
@@ -133,6 +170,18 @@ mod tests {
         assert_eq!(PeerId::parse(&id1.to_string()), Ok(id1));
         assert_eq!(format!("{t1:?}"), "Token(<redacted>)");
         assert_ne!(t1.hash(), t2.hash());
+    }
+
+    #[test]
+    fn a_token_bound_to_one_member_is_another_hash_for_any_other() {
+        let (_, token) = mint().unwrap();
+        let a = Member::of_cert(b"member a");
+        let b = Member::of_cert(b"member b");
+        assert_eq!(token.hash_for(None), token.hash());
+        assert_eq!(token.hash_for(Some(&a)), token.hash_for(Some(&a)));
+        assert_ne!(token.hash_for(Some(&a)), token.hash_for(Some(&b)));
+        assert_ne!(token.hash_for(Some(&a)), token.hash());
+        assert_eq!(a.to_string(), hive_runtime::tls::fingerprint(b"member a"));
     }
 
     #[test]

@@ -121,6 +121,10 @@ pub struct Config {
     /// Connections, streams and unread answers one client may hold.
     #[command(flatten)]
     pub transport: hive_runtime::grpc::Limits,
+
+    /// TLS with a swarm CA (mutual: only members may call).
+    #[command(flatten)]
+    pub tls: hive_runtime::tls::TlsArgs,
 }
 
 /// Holders listed per file in ListFiles.

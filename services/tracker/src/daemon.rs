@@ -161,9 +161,19 @@ async fn serve_grpc(
         .max_decoding_message_size(config.max_message_bytes);
     health.set_serving::<TrackerServer<TrackerService>>().await;
     let limits = &config.transport;
+    let tls = config
+        .tls
+        .load()
+        .map_err(|e| ServeError::Config(e.to_string()))?;
+    if let Some(tls) = &tls {
+        info!(
+            fingerprint = tls.fingerprint(),
+            "serving TLS 1.3; members only"
+        );
+    }
     let incoming = hive_runtime::grpc::incoming_small_answers(listener)
         .with_caps(hive_runtime::grpc::caps(limits));
-    hive_runtime::grpc::server()
+    hive_runtime::grpc::server_with(tls.as_ref())?
         .timeout(REQUEST_TIMEOUT)
         .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION)
         .load_shed(true)

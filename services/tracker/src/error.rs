@@ -18,6 +18,16 @@ pub enum ServiceError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Invalid(String),
+    #[error(
+        "that session token is not good over this connection (member {0}): a session \
+         is bound to the certificate that registered it"
+    )]
+    NotYourSession(crate::auth::Member),
+    #[error(
+        "your certificate does not name host {0}, so you may not register it; \
+         make one that does with `peerctl certs new NAME --ca DIR --host {0}`"
+    )]
+    NotYourHost(String),
 }
 
 impl From<ServiceError> for Status {
@@ -26,6 +36,9 @@ impl From<ServiceError> for Status {
         let msg = e.to_string();
         match e {
             ServiceError::Wire(_) | ServiceError::Invalid(_) => Status::invalid_argument(msg),
+            ServiceError::NotYourSession(_) | ServiceError::NotYourHost(_) => {
+                Status::permission_denied(msg)
+            }
             ServiceError::Registry(r) => match r {
                 R::Invalid(_) => Status::invalid_argument(msg),
                 R::UnknownFile(_) | R::UnknownPeer(_) => Status::not_found(msg),

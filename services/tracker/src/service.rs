@@ -15,11 +15,11 @@ use tonic::{Request, Response, Status, metadata::MetadataMap};
 use tracing::{info, instrument};
 
 use crate::{
-    auth::{IdentityError, PeerId, Token},
+    auth::{IdentityError, Member, PeerId, Token},
     catalog::SharedCatalog,
     error::ServiceError,
     limits::RateLimiter,
-    registry::{Caller, Credentials, HolderView, Located, Offer, Page},
+    registry::{Caller, Credentials, HolderView, Located, Offer, Page, RegistryError},
 };
 
 const DEFAULT_PAGE: usize = 100;
@@ -82,9 +82,17 @@ impl pb::tracker_server::Tracker for TrackerService {
         request: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
         self.limiter.check(&request)?;
+        let member = member_of(&request);
         let (caller, offers) = self.register_request(request)?;
-        let out = self.tracker.register(caller, offers).await?;
-        info!(peer = %out.peer, addr = %out.addr, "registered");
+        let out = self
+            .tracker
+            .register(caller, offers)
+            .await
+            .map_err(|e| bound(e, member))?;
+        match member {
+            Some(member) => info!(peer = %out.peer, addr = %out.addr, %member, "registered"),
+            None => info!(peer = %out.peer, addr = %out.addr, "registered"),
+        }
         Ok(Response::new(pb::RegisterResponse {
             peer_id: out.peer.to_string(),
             token: out.token.map(|t| t.reveal().to_owned()).unwrap_or_default(),
@@ -122,6 +130,7 @@ impl pb::tracker_server::Tracker for TrackerService {
         request: Request<pb::RegisterChunkRequest>,
     ) -> Result<Response<pb::RegisterChunkResponse>, Status> {
         self.limiter.check(&request)?;
+        let member = member_of(&request);
         let ChunkUpdate {
             cred,
             name,
@@ -131,7 +140,8 @@ impl pb::tracker_server::Tracker for TrackerService {
         let held = self
             .tracker
             .register_chunks(cred, &name, &add, &remove)
-            .await?;
+            .await
+            .map_err(|e| bound(e, member))?;
         Ok(Response::new(pb::RegisterChunkResponse {
             chunks_held: held,
         }))
@@ -143,9 +153,13 @@ impl pb::tracker_server::Tracker for TrackerService {
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         self.limiter.check_heartbeat(&request)?;
+        let member = member_of(&request);
         let token = required_token(request.metadata())?;
-        let cred = credentials(&request.get_ref().peer_id, token)?;
-        self.tracker.heartbeat(cred).await?;
+        let cred = credentials(&request.get_ref().peer_id, token, member)?;
+        self.tracker
+            .heartbeat(cred)
+            .await
+            .map_err(|e| bound(e, member))?;
         Ok(Response::new(pb::HeartbeatResponse {
             heartbeat_interval_ms: millis(self.heartbeat_interval),
             ttl_ms: millis(self.ttl),
@@ -158,9 +172,13 @@ impl pb::tracker_server::Tracker for TrackerService {
         request: Request<pb::LeaveRequest>,
     ) -> Result<Response<pb::LeaveResponse>, Status> {
         self.limiter.check(&request)?;
+        let member = member_of(&request);
         let token = required_token(request.metadata())?;
-        let cred = credentials(&request.get_ref().peer_id, token)?;
-        self.tracker.leave(cred).await?;
+        let cred = credentials(&request.get_ref().peer_id, token, member)?;
+        self.tracker
+            .leave(cred)
+            .await
+            .map_err(|e| bound(e, member))?;
         info!(peer = %cred.peer, "left");
         Ok(Response::new(pb::LeaveResponse {}))
     }
@@ -171,11 +189,15 @@ impl pb::tracker_server::Tracker for TrackerService {
         request: Request<pb::WithdrawRequest>,
     ) -> Result<Response<pb::WithdrawResponse>, Status> {
         self.limiter.check(&request)?;
+        let member = member_of(&request);
         let token = required_token(request.metadata())?;
-        let cred = credentials(&request.get_ref().peer_id, token)?;
+        let cred = credentials(&request.get_ref().peer_id, token, member)?;
         let name =
             wire::file_name("name", request.into_inner().name).map_err(ServiceError::from)?;
-        self.tracker.withdraw(cred, &name).await?;
+        self.tracker
+            .withdraw(cred, &name)
+            .await
+            .map_err(|e| bound(e, member))?;
         info!(peer = %cred.peer, file = %name, "withdrawn");
         Ok(Response::new(pb::WithdrawResponse {}))
     }
@@ -189,17 +211,53 @@ impl TrackerService {
         request: Request<pb::RegisterRequest>,
     ) -> Result<(Caller, Vec<Offer>), ServiceError> {
         let remote = request.remote_addr();
+        let cert = hive_runtime::tls::client_cert(&request);
+        let member = cert.as_ref().map(|der| Member::of_cert(der));
         let token = token(request.metadata())?;
         let req = request.into_inner();
         let offers = offers(req.files)?;
         let caller = match token {
-            Some(token) => Caller::Session(credentials(&req.peer_id, token)?),
+            Some(token) => Caller::Session(credentials(&req.peer_id, token, member)?),
             None if !req.peer_id.is_empty() => return Err(IdentityError::MissingToken.into()),
-            None => Caller::New {
-                addr: self.holder_addr(remote, &req.advertise_host, req.port)?,
-            },
+            None => {
+                let addr = self.holder_addr(remote, &req.advertise_host, req.port)?;
+                if let Some(cert) = &cert {
+                    claimable(cert, &addr)?;
+                }
+                Caller::New { addr, member }
+            }
         };
         Ok((caller, offers))
+    }
+}
+
+/// The member a request's TLS connection belongs to; `None` on plaintext.
+fn member_of<T>(request: &Request<T>) -> Option<Member> {
+    hive_runtime::tls::client_cert(request).map(|der| Member::of_cert(&der))
+}
+
+/// On a TLS connection a session's credentials that do not check out are a
+/// member acting for a session that is not its own (a token stolen, or
+/// guessed): PERMISSION_DENIED, as the caller is known by its certificate.
+fn bound(e: ServiceError, member: Option<Member>) -> ServiceError {
+    match (e, member) {
+        (ServiceError::Registry(RegistryError::Unauthenticated), Some(member)) => {
+            ServiceError::NotYourSession(member)
+        }
+        (e, _) => e,
+    }
+}
+
+/// The rule for addresses on a TLS tracker: a member may hold only an
+/// address whose host its certificate names, the name other members check
+/// when they dial it. So no member can have downloaders sent to a host
+/// named by another member's certificate only.
+fn claimable(cert: &hive_runtime::tls::CertificateDer<'_>, addr: &str) -> Result<(), ServiceError> {
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    if hive_runtime::tls::names_host(cert, host) {
+        Ok(())
+    } else {
+        Err(ServiceError::NotYourHost(host.to_owned()))
     }
 }
 
@@ -265,10 +323,11 @@ struct ChunkUpdate {
 }
 
 fn chunk_request(request: Request<pb::RegisterChunkRequest>) -> Result<ChunkUpdate, ServiceError> {
+    let member = member_of(&request);
     let token = required_token(request.metadata())?;
     let req = request.into_inner();
     Ok(ChunkUpdate {
-        cred: credentials(&req.peer_id, token)?,
+        cred: credentials(&req.peer_id, token, member)?,
         name: wire::file_name("name", req.name)?,
         add: ranges(&req.chunks),
         remove: ranges(&req.withdrawn),
@@ -288,10 +347,16 @@ fn required_token(metadata: &MetadataMap) -> Result<Token, ServiceError> {
     token(metadata)?.ok_or_else(|| IdentityError::MissingToken.into())
 }
 
-fn credentials(peer_id: &str, token: Token) -> Result<Credentials, ServiceError> {
+/// A session's credentials as presented over a connection of `member`
+/// (see [`Token::hash_for`]).
+fn credentials(
+    peer_id: &str,
+    token: Token,
+    member: Option<Member>,
+) -> Result<Credentials, ServiceError> {
     Ok(Credentials {
         peer: PeerId::parse(peer_id)?,
-        token: token.hash(),
+        token: token.hash_for(member.as_ref()),
     })
 }
 

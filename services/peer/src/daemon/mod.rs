@@ -97,6 +97,16 @@ pub async fn serve(
         .map(web::check)
         .transpose()?
         .map(web::url);
+    let tls = config
+        .tls
+        .load()
+        .map_err(|e| PeerError::Invalid(e.to_string()))?;
+    if let Some(tls) = &tls {
+        info!(
+            fingerprint = tls.fingerprint(),
+            "TLS 1.3 on every port and dial; members only"
+        );
+    }
     let (dir, state_dir) = startup::prepare_dirs(&config.dir)?;
     let roots = startup::share_roots(&dir, &config.share_roots)?;
     let unshared = Unshared::load(&state_dir);
@@ -121,6 +131,7 @@ pub async fn serve(
 
     let link = TrackerLink::start(
         &config.tracker,
+        tls.as_ref(),
         config.locate_holders,
         startup::announce(&config, public_addr)?,
         holdings.clone(),
@@ -163,7 +174,7 @@ pub async fn serve(
     let ctx = Arc::new(Ctx {
         holdings: holdings.clone(),
         link: link.clone(),
-        pool: Pool::default(),
+        pool: Pool::new(tls.clone()),
         config: config.clone(),
         counters: counters.clone(),
         dir,
@@ -232,7 +243,8 @@ pub async fn serve(
     };
     // Chunk messages are bounded already (256 KiB): handed to hyper whole.
     let limits = &config.transport;
-    let public = hive_runtime::grpc::server()
+    let public = hive_runtime::grpc::server_with(tls.as_ref())
+        .map_err(internal)?
         .max_concurrent_streams(limits.max_streams)
         .max_connection_age(MAX_CONNECTION_AGE)
         .max_connection_age_grace(CONNECTION_AGE_GRACE)
@@ -262,23 +274,27 @@ pub async fn serve(
             hive_runtime::grpc::UnixIncoming::new(listeners.control.socket),
             stops.drain.clone().cancelled_owned(),
         );
-    let control_tcp = listeners.control.tcp.map(|(listener, cookie)| {
-        let checked = tonic::service::interceptor::InterceptedService::new(
-            ControlServer::from_arc(control),
-            access::CookieCheck::new(cookie),
-        );
-        let server = hive_runtime::grpc::server()
-            .max_concurrent_streams(limits.max_streams)
-            .layer(rpc.layer())
-            .layer(hive_runtime::grpc::bounded_answers(limits, usize::MAX))
-            .add_routes(control_routes.add_service(checked))
-            .serve_with_incoming_shutdown(
-                hive_runtime::grpc::incoming(listener)
-                    .with_caps(hive_runtime::grpc::loopback_caps(limits)),
-                stops.drain.clone().cancelled_owned(),
+    let control_tcp = match listeners.control.tcp {
+        None => None,
+        Some((listener, cookie)) => {
+            let checked = tonic::service::interceptor::InterceptedService::new(
+                ControlServer::from_arc(control),
+                access::CookieCheck::new(cookie),
             );
-        tokio::spawn(server)
-    });
+            let server = hive_runtime::grpc::server_with(tls.as_ref())
+                .map_err(internal)?
+                .max_concurrent_streams(limits.max_streams)
+                .layer(rpc.layer())
+                .layer(hive_runtime::grpc::bounded_answers(limits, usize::MAX))
+                .add_routes(control_routes.add_service(checked))
+                .serve_with_incoming_shutdown(
+                    hive_runtime::grpc::incoming(listener)
+                        .with_caps(hive_runtime::grpc::loopback_caps(limits)),
+                    stops.drain.clone().cancelled_owned(),
+                );
+            Some(tokio::spawn(server))
+        }
+    };
     let servers = Servers {
         public: tokio::spawn(public),
         control: tokio::spawn(socket),

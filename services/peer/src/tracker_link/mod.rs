@@ -105,15 +105,17 @@ impl TrackerLink {
     /// Starts the session task for the tracker replicas at `urls` (see
     /// [`trackers`]). It registers what `holdings` holds as soon as a
     /// tracker answers, and announces every change they publish from now on.
-    /// Its Locates ask for `locate_holders` holders at most.
+    /// Its Locates ask for `locate_holders` holders at most; it dials over
+    /// TLS with `tls`.
     pub fn start(
         urls: &[String],
+        tls: Option<&hive_runtime::tls::Tls>,
         locate_holders: u32,
         announce: Announce,
         holdings: Holdings,
         cache: Arc<Mutex<HashCache>>,
     ) -> Result<Self, PeerError> {
-        let trackers = Trackers::connect_lazy(urls)?;
+        let trackers = Trackers::connect_lazy(urls, tls)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let (session_tx, session) = watch::channel(None);
         let (refused_tx, refused) = mpsc::unbounded_channel();

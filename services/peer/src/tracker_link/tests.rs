@@ -187,7 +187,7 @@ async fn fixture() -> Fixture {
         host: String::new(),
     };
     let url = [format!("http://{addr}")];
-    let link = TrackerLink::start(&url, 10, announce, holdings.clone(), cache).unwrap();
+    let link = TrackerLink::start(&url, None, 10, announce, holdings.clone(), cache).unwrap();
     let mut sessions = link.sessions();
     sessions.wait_for(Option::is_some).await.unwrap();
     Fixture {
@@ -334,7 +334,7 @@ async fn a_queued_change_does_not_hurry_the_registration_retries() {
             host: String::new(),
         };
         let url = [format!("http://{addr}")];
-        let _link = TrackerLink::start(&url, 10, announce, holdings.clone(), cache).unwrap();
+        let _link = TrackerLink::start(&url, None, 10, announce, holdings.clone(), cache).unwrap();
         holdings.mark(&FileName::new("f").unwrap(), c(2));
         // Retries 200 ms, 400 ms, 800 ms... apart: four or so in 2 s. A loop
         // that registers whenever the change is due makes thousands; stop

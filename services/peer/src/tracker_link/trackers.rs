@@ -47,15 +47,17 @@ pub struct Trackers<C = TrackerClient<Channel>> {
 
 impl Trackers {
     /// A lazily connected client for each URL, in the order given (at least
-    /// one). Nothing is dialled until the first call.
-    pub fn connect_lazy(urls: &[String]) -> Result<Self, PeerError> {
+    /// one), over TLS with `tls` (then every URL must be https://). Nothing
+    /// is dialled until the first call.
+    pub fn connect_lazy(
+        urls: &[String],
+        tls: Option<&hive_runtime::tls::Tls>,
+    ) -> Result<Self, PeerError> {
         let clients = urls
             .iter()
             .map(|url| {
-                let channel = hive_runtime::grpc::endpoint(&hive_runtime::grpc::uri_of(url))
-                    .map_err(|e| {
-                        PeerError::Invalid(format!("--tracker: bad tracker URL {url:?}: {e}"))
-                    })?
+                let channel = hive_runtime::grpc::dial(url, tls)
+                    .map_err(|e| PeerError::Invalid(format!("--tracker: {e}")))?
                     .timeout(CALL_TIMEOUT)
                     .connect_lazy();
                 Ok((url.clone(), TrackerClient::new(channel)))

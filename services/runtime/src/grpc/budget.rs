@@ -33,7 +33,6 @@ use std::{
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use tonic::transport::server::TcpConnectInfo;
 
 pub use self::deadline::connections_ended;
 use self::deadline::{Watch, now_ms, watch};
@@ -149,10 +148,7 @@ where
     fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
         let exempt = req.uri().path().starts_with(EXEMPT_PREFIX);
         let budget = self.layer.budget.clone();
-        let conn = req
-            .extensions()
-            .get::<TcpConnectInfo>()
-            .and_then(|i| i.local_addr.zip(i.remote_addr));
+        let conn = super::conn_addrs(req.extensions());
         let share = conn.map(|(_, remote)| budget.share_of(remote.ip()));
         if !exempt && budget.spent(share.as_ref()) {
             // The inner services (routes, body layers) reserve nothing in

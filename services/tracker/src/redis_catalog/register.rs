@@ -112,7 +112,7 @@ impl RedisCatalog {
         let held = session.as_ref().map_or(distinct.len(), |s| s.2);
         rules::check_files_per_peer(&self.limits, held)?;
         let host = match (&session, &caller) {
-            (Some((_, addr, _)), _) | (None, Caller::New { addr }) => {
+            (Some((_, addr, _)), _) | (None, Caller::New { addr, .. }) => {
                 rules::charged_host(addr).to_owned()
             }
             (None, Caller::Session(_)) => unreachable!("a session is checked first"),
@@ -131,8 +131,8 @@ impl RedisCatalog {
 
         let (peer, token, addr) = match (session, caller) {
             (Some((peer, addr, _)), _) => (peer, None, addr),
-            (None, Caller::New { addr }) => {
-                let (peer, token) = self.open_session(&addr).await?;
+            (None, Caller::New { addr, member }) => {
+                let (peer, token) = self.open_session(&addr, member.as_ref()).await?;
                 (peer, Some(token), addr)
             }
             (None, Caller::Session(_)) => unreachable!("checked above"),
@@ -354,11 +354,16 @@ impl RedisCatalog {
         Ok(())
     }
 
-    /// A new session at `addr`; an old one there is ended first.
-    async fn open_session(&self, addr: &str) -> Result<(PeerId, auth::Token), ServiceError> {
+    /// A new session at `addr`, its token bound to `member` (see
+    /// [`auth::Token::hash_for`]); an old one there is ended first.
+    async fn open_session(
+        &self,
+        addr: &str,
+        member: Option<&auth::Member>,
+    ) -> Result<(PeerId, auth::Token), ServiceError> {
         let (peer, token) = auth::mint().map_err(RegistryError::from)?;
         let keys = PeerKeys::new(peer);
-        let hash: TokenHash = token.hash();
+        let hash: TokenHash = token.hash_for(member);
         self.run::<String>(
             OPEN.key(&keys.s)
                 .key(&keys.l)

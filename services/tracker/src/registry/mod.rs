@@ -39,7 +39,7 @@ use std::{
 use hive::{ChunkSet, Digest, FileName, Manifest};
 
 pub use self::rules::{holding_bytes, manifest_bytes};
-use crate::auth::{IdentityError, PeerId, Token, TokenHash};
+use crate::auth::{IdentityError, Member, PeerId, Token, TokenHash};
 
 /// Hashes a [`PeerId`] with one multiply. Peer ids are minted by the tracker
 /// from a CSPRNG, so maps keyed by them need no keyed, flood-resistant hash
@@ -156,7 +156,12 @@ pub struct Credentials {
 /// Who is registering: a new session at an address, or an existing one.
 #[derive(Debug, Clone)]
 pub enum Caller {
-    New { addr: String },
+    /// A new session at `addr`; on a TLS connection, of `member`, to whom
+    /// its token is then bound.
+    New {
+        addr: String,
+        member: Option<Member>,
+    },
     Session(Credentials),
 }
 

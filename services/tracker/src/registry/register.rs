@@ -56,7 +56,7 @@ impl Registry {
         rules::check_file_count(&self.limits, self.files.len() + new.len())?;
         let addr = match (caller, existing) {
             (_, Some(p)) => &self.peers[&p].addr,
-            (Caller::New { addr }, None) => addr,
+            (Caller::New { addr, .. }, None) => addr,
             (Caller::Session(_), None) => unreachable!("a session is authorized first"),
         };
         let new_bytes = new.iter().map(|m| manifest_bytes(m)).sum();
@@ -98,7 +98,7 @@ impl Registry {
     /// What a new session frees by replacing the old one at its address: a
     /// peer registering again from its address replaces its old session.
     fn replaced_bytes(&self, caller: &Caller) -> u64 {
-        let Caller::New { addr } = caller else {
+        let Caller::New { addr, .. } = caller else {
             return 0;
         };
         self.addrs
@@ -121,24 +121,25 @@ impl Registry {
         now: Instant,
         changes: &mut Vec<Change>,
     ) -> Result<(PeerId, Option<Token>, String), RegistryError> {
-        let addr = match caller {
+        let (addr, member) = match caller {
             Caller::Session(cred) => {
                 return Ok((cred.peer, None, self.peers[&cred.peer].addr.clone()));
             }
-            Caller::New { addr } => addr,
+            Caller::New { addr, member } => (addr, member),
         };
         let (peer, token) = self.mint_unused()?;
+        let hash = token.hash_for(member.as_ref());
         if let Some(old) = self.addrs.get(&addr).copied() {
             // The same address can serve only one live peer: this is that
             // peer restarted. Its old session goes.
             self.remove_peer(old, now);
             changes.push(Change::RemovePeer(old));
         }
-        self.insert_peer(peer, addr.clone(), token.hash(), now, true);
+        self.insert_peer(peer, addr.clone(), hash, now, true);
         changes.push(Change::PutPeer {
             peer,
             addr: addr.clone(),
-            token: token.hash(),
+            token: hash,
         });
         Ok((peer, Some(token), addr))
     }

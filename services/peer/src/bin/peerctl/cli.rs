@@ -61,6 +61,11 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
+    /// TLS for https:// trackers and a TLS --peer: this member's
+    /// certificate, key and the swarm CA.
+    #[command(flatten)]
+    pub tls: hive_runtime::tls::TlsArgs,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -173,4 +178,38 @@ pub enum Command {
     },
     /// Print a shell completion script.
     Completions { shell: clap_complete::Shell },
+    /// Make a swarm CA and its members' certificates, for TLS (--tls-*).
+    #[command(subcommand)]
+    Certs(Certs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Certs {
+    /// Make a new swarm CA in DIR (ca.pem, and ca.key readable by you
+    /// only). Keep DIR private: whoever has ca.key can admit members.
+    InitCa {
+        /// Where to write it (created; an existing CA is never overwritten).
+        dir: PathBuf,
+    },
+    /// Make member NAME's certificate and key, signed by the CA in --ca,
+    /// in OUT/NAME (cert.pem, key.pem, ca.pem), and print the flags that
+    /// use them. It is valid for NAME, localhost, 127.0.0.1, ::1 and each
+    /// --host: the names others dial this member at.
+    New {
+        /// The member's name (its certificate's common name).
+        name: String,
+        /// The CA's directory (from `certs init-ca`).
+        #[arg(long, value_name = "DIR")]
+        ca: PathBuf,
+        /// Another host name or IP address the member is dialled at
+        /// (repeatable, or comma-separated): its --advertise host.
+        #[arg(long = "host", value_delimiter = ',', value_name = "HOST")]
+        hosts: Vec<String>,
+        /// Where to put the member's directory; by default --ca's.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Days the certificate is valid.
+        #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u64).range(1..=3650))]
+        days: u64,
+    },
 }

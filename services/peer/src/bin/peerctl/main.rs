@@ -9,6 +9,7 @@ macro_rules! outln {
     };
 }
 
+mod certs;
 mod cli;
 mod fetch;
 mod limits;
@@ -105,6 +106,9 @@ fn said(message: &str) -> &str {
 }
 
 async fn run(cli: Cli) -> Outcome {
+    if let Command::Certs(certs) = &cli.command {
+        return certs::run(certs, cli.json);
+    }
     let target = match cli.command {
         Command::Files | Command::Locate { .. } => {
             let target = Target::tracker(&cli).await;
@@ -112,7 +116,7 @@ async fn run(cli: Cli) -> Outcome {
         }
         Command::Health {
             addr: Some(ref addr),
-        } => Target::any(addr),
+        } => Target::any(&cli, addr),
         _ => Target::peer(&cli),
     };
     command(&cli, &target).await.map_err(|f| target.explain(f))
@@ -218,6 +222,7 @@ async fn command(cli: &Cli, target: &Target) -> Outcome {
             outln!("{}", String::from_utf8_lossy(&script).trim_end());
             Ok(())
         }
+        Command::Certs(ref certs) => certs::run(certs, cli.json),
     }
 }
 

@@ -9,6 +9,8 @@ use hive::pb::control::{self as ctl, control_client::ControlClient};
 use hive_peer::access::{self, SendCookie};
 use tonic::{Code, Status, service::interceptor::InterceptedService, transport::Channel};
 
+use hive_runtime::tls::Tls;
+
 use crate::{Failure, cli::Cli};
 
 /// A Control client: over the socket, or over TCP with the cookie.
@@ -39,6 +41,8 @@ pub struct Target {
     instead: &'static str,
     /// How to point peerctl at the right one.
     fix: String,
+    /// TLS for its URL (--tls-*), or why the files could not be loaded.
+    tls: Result<Option<Tls>, String>,
 }
 
 impl Target {
@@ -61,6 +65,7 @@ impl Target {
                 what: "peer daemon's TCP control port",
                 instead: "a tracker, or a peer's public port",
                 fix: "give the daemon's --control-tcp address with --peer".into(),
+                tls: tls(cli),
             };
         }
         let path = cli
@@ -77,6 +82,7 @@ impl Target {
             fix: "give the daemon's socket with --control PATH, or its share \
                   directory with --dir"
                 .into(),
+            tls: Ok(None),
         }
     }
 
@@ -114,11 +120,12 @@ impl Target {
             what: "tracker",
             instead: "a peer",
             fix,
+            tls: tls(cli),
         }
     }
 
     /// Any daemon, for `health`.
-    pub fn any(url: &str) -> Self {
+    pub fn any(cli: &Cli, url: &str) -> Self {
         Self {
             urls: vec![url.to_owned()],
             used: Cell::new(0),
@@ -127,6 +134,7 @@ impl Target {
             what: "daemon",
             instead: "not a gRPC server",
             fix: "check the address".into(),
+            tls: tls(cli),
         }
     }
 
@@ -206,15 +214,21 @@ impl Target {
     /// A connection to `url`; a bad URL is a local failure, and one that
     /// cannot be reached is UNAVAILABLE saying "URI: causes".
     async fn connect_one(&self, url: &str) -> Result<Channel, Failure> {
-        let uri = hive_runtime::grpc::uri_of(url);
-        hive_runtime::grpc::endpoint(&uri)
-            .map_err(|e| {
-                Failure::Local(format!("bad {} URL {url:?}: {e}; {}", self.what, self.fix))
-            })?
+        let tls = self.tls.clone().map_err(Failure::Local)?;
+        hive_runtime::grpc::dial(url, tls.as_ref())
+            .map_err(|e| Failure::Local(format!("bad {} URL: {e}; {}", self.what, self.fix)))?
             .connect_timeout(Duration::from_secs(3))
             .connect()
             .await
-            .map_err(|e| Failure::Status(Status::unavailable(format!("{uri}: {}", causes(&e)))))
+            .map_err(|e| {
+                let hint = match tls {
+                    Some(_) => "",
+                    None => {
+                        " (if it serves TLS, give https:// with --tls-cert, --tls-key and --tls-ca)"
+                    }
+                };
+                Failure::Status(Status::unavailable(format!("{url}: {}{hint}", causes(&e))))
+            })
     }
 
     /// A Control client for this daemon, sending its cookie over TCP.
@@ -235,6 +249,14 @@ impl Target {
     /// no message) is the wrong daemon.
     pub fn explain(&self, failure: Failure) -> Failure {
         match failure {
+            Failure::Status(s) if self.plaintext_refused(&s) => {
+                Failure::Status(Status::unavailable(format!(
+                    "{} closed the connection ({}): if it serves TLS, give https:// \
+                     with --tls-cert, --tls-key and --tls-ca",
+                    self.url(),
+                    s.message()
+                )))
+            }
             Failure::Status(s) if s.code() == Code::Unimplemented => {
                 Failure::Status(Status::unimplemented(format!(
                     "{} is not a hive {} (it is {}?); {}",
@@ -255,6 +277,27 @@ impl Target {
             other => other,
         }
     }
+}
+
+impl Target {
+    /// Whether a plaintext call failed in the transport, as one to a TLS
+    /// port does (the server closes the connection at its first bytes).
+    fn plaintext_refused(&self, s: &Status) -> bool {
+        let transport = std::error::Error::source(s)
+            .is_some_and(|e| e.downcast_ref::<tonic::transport::Error>().is_some());
+        matches!(self.tls, Ok(None))
+            && self.socket.is_none()
+            && transport
+            && matches!(
+                s.code(),
+                Code::Unknown | Code::Cancelled | Code::Unavailable
+            )
+    }
+}
+
+/// The TLS --tls-* asks for; an error names the flag to fix.
+fn tls(cli: &Cli) -> Result<Option<Tls>, String> {
+    cli.tls.load().map_err(|e| e.to_string())
 }
 
 /// The tracker replicas the daemon `peer` may use, the one it uses first,

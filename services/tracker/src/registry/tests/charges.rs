@@ -42,6 +42,7 @@ fn one_address_fills_its_quota_not_the_catalog_and_gets_it_back() {
     let refused = reg.register(
         Caller::New {
             addr: "10.0.0.1:3".into(),
+            member: None,
         },
         vec![seeding(&ms[3])],
         t0,
@@ -92,6 +93,7 @@ fn manifest_bytes_are_charged_per_address() {
     let refused = reg.register(
         Caller::New {
             addr: "10.0.0.1:2".into(),
+            member: None,
         },
         vec![seeding(&y)],
         t0,

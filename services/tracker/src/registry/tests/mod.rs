@@ -48,7 +48,10 @@ fn name(s: &str) -> FileName {
 fn join(reg: &mut Registry, addr: &str, offers: Vec<Offer>, now: Instant) -> Credentials {
     let out = reg
         .register(
-            Caller::New { addr: addr.into() },
+            Caller::New {
+                addr: addr.into(),
+                member: None,
+            },
             offers,
             now,
             &mut Vec::new(),

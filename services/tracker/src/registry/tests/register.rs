@@ -18,6 +18,7 @@ fn conflicting_content_is_refused_and_nothing_changes() {
         .register(
             Caller::New {
                 addr: "10.0.0.2:1".into(),
+                member: None,
             },
             vec![seeding(&fresh), seeding(&other)],
             now,
@@ -117,6 +118,7 @@ fn quota_is_enforced_without_side_effects() {
         .register(
             Caller::New {
                 addr: "10.0.0.1:1".into(),
+                member: None,
             },
             files.iter().map(seeding).collect(),
             now,
@@ -166,6 +168,7 @@ fn the_catalog_has_a_size_limit() {
     let err = reg.register(
         Caller::New {
             addr: "10.0.0.2:1".into(),
+            member: None,
         },
         vec![seeding(&files[2])],
         now,
@@ -194,7 +197,10 @@ fn the_catalog_has_a_byte_budget() {
     }
 
     // A new file, or a new holder of a known one, would pass the budget.
-    let new = |addr: &str| Caller::New { addr: addr.into() };
+    let new = |addr: &str| Caller::New {
+        addr: addr.into(),
+        member: None,
+    };
     let mut changes = Vec::new();
     assert!(quota(reg.register(
         new("10.0.0.2:1"),

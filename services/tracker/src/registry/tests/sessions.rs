@@ -124,6 +124,7 @@ fn restore_brings_back_unconfirmed_holders() {
         .register(
             Caller::New {
                 addr: "10.0.0.1:1".into(),
+                member: None,
             },
             vec![seeding(&m)],
             now,
