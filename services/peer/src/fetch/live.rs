@@ -18,7 +18,7 @@ use super::{
     engine::Engine,
     origins::Origins,
     partfile::PartFile,
-    request::Failure,
+    request::{Decline, Failure},
     traits::{Holders, Locator, Sink},
 };
 use crate::{
@@ -92,12 +92,20 @@ fn failure(status: Status) -> Failure {
         Code::DataLoss => Failure::Withdrawn,
         Code::ResourceExhausted => Failure::Busy,
         // Only asked with may_decline; the details name the chunks to ask
-        // for instead (none if they do not parse: it is a hint).
+        // for instead and whether the holder is in its first pass (none, and
+        // not, if they do not parse: they are hints).
         Code::FailedPrecondition => {
-            let least_sent = <pb::Declined as prost::Message>::decode(status.details())
-                .map(|d| d.least_sent)
-                .unwrap_or_default();
-            Failure::Declined(least_sent.into_iter().filter_map(ChunkIndex::new).collect())
+            let details =
+                <pb::Declined as prost::Message>::decode(status.details()).unwrap_or_default();
+            let hints: Vec<_> = details
+                .least_sent
+                .into_iter()
+                .filter_map(ChunkIndex::new)
+                .collect();
+            Failure::Declined(Decline {
+                first_pass: !hints.is_empty() && details.least_count == 0,
+                hints,
+            })
         }
         // A message over our size limit, or a holder disagreeing about the
         // file's layout: the holder is wrong.
@@ -155,23 +163,38 @@ mod tests {
         assert!(matches!(failed(Code::NotFound), Failure::Lacks));
         assert!(matches!(failed(Code::DataLoss), Failure::Withdrawn));
         assert!(matches!(failed(Code::ResourceExhausted), Failure::Busy));
-        assert!(matches!(failed(Code::FailedPrecondition), Failure::Declined(h) if h.is_empty()));
+        assert!(matches!(
+            failed(Code::FailedPrecondition),
+            Failure::Declined(d) if d == Default::default()
+        ));
         let details = prost::Message::encode_to_vec(&hive::pb::peer::Declined {
             least_sent: vec![3, 0, 9],
+            least_count: 0,
         });
         let declined = failure(Status::with_details(
             Code::FailedPrecondition,
             "sent already",
             details.into(),
         ));
-        let Failure::Declined(hints) = declined else {
+        let Failure::Declined(decline) = declined else {
             panic!("a decline with hints: {declined:?}");
         };
         assert_eq!(
-            hints.iter().map(|c| c.get()).collect::<Vec<_>>(),
+            decline.hints.iter().map(|c| c.get()).collect::<Vec<_>>(),
             [3, 9],
             "chunk 0 is no chunk"
         );
+        assert!(decline.first_pass, "least_count 0: still in its first pass");
+        let details = prost::Message::encode_to_vec(&hive::pb::peer::Declined {
+            least_sent: vec![3],
+            least_count: 1,
+        });
+        let declined = failure(Status::with_details(
+            Code::FailedPrecondition,
+            "sent already",
+            details.into(),
+        ));
+        assert!(matches!(declined, Failure::Declined(d) if !d.first_pass));
         assert!(matches!(failed(Code::OutOfRange), Failure::Bad(_)));
         assert!(matches!(failed(Code::InvalidArgument), Failure::Bad(_)));
         assert!(matches!(failed(Code::Unavailable), Failure::Unreachable(_)));

@@ -27,8 +27,8 @@ pub enum Failure {
     /// The holder is too busy right now.
     Busy,
     /// The holder sends other chunks first (super-seeding: it has sent this
-    /// one more often than these, which it names).
-    Declined(Vec<ChunkIndex>),
+    /// one more often than the ones it names).
+    Declined(Decline),
     /// The holder could not be reached, or the stream broke.
     Unreachable(String),
     /// No complete chunk within the deadline.
@@ -41,6 +41,15 @@ pub enum Failure {
 pub struct Outcome {
     pub result: Result<(), Failure>,
     pub received: u64,
+}
+
+/// A super-seeding holder's decline.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Decline {
+    /// Some of the chunks it has sent least: worth asking it for instead.
+    pub hints: Vec<ChunkIndex>,
+    /// Whether it was still sending some chunk for the first time.
+    pub first_pass: bool,
 }
 
 /// Fetches `chunk` from the holder behind `conn` (which, if `may_decline`,

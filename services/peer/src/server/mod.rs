@@ -200,9 +200,15 @@ impl ChunkServer {
         );
         match verdict {
             Verdict::Serve => Ok(()),
-            Verdict::Decline(least_sent) => {
+            Verdict::Decline {
+                least_sent,
+                least_count,
+            } => {
                 self.counters.add_upload_declined();
-                let details = prost::Message::encode_to_vec(&pb::Declined { least_sent });
+                let details = prost::Message::encode_to_vec(&pb::Declined {
+                    least_sent,
+                    least_count,
+                });
                 Err(Status::with_details(
                     tonic::Code::FailedPrecondition,
                     format!(

@@ -34,8 +34,12 @@ pub const HINTS: usize = 8;
 pub enum Verdict {
     /// Send it (and it has been counted).
     Serve,
-    /// Decline it; these chunks were sent least.
-    Decline(Vec<u32>),
+    /// Decline it: `least_sent` are some of the chunks sent least, each
+    /// `least_count` times.
+    Decline {
+        least_sent: Vec<u32>,
+        least_count: u32,
+    },
 }
 
 /// How often each chunk of each complete file was sent.
@@ -116,7 +120,10 @@ impl Tally {
             return Verdict::Serve;
         }
         if may_decline && counts.sent[i] > counts.least {
-            return Verdict::Decline(counts.hints(i));
+            return Verdict::Decline {
+                least_sent: counts.hints(i),
+                least_count: counts.least,
+            };
         }
         counts.count(i);
         Verdict::Serve
@@ -155,7 +162,11 @@ mod tests {
         let t = Tally::default();
         let now = Instant::now();
         assert_eq!(t.decide(&name(), (d(), 4), c(2), true, now), Verdict::Serve);
-        let Verdict::Decline(mut hints) = t.decide(&name(), (d(), 4), c(2), true, now) else {
+        let Verdict::Decline {
+            least_sent: mut hints,
+            least_count: 0,
+        } = t.decide(&name(), (d(), 4), c(2), true, now)
+        else {
             panic!("a second copy of chunk 2 while 1, 3 and 4 are unsent must be declined");
         };
         hints.sort_unstable();
@@ -167,7 +178,7 @@ mod tests {
         assert_eq!(t.decide(&name(), (d(), 4), c(2), true, now), Verdict::Serve);
         assert!(matches!(
             t.decide(&name(), (d(), 4), c(2), true, now),
-            Verdict::Decline(_)
+            Verdict::Decline { least_count: 1, .. }
         ));
     }
 
@@ -187,7 +198,10 @@ mod tests {
         );
         assert_eq!(
             t.decide(&name(), (d(), 2), c(1), true, now),
-            Verdict::Decline(vec![2])
+            Verdict::Decline {
+                least_sent: vec![2],
+                least_count: 0
+            }
         );
     }
 
@@ -200,7 +214,10 @@ mod tests {
             t.decide(&name(), (d(), 100), c(50), true, now),
             Verdict::Serve
         );
-        let Verdict::Decline(hints) = t.decide(&name(), (d(), 100), c(50), true, now) else {
+        let Verdict::Decline {
+            least_sent: hints, ..
+        } = t.decide(&name(), (d(), 100), c(50), true, now)
+        else {
             panic!("declined expected");
         };
         assert_eq!(hints.len(), HINTS);

@@ -20,7 +20,7 @@ use super::{Engine, Settings, Swarm};
 use crate::{
     error::PeerError,
     fetch::{
-        request::Failure,
+        request::{Decline, Failure},
         traits::{Holders, Locator, Sink},
     },
     metrics::Counters,
@@ -292,9 +292,15 @@ impl Holders for FakeHolders {
             )
         });
         let declined = match verdict {
-            Some(Verdict::Decline(hints)) => {
+            Some(Verdict::Decline {
+                least_sent,
+                least_count,
+            }) => {
                 lock(&self.log).declined.push((addr.clone(), c));
-                Some(hints.into_iter().filter_map(ChunkIndex::new).collect())
+                Some(Decline {
+                    hints: least_sent.into_iter().filter_map(ChunkIndex::new).collect(),
+                    first_pass: least_count == 0,
+                })
             }
             _ => None,
         };
@@ -303,8 +309,8 @@ impl Holders for FakeHolders {
         let log = self.log.clone();
         lock(&log).asked.push((addr.clone(), c, Instant::now()));
         async move {
-            if let Some(hints) = declined {
-                return Err(Failure::Declined(hints));
+            if let Some(decline) = declined {
+                return Err(Failure::Declined(decline));
             }
             let mut pending = Pending {
                 log,

@@ -40,6 +40,9 @@ pub(super) struct HolderState<C> {
     /// The chunks it named as sent least when it last declined: asked of it
     /// first.
     pub(super) hints: Vec<ChunkIndex>,
+    /// Whether, at its last decline, it was still sending some chunk for
+    /// the first time (then it is probed for fresh hints when idle).
+    pub(super) first_pass: bool,
 }
 
 impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
@@ -67,6 +70,7 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
             declined: ChunkSet::empty(self.manifest.chunk_count()),
             declined_at: Instant::now(),
             hints: Vec::new(),
+            first_pass: false,
         });
     }
 
@@ -99,11 +103,12 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
             Failure::Withdrawn => {
                 self.holders[i].chunks.remove(chunk);
             }
-            Failure::Declined(hints) => {
+            Failure::Declined(decline) => {
                 let h = &mut self.holders[i];
                 h.declined.insert(chunk);
                 h.declined_at = Instant::now();
-                h.hints = hints;
+                h.hints = decline.hints;
+                h.first_pass = decline.first_pass;
                 // Someone else has it: a fresh Locate says who.
                 self.fresh = true;
                 debug!(target: "hive_peer::timeline", from = %addr, chunk = chunk.get(), "chunk declined");

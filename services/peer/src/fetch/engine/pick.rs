@@ -6,9 +6,17 @@
 //! hints are asked of it first, and a chunk it declined is asked of it again
 //! only when no other source here has it and a Locate since the decline
 //! found none, and then without `may_decline`. Every other request may be
-//! declined, the end-game's second copies too.
+//! declined, the end-game's second copies too. A holder still in its first
+//! pass (its last decline said some chunk was unsent) left with only
+//! declined chunks and nothing in flight is asked again, as it may decline,
+//! for one that others have, 50 ms after its last decline: for fresh hints.
+//! After its first pass it is not: such a probe would be served as a
+//! duplicate.
+
+use std::time::Duration;
 
 use hive::ChunkIndex;
+use tokio::time::Instant;
 
 use super::Engine;
 use crate::fetch::{
@@ -16,6 +24,12 @@ use crate::fetch::{
     traits::{Holders, Locator, Sink},
 };
 
+/// A holder in its first pass with nothing but declined chunks to ask and
+/// nothing in flight is asked for one again, as it may decline, this long
+/// after its last decline: the answer is the chunk (if it is now among its
+/// least sent) or fresh hints. Without it a super-seeding holder idles while
+/// its last unsent chunks wait for someone to ask.
+pub(super) const PROBE_AFTER: Duration = Duration::from_millis(50);
 /// At most this many holders fetch the same chunk in the end-game.
 const MAX_COPIES: usize = 2;
 /// A download keeps at most this many chunk bytes in flight over all its
@@ -82,7 +96,7 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
         if let Some(&chunk) = h.hints.iter().find(|&&c| unrequested(c)) {
             return Some((chunk, true));
         }
-        let mut declined = None;
+        let (mut declined, mut probe) = (None, None);
         for &(_, _, c) in &self.pending {
             if !h.chunks.contains(c) {
                 continue;
@@ -90,12 +104,24 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
             if !h.declined.contains(c) {
                 return Some((c, true));
             }
-            if declined.is_none() && h.declined_at < self.answered_at && !self.elsewhere(i, c) {
+            if declined.is_some() && probe.is_some() {
+                continue;
+            }
+            if self.elsewhere(i, c) {
+                probe = probe.or(Some(c));
+            } else if declined.is_none() && h.declined_at < self.answered_at {
                 declined = Some(c);
             }
         }
         if let Some(chunk) = declined {
             return Some((chunk, false));
+        }
+        if let Some(chunk) = probe
+            && h.first_pass
+            && h.inflight == 0
+            && h.declined_at + PROBE_AFTER <= Instant::now()
+        {
+            return Some((chunk, true));
         }
         if !self.pending.is_empty() {
             return None;

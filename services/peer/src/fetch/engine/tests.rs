@@ -402,3 +402,60 @@ async fn fresh_holdings_are_seen_within_a_fraction_of_a_second() {
         "{calls} Locates in {took:?}"
     );
 }
+
+/// The seeder is asked for chunks 1, 2 and 3 at once, with 1 and 2 sent
+/// `before` and 3 never; it declines 1 and 2, sends 3, and `peer:1`, listed
+/// just after the start, holds 1 and 2 and sends them slowly. Returns how
+/// often the seeder was asked for 1 or 2, and when after their declines.
+async fn probe_world(before: &[u32]) -> (usize, Vec<Duration>) {
+    let mut w = World::new(3);
+    w.settings.per_holder = 4;
+    w.holder("seed:1", w.full(), &[Serve::Good]);
+    w.holders.super_seed("seed:1");
+    w.holders.sent_before("seed:1", before);
+    w.tracker
+        .list("peer:1", set(3, &[1, 2]), Duration::from_millis(1));
+    w.holders
+        .script("peer:1", &[Serve::Slow(Duration::from_secs(1))]);
+    // 1 and 2 are asked first, 3 last.
+    w.tracker.counts = Some(vec![1, 1, 9]);
+    let mut engine = w.engine(w.none());
+    w.run(&mut engine).await.expect("the download completes");
+    w.assert_complete();
+    let log = w.log();
+    assert_eq!(log.declined.len(), 2, "{:?}", log.declined);
+    let asked: Vec<_> = log
+        .asked
+        .iter()
+        .filter(|(a, c, _)| a == "seed:1" && c.get() != 3)
+        .map(|(_, _, at)| *at)
+        .collect();
+    let first = asked[0];
+    let later = asked[2..].iter().map(|at| *at - first).collect();
+    (asked.len(), later)
+}
+
+/// In its first pass (some chunk unsent when it declined), a seeder left
+/// with only declined chunks that others hold is asked again, as it may
+/// decline, once PROBE_AFTER has passed: for the chunk or fresh hints.
+#[tokio::test(start_paused = true)]
+async fn an_idle_seeder_in_its_first_pass_is_probed_for_fresh_hints() {
+    // Chunks 1 and 2 sent once, 3 never: the declines say least_count 0.
+    let (asked, probes) = probe_world(&[1, 2]).await;
+    assert!(asked > 2, "1 and 2 once each, then a probe: {asked}");
+    assert!(
+        probes
+            .iter()
+            .all(|&after| after >= super::pick::PROBE_AFTER),
+        "{probes:?}"
+    );
+}
+
+/// After its first pass (every chunk sent once when it declined), the same
+/// seeder is not probed: a probe would be served as a duplicate.
+#[tokio::test(start_paused = true)]
+async fn a_seeder_past_its_first_pass_is_not_probed() {
+    // Chunks 1 and 2 sent twice, 3 once: the declines say least_count 1.
+    let (asked, probes) = probe_world(&[1, 2, 3, 1, 2]).await;
+    assert_eq!(asked, 2, "1 and 2 once each, no probe: {probes:?}");
+}
