@@ -9,21 +9,15 @@ mod common;
 
 use std::net::SocketAddr;
 
+use common::web;
 use common::*;
-use reqwest::{Client, Method, Response, StatusCode, redirect::Policy};
+use reqwest::{Client, Method, Response, StatusCode};
 use serde_json::{Value, json};
 
 /// 3 MiB in 64 KiB chunks: 48 chunks.
 const SIZE: usize = 3 << 20;
 const CHUNK: &str = "64KiB";
 const CHUNKS: u64 = 48;
-
-fn client() -> Client {
-    Client::builder()
-        .redirect(Policy::none())
-        .build()
-        .expect("HTTP client")
-}
 
 /// A web UI at `addr`, with its CSRF token once asked for.
 struct Ui {
@@ -34,16 +28,9 @@ struct Ui {
 
 impl Ui {
     async fn new(addr: SocketAddr) -> Self {
-        let http = client();
+        let http = web::client();
         let base = format!("http://{addr}");
-        let status: Value = http
-            .get(format!("{base}/api/v1/status"))
-            .send()
-            .await
-            .expect("GET status")
-            .json()
-            .await
-            .expect("status JSON");
+        let status = web::get_json(&http, &format!("{base}/api/v1/status")).await;
         let csrf = status["csrf"].as_str().expect("csrf").to_owned();
         assert_eq!(csrf.len(), 64);
         Self { base, http, csrf }
@@ -452,7 +439,7 @@ async fn off_loopback_the_cookie_is_required() {
         let peer = TestPeer::start_with(&tracker.url(), &[], &["--web", "0.0.0.0:0"]).await;
         let port = peer.web.unwrap().port();
         let base = format!("http://127.0.0.1:{port}");
-        let http = client();
+        let http = web::client();
         let cookie = std::fs::read_to_string(peer.cookie()).expect("the cookie");
 
         let bare = http
