@@ -14,6 +14,7 @@
 //! - [`shutdown`]: the daemons' Ctrl-C / SIGTERM handling.
 //! - [`config_file`]: `--config PATH`, the daemons' settings from a TOML file
 //!   (flags and `HIVE_*` variables override it).
+//! - [`web`]: presentation shared by the peer's and the tracker's web pages.
 #![forbid(unsafe_code)]
 
 pub mod config_file;
@@ -22,3 +23,4 @@ pub mod metrics;
 pub mod shutdown;
 pub mod task;
 pub mod telemetry;
+pub mod web;
