@@ -565,3 +565,42 @@ async fn pages_render_with_escaped_names() {
     })
     .await;
 }
+
+/// The transfers page asks the tracker for its files to pick from; a
+/// tracker that does not answer (stopped with SIGSTOP, its connections open)
+/// costs the page that list and a note saying so, not its answer.
+#[tokio::test]
+async fn a_stalled_tracker_leaves_the_transfers_page_without_its_list() {
+    within(120, async {
+        let tracker = TestTracker::start().await;
+        let data = data(200_000, 5);
+        let _seed = seeder(&tracker, &[("listed.bin", &data)]).await;
+        let peer = web_peer(&tracker, &[]).await;
+        let ui = Ui::new(peer.web.unwrap()).await;
+        const NOTE: &str = r#"id="tracker-files-missing""#;
+
+        let html = ui.get("/").await.text().await.unwrap();
+        assert!(html.contains(r#"<option value="listed.bin">"#), "{html}");
+        assert!(!html.contains(NOTE));
+
+        tracker.daemon.signal("STOP");
+        let asked = tokio::time::Instant::now();
+        let page = within(20, ui.get("/")).await;
+        let waited = asked.elapsed();
+        assert_eq!(page.status(), StatusCode::OK);
+        let html = page.text().await.unwrap();
+        tracker.daemon.signal("CONT");
+        assert!(
+            waited < std::time::Duration::from_secs(10),
+            "the page waited {waited:?} for the tracker"
+        );
+        assert!(html.contains(NOTE), "{html}");
+        assert!(!html.contains(r#"<option value="listed.bin">"#));
+        assert!(
+            html.contains(r#"<form id="fetch""#),
+            "the form still works by name"
+        );
+        assert!(html.contains(r#"id="transfers""#));
+    })
+    .await;
+}
