@@ -2,12 +2,13 @@
 # hive's main job, on loopback: builds the binaries, starts a tracker and
 # three peers with generated files, plays the seed's scenario with peerctl,
 # then a whole-file swarm fetch, and stops everything it started. client3
-# serves the web UI on loopback (its URL is printed); with --keep (or
-# KEEP=1) the swarm stays up at the end until Ctrl-C, to look around in it.
+# serves the peer web UI and the tracker its swarm page, both on loopback
+# (their URLs are printed); with --keep (or KEEP=1) the swarm and both pages
+# stay up at the end until Ctrl-C, to look around in them.
 #
 #   scripts/demo.sh            # release build (the first build takes a few minutes)
 #   HIVE_PROFILE=debug scripts/demo.sh
-#   scripts/demo.sh --keep     # then leave the swarm and the web UI up
+#   scripts/demo.sh --keep     # then leave the swarm and both web pages up
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,9 +51,9 @@ echo "client3  $L3 (shares nothing yet)"
 
 step "web UIs (open them while the demo runs; --keep leaves them up)"
 WEB3=$(wait_line "$WORK/client3.out" "web UI listening on")
-echo "client3's web UI: $WEB3"
-TWEB=$(wait_line "$WORK/tracker.out" "web UI listening on")
-echo "the tracker's swarm page: $TWEB"
+WEBT=$(wait_line "$WORK/tracker.out" "web UI listening on")
+echo "client3's web UI:          $WEB3"
+echo "the tracker's swarm page:  $WEBT"
 export HIVE_TRACKER="http://$TRACKER"
 ctl() { local peer=$1; shift; "$BIN/peerctl" --control "$peer" "$@"; }
 
@@ -100,7 +101,7 @@ ctl "$C1" leave
 show "$BIN/peerctl" files
 
 if [[ $keep == 1 ]]; then
-  step "the swarm stays up: client3's web UI is at $WEB3, the tracker's page at $TWEB; Ctrl-C stops everything"
+  step "the swarm stays up (client3's web UI: $WEB3, the swarm page: $WEBT); Ctrl-C stops everything"
   nap=
   trap 'kill $nap 2>/dev/null; exit 0' INT TERM
   while :; do sleep 3600 & nap=$!; wait "$nap"; done

@@ -33,7 +33,7 @@ start_tracker() {
   "$BIN/tracker" --listen 127.0.0.1:0 --data-dir "$WORK/$name-data" "$@" \
     >"$WORK/$name.out" 2>"$WORK/$name.log" &
   HIVE_PIDS+=($!)
-  TRACKER=$(wait_line "$WORK/$name.out" "listening on")
+  TRACKER=$(wait_line "$WORK/$name.out" "^listening on")
 }
 
 # start_peer NAME DIR [ARGS...]: sets PEER_LISTEN and PEER_CONTROL (the
@@ -46,7 +46,7 @@ start_peer() {
   "$BIN/peer" --tracker "${TRACKER_SCHEME:-http}://$TRACKER" --listen 127.0.0.1:0 --dir "$dir" "$@" \
     >"$WORK/$name.out" 2>"$WORK/$name.log" &
   HIVE_PIDS+=($!)
-  PEER_LISTEN=$(wait_line "$WORK/$name.out" "listening on")
+  PEER_LISTEN=$(wait_line "$WORK/$name.out" "^listening on")
   PEER_CONTROL=$(wait_line "$WORK/$name.out" "control on")
   local i
   for ((i = 0; i < 600; i++)); do

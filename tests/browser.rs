@@ -40,7 +40,7 @@ async fn a_fetch_started_in_the_browser_fills_in_and_shows_on_the_tracker() {
 
 async fn scenario(webdriver: &str) {
     let tracker = TestTracker::start_with(&["--in-memory", "--web", "127.0.0.1:0"]).await;
-    let tracker_web = web_url(&tracker.daemon).await;
+    let tracker_web = web::logged_web_url(&tracker.daemon).await;
     let data = data(SIZE, 19);
     let _seeder = TestPeer::start(&tracker, &[(FILE, &data)]).await;
     let peer = TestPeer::start_with(
@@ -49,7 +49,7 @@ async fn scenario(webdriver: &str) {
         &["--web", "127.0.0.1:0", "--max-download-rate", RATE],
     )
     .await;
-    let peer_web = web_url(&peer.daemon).await;
+    let peer_web = web::logged_web_url(&peer.daemon).await;
     let browser = Browser::connect(webdriver).await;
 
     // Start the fetch from the page's form.
@@ -151,25 +151,6 @@ async fn scenario(webdriver: &str) {
         .close()
         .await
         .expect("close the browser");
-}
-
-/// A daemon's web address, from its log line `web UI listening on http://ADDR/`.
-async fn web_url(daemon: &Daemon) -> String {
-    const LINE: &str = "web UI listening on http://";
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let log = daemon.log();
-        if let Some(at) = log.find(LINE) {
-            let rest = &log[at + LINE.len() - "http://".len()..];
-            let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
-            return rest[..end].to_owned();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no `{LINE}` line in the log:\n{log}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// `href` (as a page gives it) against `base` (`http://ADDR/`).

@@ -9,21 +9,15 @@ mod common;
 
 use std::net::SocketAddr;
 
+use common::web;
 use common::*;
-use reqwest::{Client, Method, Response, StatusCode, redirect::Policy};
+use reqwest::{Client, Method, Response, StatusCode};
 use serde_json::{Value, json};
 
 /// 3 MiB in 64 KiB chunks: 48 chunks.
 const SIZE: usize = 3 << 20;
 const CHUNK: &str = "64KiB";
 const CHUNKS: u64 = 48;
-
-fn client() -> Client {
-    Client::builder()
-        .redirect(Policy::none())
-        .build()
-        .expect("HTTP client")
-}
 
 /// A web UI at `addr`, with its CSRF token once asked for.
 struct Ui {
@@ -34,16 +28,9 @@ struct Ui {
 
 impl Ui {
     async fn new(addr: SocketAddr) -> Self {
-        let http = client();
+        let http = web::client();
         let base = format!("http://{addr}");
-        let status: Value = http
-            .get(format!("{base}/api/v1/status"))
-            .send()
-            .await
-            .expect("GET status")
-            .json()
-            .await
-            .expect("status JSON");
+        let status = web::get_json(&http, &format!("{base}/api/v1/status")).await;
         let csrf = status["csrf"].as_str().expect("csrf").to_owned();
         assert_eq!(csrf.len(), 64);
         Self { base, http, csrf }
@@ -452,7 +439,7 @@ async fn off_loopback_the_cookie_is_required() {
         let peer = TestPeer::start_with(&tracker.url(), &[], &["--web", "0.0.0.0:0"]).await;
         let port = peer.web.unwrap().port();
         let base = format!("http://127.0.0.1:{port}");
-        let http = client();
+        let http = web::client();
         let cookie = std::fs::read_to_string(peer.cookie()).expect("the cookie");
 
         let bare = http
@@ -575,6 +562,45 @@ async fn pages_render_with_escaped_names() {
         assert_eq!(missing.status(), StatusCode::NOT_FOUND);
         let js = ui.get("/assets/app.js").await;
         assert_eq!(js.headers()["content-type"], "text/javascript");
+    })
+    .await;
+}
+
+/// The transfers page asks the tracker for its files to pick from; a
+/// tracker that does not answer (stopped with SIGSTOP, its connections open)
+/// costs the page that list and a note saying so, not its answer.
+#[tokio::test]
+async fn a_stalled_tracker_leaves_the_transfers_page_without_its_list() {
+    within(120, async {
+        let tracker = TestTracker::start().await;
+        let data = data(200_000, 5);
+        let _seed = seeder(&tracker, &[("listed.bin", &data)]).await;
+        let peer = web_peer(&tracker, &[]).await;
+        let ui = Ui::new(peer.web.unwrap()).await;
+        const NOTE: &str = r#"id="tracker-files-missing""#;
+
+        let html = ui.get("/").await.text().await.unwrap();
+        assert!(html.contains(r#"<option value="listed.bin">"#), "{html}");
+        assert!(!html.contains(NOTE));
+
+        tracker.daemon.signal("STOP");
+        let asked = tokio::time::Instant::now();
+        let page = within(20, ui.get("/")).await;
+        let waited = asked.elapsed();
+        assert_eq!(page.status(), StatusCode::OK);
+        let html = page.text().await.unwrap();
+        tracker.daemon.signal("CONT");
+        assert!(
+            waited < std::time::Duration::from_secs(10),
+            "the page waited {waited:?} for the tracker"
+        );
+        assert!(html.contains(NOTE), "{html}");
+        assert!(!html.contains(r#"<option value="listed.bin">"#));
+        assert!(
+            html.contains(r#"<form id="fetch""#),
+            "the form still works by name"
+        );
+        assert!(html.contains(r#"id="transfers""#));
     })
     .await;
 }

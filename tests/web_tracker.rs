@@ -5,7 +5,11 @@
 //! are made through the catalog, reads go over HTTP and gRPC as a client
 //! would send them.
 
-use std::{future::Future, io::Write, net::SocketAddr, time::Duration};
+mod common;
+
+use std::{io::Write, net::SocketAddr};
+
+use common::{web, within};
 
 use hive::{
     ChunkSet, ChunkSize, FileName, Manifest,
@@ -16,25 +20,15 @@ use hive_tracker::{
     registry::{Caller, Offer, Registered},
 };
 use serde_json::Value;
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
-    sync::oneshot,
-};
+use tokio::{net::TcpListener, sync::oneshot};
 use tonic::transport::Channel;
-
-/// Runs `fut` under a timeout.
-async fn within<F: Future>(secs: u64, fut: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(secs), fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out after {secs} s"))
-}
 
 /// A tracker serving gRPC and its web side; stops on drop.
 struct Site {
     grpc: SocketAddr,
     web: SocketAddr,
     catalog: SharedCatalog,
+    http: reqwest::Client,
     _stop: oneshot::Sender<()>,
 }
 
@@ -62,31 +56,20 @@ impl Site {
             grpc: grpc_addr,
             web: web_addr,
             catalog,
+            http: web::client(),
             _stop: stop,
         }
     }
 
     /// `GET path`: the status and the body.
     async fn get(&self, path: &str) -> (u16, String) {
-        let mut s = TcpStream::connect(self.web).await.expect("connect");
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            self.web
-        );
-        s.write_all(request.as_bytes()).await.expect("send");
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw).await.expect("read");
-        let text = String::from_utf8(raw).expect("utf-8");
-        let (head, body) = text.split_once("\r\n\r\n").expect("a response");
-        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok());
-        (status.expect("a status"), body.to_owned())
+        let (status, body) = web::get_text(&self.http, &format!("http://{}{path}", self.web)).await;
+        (status.as_u16(), body)
     }
 
     /// `GET path`, which must answer 200 with JSON.
     async fn json(&self, path: &str) -> Value {
-        let (status, body) = self.get(path).await;
-        assert_eq!(status, 200, "{path}: {body}");
-        serde_json::from_str(&body).expect("json")
+        web::get_json(&self.http, &format!("http://{}{path}", self.web)).await
     }
 
     async fn grpc(&self) -> TrackerClient<Channel> {

@@ -15,6 +15,7 @@ pub mod rawh2;
 
 pub mod download;
 pub mod evil;
+pub mod web;
 
 use std::{
     future::Future,

@@ -16,6 +16,7 @@
 //!   on every port and dial; [`tls::certs`] makes the CA and members' certificates.
 //! - [`config_file`]: `--config PATH`, the daemons' settings from a TOML file
 //!   (flags and `HIVE_*` variables override it).
+//! - [`web`]: presentation shared by the peer's and the tracker's web pages.
 #![forbid(unsafe_code)]
 
 pub mod config_file;
@@ -25,3 +26,4 @@ pub mod shutdown;
 pub mod task;
 pub mod telemetry;
 pub mod tls;
+pub mod web;

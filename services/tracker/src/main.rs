@@ -26,7 +26,8 @@ struct Args {
 
     /// Serve the read-only swarm page and its JSON API (/api/v1/) on this
     /// address, e.g. 127.0.0.1:8080; port 0 picks a free port (the address
-    /// is logged as `web UI listening on http://ADDR/`). Off by default.
+    /// is printed on stdout as `web UI listening on http://ADDR/`). Off by
+    /// default.
     /// It shows every file name, peer address and request rate, so bind it
     /// to loopback unless everyone who can reach it may see them.
     #[arg(long, env = "HIVE_WEB", value_name = "ADDR")]

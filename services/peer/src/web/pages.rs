@@ -4,7 +4,7 @@
 //! place). Every name is escaped where it is written; the element names the
 //! browser test relies on are in docs/WEB.md.
 
-use std::fmt::Write as _;
+use std::{fmt::Write as _, time::Duration};
 
 use axum::{
     Form, Router,
@@ -14,6 +14,7 @@ use axum::{
     routing::{get, post},
 };
 use hive::pb::control as pb;
+use hive_runtime::web::byte_size;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 
@@ -30,6 +31,9 @@ const APP_JS: &str = include_str!("assets/app.js");
 const APP_CSS: &str = include_str!("assets/app.css");
 /// The tracker's files offered in the fetch form's list.
 const OFFERED: u32 = 500;
+/// How long the transfers page waits for that list: a slow tracker costs
+/// the page its list, never its answer.
+const OFFERED_WAIT: Duration = Duration::from_secs(2);
 
 type Page = Result<Response, PageError>;
 
@@ -111,27 +115,11 @@ fn hidden_csrf(csrf: &str) -> String {
     )
 }
 
-/// Bytes as people read them.
-pub fn human(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
-}
-
 fn cap(rate: u64) -> String {
     if rate == 0 {
         "none".into()
     } else {
-        format!("{}/s", human(rate))
+        format!("{}/s", byte_size(rate))
     }
 }
 
@@ -139,13 +127,20 @@ async fn transfers_page(State(web): State<Web>) -> Page {
     let ops = Ops(&web);
     let status = ops.status().await?;
     let list = ops.transfers().await?;
-    // The list to pick from is a convenience: a tracker that does not
-    // answer leaves it empty, not the page broken.
-    let offered = ops
-        .tracker_files(OFFERED, String::new())
+    // The list to pick from is a convenience: a tracker that fails or is
+    // slow leaves it empty (and the page says so), not the page hanging.
+    let offered = tokio::time::timeout(OFFERED_WAIT, ops.tracker_files(OFFERED, String::new()))
         .await
-        .map(|p| p.files)
-        .unwrap_or_default();
+        .ok()
+        .and_then(Result::ok)
+        .map(|p| p.files);
+    let unlisted = match offered {
+        Some(_) => "",
+        None => concat!(
+            r#"<p id="tracker-files-missing" class="empty">The tracker did not list its files "#,
+            "in time; type the name to fetch.</p>\n"
+        ),
+    };
     let csrf = web.guard.csrf();
     let mut main = String::new();
     let _ = write!(
@@ -158,8 +153,8 @@ Upload cap <span id="cap-up">{}</span>, download cap <span id="cap-down">{}</spa
 <label>Download cap <input name="down" placeholder="e.g. 50Mbit" size="12"></label>
 <button type="submit">Set caps</button></form></section>
 "#,
-        human(status.bytes_served),
-        human(status.bytes_fetched),
+        byte_size(status.bytes_served),
+        byte_size(status.bytes_fetched),
         cap(status.max_upload_rate),
         cap(status.max_download_rate),
         hidden_csrf(csrf),
@@ -171,15 +166,16 @@ Upload cap <span id="cap-up">{}</span>, download cap <span id="cap-down">{}</spa
 <input id="fetch-name" name="name" list="tracker-files" required placeholder="a file the tracker lists" autocomplete="off">
 <input name="max_rate" placeholder="max rate (optional)" size="14">
 <button id="fetch-submit" type="submit">Fetch</button></form>
-<datalist id="tracker-files">"#,
-        hidden_csrf(csrf)
+{}<datalist id="tracker-files">"#,
+        hidden_csrf(csrf),
+        unlisted
     );
-    for f in &offered {
+    for f in offered.iter().flatten() {
         let _ = write!(
             main,
             r#"<option value="{}">{}, {} holders</option>"#,
             esc(&f.name),
-            human(f.size),
+            byte_size(f.size),
             f.holder_count
         );
     }
@@ -233,8 +229,8 @@ fn transfer_html(t: &pb::Transfer, csrf: &str) -> String {
 </article>"#,
         done = t.chunks_done,
         max = t.chunk_count.max(1),
-        size = human(t.size),
-        rate = human(t.rate),
+        size = byte_size(t.size),
+        rate = byte_size(t.rate),
         eta = if t.eta_seconds > 0 {
             format!("{}s", t.eta_seconds)
         } else {
@@ -266,7 +262,7 @@ async fn files_page(State(web): State<Web>) -> Page {
 <td><form method="post" action="/files/{path}/unshare">{csrf}<button type="submit" data-action="unshare">Unshare</button></form></td></tr>"#,
             name = esc(&f.name),
             path = seg(&f.name),
-            size = human(f.size),
+            size = byte_size(f.size),
             held = f.chunks_held,
             count = f.chunk_count,
             csrf = hidden_csrf(csrf),
@@ -461,13 +457,5 @@ mod tests {
         // Running: pause applies, resume does not.
         assert!(html.contains(r#"data-action="pause">"#));
         assert!(html.contains(r#"data-action="resume" hidden>"#));
-    }
-
-    #[test]
-    fn sizes_read_as_people_write_them() {
-        assert_eq!(human(0), "0 B");
-        assert_eq!(human(1023), "1023 B");
-        assert_eq!(human(1536), "1.5 KiB");
-        assert_eq!(human(3 << 20), "3.0 MiB");
     }
 }

@@ -6,6 +6,7 @@ use axum::{
     extract::{Path, Query, State, rejection::QueryRejection},
     response::{IntoResponse, Response},
 };
+use hive_runtime::web::byte_size;
 use maud::{DOCTYPE, Markup, html};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
@@ -63,7 +64,7 @@ pub async fn files(
                     @let m = &f.view.manifest;
                     tr data-file=(m.name()) {
                         td { a href={ "/files/" (enc(m.name().as_str())) } { (m.name()) } }
-                        td.num { (bytes(m.size())) }
+                        td.num { (byte_size(m.size())) }
                         td.num { (m.chunk_count()) }
                         td.num { (f.view.holder_count) }
                         td { (meter(f.available, m.chunk_count())) }
@@ -93,8 +94,8 @@ pub async fn file(
     let body = html! {
         h1 { (m.name()) }
         dl.facts {
-            dt { "Size" } dd { (bytes(m.size())) }
-            dt { "Chunks" } dd { (m.chunk_count()) " × " (bytes(m.layout().chunk_size().get().into())) }
+            dt { "Size" } dd { (byte_size(m.size())) }
+            dt { "Chunks" } dd { (m.chunk_count()) " × " (byte_size(m.layout().chunk_size().get().into())) }
             dt { "Live holders" } dd { (found.holder_count) }
             dt { "Digest" } dd.digest { (m.digest()) }
         }
@@ -270,21 +271,6 @@ fn percent(part: u32, whole: u32) -> String {
     }
 }
 
-/// `n` bytes, in the largest binary unit that keeps it at least 1.
-fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    match unit {
-        0 => format!("{n} B"),
-        _ => format!("{value:.1} {}", UNITS[unit]),
-    }
-}
-
 /// `s` for a path segment or query value.
 fn enc(s: &str) -> String {
     utf8_percent_encode(s, NON_ALPHANUMERIC).to_string()
@@ -295,11 +281,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes_and_shares_read_well() {
-        assert_eq!(bytes(0), "0 B");
-        assert_eq!(bytes(1023), "1023 B");
-        assert_eq!(bytes(1024), "1.0 KiB");
-        assert_eq!(bytes(5 << 20), "5.0 MiB");
+    fn shares_and_names_read_well() {
         assert_eq!(percent(1, 3), "33 %");
         assert_eq!(percent(0, 0), "100 %");
         assert_eq!(enc("a b/ü"), "a%20b%2F%C3%BC");
