@@ -611,7 +611,7 @@ async fn peers_and_holders_page_in_id_order_over_live_sessions(b: Backend) {
     let s1 = join(c, 4001, vec![offer(&x, &[1, 2]), full(&y)]).await;
     let s2 = join(c, 4002, vec![full(&x)]).await;
     let s3 = join(c, 4003, vec![offer(&x, &[5])]).await;
-    let mut ids = vec![s1.reg.peer, s2.reg.peer, s3.reg.peer];
+    let mut ids = [s1.reg.peer, s2.reg.peer, s3.reg.peer];
     ids.sort();
 
     // Peers: two pages of two, in id order, each with its holdings.
