@@ -928,7 +928,85 @@ async fn two_replicas(b: Backend) {
             [1, 1, 0, 1]
         );
         other.leave(s.cred()).await.unwrap();
-        assert_eq!(holder_count(&b.catalog, "m").await, 0);
+        // A change through another replica shows within --locate-cache.
+        let left = tokio::time::Instant::now();
+        while holder_count(&b.catalog, "m").await != 0 {
+            assert!(
+                left.elapsed() < b.config.locate_cache + Duration::from_millis(500),
+                "the other replica still lists a holder that left"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
+/// A replica reuses a file's Locate answer for --locate-cache: holders it
+/// adds or drops show at once, a holder's chunks changing and any change
+/// through another replica within that period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_locate_cache_shows_own_changes_at_once_and_others_within_its_period() {
+    let keep = Duration::from_millis(400);
+    let config = Config {
+        locate_cache: keep,
+        ..config()
+    };
+    let Some(b) = shared(config).await else {
+        return;
+    };
+    within(60, async {
+        let (one, two) = (&b.catalog, &b.replica().await);
+        let n = name("m");
+        let m = manifest("m", 4096, 1);
+        let a = join(one, 4001, vec![full(&m)]).await;
+        let c = join(one, 4002, vec![offer(&m, &[1])]).await;
+        let read = tokio::time::Instant::now();
+        assert_eq!(two.locate(&n, 0).await.unwrap().chunk_holders, [2, 1, 1, 1]);
+        assert_eq!(one.locate(&n, 0).await.unwrap().chunk_holders, [2, 1, 1, 1]);
+        // Through `one`: a holder's chunks change (shown within the
+        // period), then a holder leaves (shown at once, with the chunks).
+        one.register_chunks(c.cred(), &n, &[2..=2], &[1..=1])
+            .await
+            .unwrap();
+        one.leave(a.cred()).await.unwrap();
+        let after = one.locate(&n, 0).await.unwrap();
+        assert_eq!(
+            (after.holder_count, after.chunk_holders),
+            (1, vec![0, 1, 0, 0])
+        );
+        // `two` answers from its kept answer while that is younger than
+        // the period (checked only when this machine was quick enough)...
+        let kept = two.locate(&n, 0).await.unwrap();
+        if read.elapsed() < keep {
+            assert_eq!(
+                (kept.holder_count, kept.chunk_holders),
+                (2, vec![2, 1, 1, 1])
+            );
+        }
+        // ...and sees the changes once it is past.
+        while two.locate(&n, 0).await.unwrap().holder_count != 1 {
+            assert!(
+                read.elapsed() < keep + Duration::from_millis(500),
+                "stale past the period"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(two.locate(&n, 0).await.unwrap().chunk_holders, [0, 1, 0, 0]);
+        // A holder's new chunks show within the period on its own replica.
+        let changed = tokio::time::Instant::now();
+        two.register_chunks(c.cred(), &n, &[3..=4], &[])
+            .await
+            .unwrap();
+        while two.locate(&n, 0).await.unwrap().chunk_holders != [0, 1, 1, 1] {
+            assert!(
+                changed.elapsed() < keep + Duration::from_millis(500),
+                "stale past the period"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // A Leave through it shows at once.
+        two.leave(c.cred()).await.unwrap();
+        assert_eq!(two.locate(&n, 0).await.unwrap().holder_count, 0);
     })
     .await;
 }

@@ -69,6 +69,12 @@ pub struct Config {
     #[arg(long, env = "HIVE_LOCATE_HOLDERS", default_value_t = 50)]
     pub locate_holders: usize,
 
+    /// With --store: how long a replica reuses a file's Locate answer (0s:
+    /// never). Changes made through another replica show up to this much
+    /// later; its own changes show at once.
+    #[arg(long, env = "HIVE_LOCATE_CACHE", default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub locate_cache: Duration,
+
     /// Requests per second from one source address (0: no limit). Beyond
     /// it, and the burst, requests get RESOURCE_EXHAUSTED.
     #[arg(long, env = "HIVE_IP_RATE", default_value_t = 1000.0)]

@@ -59,7 +59,9 @@ pub async fn connect(config: &Config) -> Result<SharedCatalog, ServeError> {
     match &config.store {
         Some(url) => {
             config.check().map_err(ServeError::Config)?;
-            let catalog = RedisCatalog::connect(url, config.limits()).await?;
+            let catalog = RedisCatalog::connect(url, config.limits())
+                .await?
+                .with_locate_cache(config.locate_cache);
             info!(store = %catalog.describe(), "shared catalog connected");
             Ok(Arc::new(catalog))
         }

@@ -102,6 +102,7 @@ impl RedisCatalog {
             limits,
             url: url.to_owned(),
             manifests: Mutex::new(HashMap::new()),
+            answers: super::answers::Answers::new(Duration::ZERO),
             scrubbed: Mutex::new(Instant::now()),
             broken: CancellationToken::new(),
         };

@@ -31,7 +31,10 @@
 //! holder count, a window of 2 × the holders it may answer of its records
 //! (from a random record on, wrapping; all of them when there are no
 //! more) and its count planes; then one `MGET` of the liveness keys of the
-//! records read. Plus one the first time a replica sees a manifest.
+//! records read. Plus one the first time a replica sees a manifest. None
+//! when the replica read the file less than `--locate-cache` ago (100 ms by
+//! default; see `answers.rs`): a hot file costs Redis about one Locate per
+//! replica and period, however many peers ask.
 //! RegisterChunk 2 (a script on the peer's slot: token, files-per-peer
 //! quota, the file added to its set; a script on the file's slot: new =
 //! (old ∪ add) ∖ remove, the record and the planes changed), plus one to
@@ -51,12 +54,17 @@
 //! drop that Leave, Withdraw, an eviction, the sweep and the scrub run)
 //! changes its record and the count planes together, in one script on the
 //! file's slot, so they never disagree, on a replica of Redis or after a
-//! failover either (a script's effects replicate as one transaction). The
-//! planes change by whole strings: the chunks gained and the chunks lost
-//! (two `BITOP`s of the old and new bitmaps) are added to and taken from
-//! the planes with a ripple-carry, two or three `BITOP`s per plane while
-//! anything carries (a handful for a RegisterChunk of a few chunks, about
-//! log2(holders) planes for a whole file). Locate decodes the planes and
+//! failover either (a script's effects replicate as one transaction). A
+//! RegisterChunk of up to 64 chunks on an existing record changes its bits
+//! with one `BITFIELD` (which answers the old ones, so only the chunks that
+//! really changed are counted) and carries those chunks up the planes with
+//! one `BITFIELD INCRBY u1` per plane while any carries: about three
+//! commands for one new chunk, against some forty `BITOP`s on scratch keys
+//! before. Larger changes, a new record and the drops change the planes by
+//! whole strings: the chunks gained and the chunks lost (two `BITOP`s of
+//! the old and new bitmaps) are added to and taken from the planes with a
+//! ripple-carry, two or three `BITOP`s per plane while anything carries
+//! (about log2(holders) planes for a whole file). Locate decodes the planes and
 //! takes off the dead holders it read; a dead holder it did not read (the
 //! file has more records than its window) stays counted until a sweep
 //! drops it, at most a sweep period (TTL / 10) after it expired.
@@ -66,9 +74,9 @@
 //! - Record ids are the 16 hex digits of the peer id (the keys' form), not
 //!   8 bytes: the scripts compare and write them without converting, for 8
 //!   bytes more per record.
-//! - The planes are ripple-carried with `BITOP` always, also for a change
-//!   of one chunk, instead of `GETBIT`/`SETBIT` per changed chunk: one code
-//!   path, and a change of one chunk stops after a plane or two anyway.
+//! - A small change carries per chunk with `BITFIELD` (all the carrying
+//!   chunks of a plane in one command), not `GETBIT`/`SETBIT` pairs per
+//!   chunk and plane; whole bitmaps still go through `BITOP`.
 //! - A heartbeat touches only the liveness key; the deadline set is
 //!   corrected by the sweeper's claim script (a due session whose liveness
 //!   key still exists is pushed back to its expiry), so Heartbeat is one
@@ -109,6 +117,7 @@
 //! - Stats count peers and files only (holdings and bytes would need a
 //!   scan of every file).
 
+mod answers;
 mod browse;
 mod conn;
 mod keys;
@@ -159,6 +168,8 @@ pub struct RedisCatalog {
     limits: Limits,
     url: String,
     manifests: Mutex<HashMap<FileName, Arc<Manifest>>>,
+    /// Locate's answers, kept for `--locate-cache`.
+    answers: answers::Answers,
     /// When this replica last scrubbed.
     scrubbed: Mutex<Instant>,
     broken: CancellationToken,
@@ -271,6 +282,13 @@ impl RedisCatalog {
         cache.get(name).cloned()
     }
 
+    /// Keeps Locate's answers for `keep` (see `--locate-cache`); zero, as
+    /// [`RedisCatalog::connect`] leaves it, keeps none.
+    pub fn with_locate_cache(mut self, keep: std::time::Duration) -> Self {
+        self.answers = answers::Answers::new(keep);
+        self
+    }
+
     /// A file's manifest and all its live holders; `None` if it is
     /// unknown. Reads every holder record (ListFiles).
     async fn view(
@@ -288,7 +306,10 @@ impl Catalog for RedisCatalog {
         caller: Caller,
         offers: Vec<Offer>,
     ) -> Result<Registered, ServiceError> {
-        self.register_impl(caller, offers).await
+        let names: Vec<FileName> = offers.iter().map(|o| o.manifest.name().clone()).collect();
+        let registered = self.register_impl(caller, offers).await;
+        self.answers.forget(&names);
+        registered
     }
 
     async fn register_chunks(
@@ -298,11 +319,19 @@ impl Catalog for RedisCatalog {
         add: &[RangeInclusive<u32>],
         remove: &[RangeInclusive<u32>],
     ) -> Result<u32, ServiceError> {
-        self.register_chunks_impl(cred, name, add, remove).await
+        let held = self.register_chunks_impl(cred, name, add, remove).await;
+        // A holder gained or lost shows at once; a holder's chunks within
+        // --locate-cache, like any change made through another replica.
+        if !matches!(held, Ok((_, true))) {
+            self.answers.forget([name]);
+        }
+        held.map(|(held, _)| held)
     }
 
     async fn withdraw(&self, cred: Credentials, name: &FileName) -> Result<(), ServiceError> {
-        self.withdraw_impl(cred, name).await
+        let withdrawn = self.withdraw_impl(cred, name).await;
+        self.answers.forget([name]);
+        withdrawn
     }
 
     async fn heartbeat(&self, cred: Credentials) -> Result<(), ServiceError> {
@@ -356,13 +385,28 @@ impl Catalog for RedisCatalog {
     async fn locate(&self, name: &FileName, want: usize) -> Result<Located, ServiceError> {
         let cap = rules::cap(want, self.limits.locate_holders);
         // Twice the holders it may return, so that coverage has a choice.
-        let sample = self
-            .sample(name, cap.saturating_mul(2).max(1))
-            .await?
-            .ok_or_else(|| RegistryError::UnknownFile(name.clone()))?;
+        let window = cap.saturating_mul(2).max(1);
+        let sample = match self.answers.get(name, window) {
+            Some(kept) => kept,
+            None => {
+                let ticket = self.answers.ticket();
+                let sample = Arc::new(
+                    self.sample(name, window)
+                        .await?
+                        .ok_or_else(|| RegistryError::UnknownFile(name.clone()))?,
+                );
+                self.answers.keep(name, ticket, window, sample.clone());
+                sample
+            }
+        };
         Ok(Located {
-            manifest: sample.manifest,
-            holders: rules::pick_holders(sample.live, cap, |h| h.chunks.as_ref(), |h| h.confirmed),
+            manifest: sample.manifest.clone(),
+            holders: rules::pick_holders(
+                sample.live.clone(),
+                cap,
+                |h| h.chunks.as_ref(),
+                |h| h.confirmed,
+            ),
             chunk_holders: sample.counts.iter().map(|&c| c.min(255) as u8).collect(),
             holder_count: sample.holder_count,
         })

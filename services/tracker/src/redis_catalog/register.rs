@@ -141,13 +141,15 @@ impl RedisCatalog {
         Ok(Registered { peer, token, addr })
     }
 
+    /// The chunks the caller now holds, and whether its holding stayed and
+    /// only its chunks changed.
     pub(super) async fn register_chunks_impl(
         &self,
         cred: Credentials,
         name: &FileName,
         add: &[RangeInclusive<u32>],
         remove: &[RangeInclusive<u32>],
-    ) -> Result<u32, ServiceError> {
+    ) -> Result<(u32, bool), ServiceError> {
         let keys = PeerKeys::new(cred.peer);
         let fk = FileKeys::new(name);
         for attempt in 0.. {
@@ -207,6 +209,7 @@ impl RedisCatalog {
             if why == "quota" {
                 rules::check_files_per_peer(&self.limits, self.limits.max_files_per_peer + 1)?;
             }
+            let lists = small_change(&add_set, &remove_set);
             let out: Vec<String> = match self
                 .run(
                     CHUNKS
@@ -215,7 +218,9 @@ impl RedisCatalog {
                         .arg(manifest.digest().as_bytes().as_slice())
                         .arg(&keys.id)
                         .arg(add_set.to_bitmap())
-                        .arg(remove_set.to_bitmap()),
+                        .arg(remove_set.to_bitmap())
+                        .arg(&lists.0)
+                        .arg(&lists.1),
                 )
                 .await
             {
@@ -236,7 +241,8 @@ impl RedisCatalog {
                         self.query::<i64>(redis::cmd("SREM").arg(&keys.f).arg(name.as_str()))
                             .await?;
                     }
-                    return Ok(held);
+                    let in_place = out.get(3).is_some_and(|s| s == "in place");
+                    return Ok((held, in_place));
                 }
                 Some("stale") if attempt == 0 => {
                     // Forgotten and registered again with other content:
@@ -440,4 +446,25 @@ impl RedisCatalog {
             .query::<i64>(redis::cmd("SREM").arg(&keys.f).arg(name.as_str()))
             .await;
     }
+}
+
+/// Chunks a RegisterChunk may change bit by bit (see [`CHUNKS`]); past it
+/// the script combines whole bitmaps.
+const SMALL_CHANGE: u32 = 64;
+
+/// The chunk positions of `add` and `remove` as the script's lists
+/// (decimal, space-separated) when the change is small and the two are
+/// disjoint; else two empty strings.
+fn small_change(add: &ChunkSet, remove: &ChunkSet) -> (String, String) {
+    let small = add.len() + remove.len() <= SMALL_CHANGE;
+    if !small || add.iter().any(|c| remove.contains(c)) {
+        return (String::new(), String::new());
+    }
+    let list = |set: &ChunkSet| {
+        set.iter()
+            .map(|c| c.position().to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    (list(add), list(remove))
 }

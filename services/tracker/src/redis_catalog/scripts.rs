@@ -79,6 +79,59 @@ local function ripple(p, carry, spare, sub)
   end
   redis.call('DEL', carry, spare)
 end
+-- The Redis bit offset (most significant first) of chunk position k in a
+-- bitmap (least significant first, as on the wire) from byte base on.
+local function bit_at(base, k)
+  return (base + math.floor(k / 8)) * 8 + 7 - k % 8
+end
+-- Adds d (1 or -1) to the counts of the chunks at Redis bit offsets offs
+-- of the planes: one BITFIELD INCRBY u1 per plane (wrapping), up the
+-- planes while any chunk carries (its bit wrapped to 0 when adding, to 1
+-- when taking away).
+local function carry(p, offs, d)
+  local j = 0
+  while #offs > 0 and j < MAX_PLANES do
+    local args = {p .. 'c' .. j, 'OVERFLOW', 'WRAP'}
+    for _, o in ipairs(offs) do
+      args[#args + 1] = 'INCRBY'; args[#args + 1] = 'u1'
+      args[#args + 1] = o; args[#args + 1] = d
+    end
+    local got = redis.call('BITFIELD', unpack(args))
+    local up = {}
+    for n, o in ipairs(offs) do
+      if got[n] == (d == 1 and 0 or 1) then up[#up + 1] = o end
+    end
+    offs, j = up, j + 1
+  end
+end
+-- Sets the chunks listed in adds and clears those in drops (positions,
+-- space-separated, disjoint) in the record bitmap from byte base of the
+-- records, with one BITFIELD that answers the old bits; carries the
+-- chunks that changed on the planes. Returns the chunks the record (len
+-- bytes) holds.
+local function flip(p, base, len, adds, drops)
+  local args, want, at = {p .. 'r'}, {}, {}
+  for _, lv in ipairs({{adds, 1}, {drops, 0}}) do
+    local v = lv[2]
+    for k in string.gmatch(lv[1], '%d+') do
+      k = tonumber(k)
+      args[#args + 1] = 'SET'; args[#args + 1] = 'u1'
+      args[#args + 1] = bit_at(base, k); args[#args + 1] = v
+      want[#want + 1] = v
+      at[#at + 1] = bit_at(0, k)
+    end
+  end
+  local olds = redis.call('BITFIELD', unpack(args))
+  local gained, lost = {}, {}
+  for n, v in ipairs(want) do
+    if olds[n] ~= v then
+      if v == 1 then gained[#gained + 1] = at[n] else lost[#lost + 1] = at[n] end
+    end
+  end
+  carry(p, gained, 1)
+  carry(p, lost, -1)
+  return redis.call('BITCOUNT', p .. 'r', base, base + len - 1)
+end
 -- id's holding (record index i or nil, bitmap old) becomes the bitmap new,
 -- or goes (new false): the record written, appended or swap-removed (the
 -- last record takes its place; records stay dense, 0..n-1 in x), the
@@ -276,11 +329,20 @@ return {'ok', created, hold(p, KEYS[1], rec, ARGV[5], i, old, new)}
 });
 
 /// KEYS: m, x. ARGV: digest the chunks were checked against, id, add
-/// bitmap, remove bitmap (both the file's length). new = (old | add) &
-/// ~remove; no chunk of a file with chunks drops the holding. Returns
-/// {'ok', chunks held, orphaned since or ''}, {'unknown'} or {'stale'}.
-/// The bits are combined and counted by BITOP and BITCOUNT on scratch
-/// keys of the file's slot, never in Lua.
+/// bitmap, remove bitmap (both the file's length), and the same two sets
+/// as lists of chunk positions (decimal, space-separated, disjoint) when
+/// the change is small, else ''. new = (old | add) & ~remove; no chunk of
+/// a file with chunks drops the holding. Returns {'ok', chunks held,
+/// orphaned since or '', and 'in place' when the holding stayed and only
+/// its chunks changed}, {'unknown'} or {'stale'}.
+///
+/// A small change to an existing record (the usual RegisterChunk: a few
+/// chunks just fetched) sets its bits with one BITFIELD on the records,
+/// which answers the old bits, and carries the chunks that changed up the
+/// count planes with one BITFIELD INCRBY per plane while any carries
+/// (about two commands a plane for a chunk's whole count). Otherwise the
+/// bits are combined and counted by BITOP and BITCOUNT on scratch keys of
+/// the file's slot, never in Lua.
 pub static CHUNKS: LazyLock<Script> = LazyLock::new(|| {
     file_script(
         r#"
@@ -289,6 +351,17 @@ if not v[1] then return {'unknown'} end
 if v[1] ~= ARGV[1] then return {'stale'} end
 local p = prefix(KEYS[1])
 local rec = tonumber(v[2])
+local small = ARGV[5] ~= '' or ARGV[6] ~= ''
+local at = small and redis.call('HGET', KEYS[2], ARGV[2])
+if at then
+  local i = tonumber(at)
+  local held = flip(p, i * rec + ID_LEN, rec - ID_LEN, ARGV[5], ARGV[6])
+  if held == 0 and #ARGV[3] > 0 then
+    -- Its bits are all clear now: the record goes, the planes as they are.
+    return {'ok', '0', hold(p, KEYS[1], rec, ARGV[2], i, string.rep('\0', rec - ID_LEN), false)}
+  end
+  return {'ok', tostring(held), '', 'in place'}
+end
 local i, old = record(p, rec, ARGV[2])
 local a, b = p .. 't1', p .. 't2'
 redis.call('SET', a, old)

@@ -24,8 +24,10 @@ impl RedisCatalog {
     /// Drops every holding of ended sessions and their index entries.
     pub(super) async fn clean_up(&self, ended: Vec<Claimed>) -> Result<(), ServiceError> {
         let mut tasks = tokio::task::JoinSet::new();
+        let mut changed = Vec::new();
         for (id, addr, token, files) in ended {
             for name in files {
+                changed.extend(FileName::new(name.clone()).ok());
                 let conn = self.conn.clone();
                 let id = id.clone();
                 tasks.spawn(async move { drop_holding(conn, &name, &id).await });
@@ -53,6 +55,7 @@ impl RedisCatalog {
                 result = Err(store_err(e));
             }
         }
+        self.answers.forget(&changed);
         result
     }
 
