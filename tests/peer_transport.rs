@@ -73,6 +73,7 @@ async fn zero_window_attack(peer: std::net::SocketAddr) -> (Attack, Vec<Stalling
             let msg = rawh2::grpc_message(&GetChunkRequest {
                 name: "big".into(),
                 chunk: 1 + (i % (FILE_BYTES / CHUNK_BYTES)) as u32,
+                ..Default::default()
             });
             let started = tokio::time::timeout(Duration::from_millis(300), h2.call(GET_CHUNK, msg));
             match started.await {

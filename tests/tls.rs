@@ -192,6 +192,7 @@ async fn members_download_over_tls_with_the_right_digest() {
             .get_chunk(GetChunkRequest {
                 name: "f.bin".into(),
                 chunk: 1,
+                ..Default::default()
             })
             .await;
         assert!(chunk.is_ok(), "{:?}", chunk.err());
@@ -257,6 +258,7 @@ async fn outsiders_are_refused_by_the_tracker_and_by_peers() {
                 .get_chunk(GetChunkRequest {
                     name: "f.bin".into(),
                     chunk: 1,
+                    ..Default::default()
                 })
                 .await
                 .expect_err(who);

@@ -85,6 +85,7 @@ impl Site {
     async fn join(&self, port: u16, offers: Vec<Offer>) -> Registered {
         let caller = Caller::New {
             addr: format!("10.0.0.1:{port}"),
+            member: None,
         };
         self.catalog
             .register(caller, offers)
@@ -464,6 +465,7 @@ async fn a_ten_thousand_peer_swarm_makes_small_pages() {
         for i in 0..10_000u32 {
             let caller = Caller::New {
                 addr: format!("10.{}.{}.1:4000", i / 250, i % 250),
+                member: None,
             };
             site.catalog
                 .register(caller, vec![full(&shared)])
