@@ -140,12 +140,13 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
             .map(|(c, _)| (*c, true))
     }
 
-    /// Whether a source other than holder `i` has `chunk`.
+    /// Whether a source other than holder `i` has `chunk` and has not
+    /// declined it: when every holder of a chunk has declined it, one of
+    /// them is insisted on, or the download would wait for it forever.
     fn elsewhere(&self, i: usize, chunk: ChunkIndex) -> bool {
-        self.holders
-            .iter()
-            .enumerate()
-            .any(|(j, h)| j != i && self.source(h) && h.chunks.contains(chunk))
+        self.holders.iter().enumerate().any(|(j, h)| {
+            j != i && self.source(h) && h.chunks.contains(chunk) && !h.declined.contains(chunk)
+        })
     }
 
     pub(super) fn start(&mut self, i: usize, chunk: ChunkIndex, may_decline: bool) {

@@ -372,6 +372,26 @@ async fn a_declined_chunk_nobody_else_has_is_insisted_on_after_a_locate() {
     );
 }
 
+/// Two super-seeding holders past their first pass both decline chunk 1
+/// (each sent it more often than the rest): once both have, one of them is
+/// insisted on after a Locate, and the download completes instead of waiting
+/// for a third source forever.
+#[tokio::test(start_paused = true)]
+async fn a_chunk_every_holder_declined_is_insisted_on() {
+    let w = World::new(3);
+    for seed in ["seed:1", "seed:2"] {
+        w.holder(seed, w.full(), &[Serve::Good]);
+        w.holders.super_seed(seed);
+        w.holders.sent_before(seed, &[1, 1, 2, 3]);
+    }
+    let mut engine = w.engine(w.none());
+    tokio::time::timeout(Duration::from_secs(60), w.run(&mut engine))
+        .await
+        .expect("chunk 1 is insisted on, not waited for")
+        .expect("the download completes");
+    w.assert_complete();
+}
+
 /// While another downloader's holdings grow, the tracker is asked every
 /// FRESH_LOCATE, so its new chunks are used within a fraction of a second,
 /// not at the next relocate interval (5 s here).
