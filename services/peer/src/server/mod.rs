@@ -87,8 +87,16 @@ impl Peer for ChunkServer {
         let name = wire::file_name("name", req.name).map_err(PeerError::from)?;
         // Checked first: a chunk not held is NOT_FOUND at once, never queued.
         let held = self.holdings.source(&name, req.chunk)?;
-        self.super_seed(&name, &held, req.may_decline)?;
-        let permit = self.slot(from).await?;
+        let counted = self.super_seed(&name, &held, req.may_decline)?;
+        let permit = match self.slot(from).await {
+            Ok(permit) => permit,
+            Err(e) => {
+                if counted {
+                    self.tally.uncount(&name, held.chunk);
+                }
+                return Err(e.into());
+            }
+        };
         // Then, with the slot held (the wait may be long): a file deleted or
         // replaced since it was hashed is retired, never served from the
         // descriptor still open; the descriptor is taken only after that.
@@ -175,20 +183,21 @@ impl Peer for ChunkServer {
 impl ChunkServer {
     /// Super-seeding ([`tally`]): a chunk of a file held whole is counted as
     /// sent, or declined if it was sent more often than others and the
-    /// requester may take another one.
+    /// requester may take another one. True when a send was counted (to be
+    /// taken back if the request gets no slot).
     fn super_seed(
         &self,
         name: &hive::FileName,
         held: &crate::holdings::ChunkSource,
         may_decline: bool,
-    ) -> Result<(), Status> {
+    ) -> Result<bool, Status> {
         let whole = self
             .holdings
             .holding(name)
             .is_some_and(|(_, have, _)| have.is_full());
         if !whole {
             self.tally.forget(name);
-            return Ok(());
+            return Ok(false);
         }
         let m = &held.manifest;
         let verdict = self.tally.decide(
@@ -199,7 +208,7 @@ impl ChunkServer {
             tokio::time::Instant::now(),
         );
         match verdict {
-            Verdict::Serve => Ok(()),
+            Verdict::Serve => Ok(true),
             Verdict::Decline {
                 least_sent,
                 least_count,

@@ -79,6 +79,20 @@ impl Counts {
         }
     }
 
+    /// Takes back one count of chunk `i` (a send that never happened).
+    fn uncount(&mut self, i: usize) {
+        if self.sent[i] == 0 {
+            return;
+        }
+        self.sent[i] -= 1;
+        if self.sent[i] < self.least {
+            self.least = self.sent[i];
+            self.at_least = 1;
+        } else if self.sent[i] == self.least {
+            self.at_least += 1;
+        }
+    }
+
     /// Up to [`HINTS`] chunks at the lowest count, other than `not`, from a
     /// random place on (so that requesters told at once get different ones).
     fn hints(&self, not: usize) -> Vec<u32> {
@@ -127,6 +141,18 @@ impl Tally {
         }
         counts.count(i);
         Verdict::Serve
+    }
+
+    /// Takes back a send of `chunk` that [`Tally::decide`] counted but that
+    /// never happened (the request got no upload slot): otherwise a flash
+    /// crowd's refused requests would mark chunks sent that never left.
+    pub fn uncount(&self, name: &FileName, chunk: ChunkIndex) {
+        let mut files = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(counts) = files.get_mut(name)
+            && chunk.position() < counts.sent.len()
+        {
+            counts.uncount(chunk.position());
+        }
     }
 
     /// Forgets `name` (no longer held whole).
@@ -226,6 +252,33 @@ mod tests {
 
     /// A file idle for IDLE_RESET, or replaced by other content, starts
     /// from an even tally.
+    #[test]
+    fn a_send_taken_back_is_no_longer_counted() {
+        let tally = Tally::default();
+        let now = Instant::now();
+        let digest = Digest::of(b"x");
+        let decide = |n, may| tally.decide(&name(), (digest, 2), c(n), may, now);
+        assert!(matches!(decide(1, true), Verdict::Serve));
+        // Chunk 1 is ahead of chunk 2: declined.
+        assert!(matches!(decide(1, true), Verdict::Decline { .. }));
+        // The send of chunk 1 never happened: it is not ahead any more.
+        tally.uncount(&name(), c(1));
+        assert!(matches!(decide(1, true), Verdict::Serve));
+        assert!(matches!(decide(2, true), Verdict::Serve));
+        // Both sent once: the least count moved on, and a take-back of one
+        // brings it back.
+        tally.uncount(&name(), c(2));
+        match decide(1, true) {
+            Verdict::Decline {
+                least_sent,
+                least_count,
+            } => {
+                assert_eq!((least_sent, least_count), (vec![2], 0));
+            }
+            Verdict::Serve => panic!("chunk 1 is ahead of chunk 2 again"),
+        }
+    }
+
     #[test]
     fn counts_start_again_after_idleness_or_new_content() {
         let t = Tally::default();
