@@ -7,6 +7,9 @@
 #  (b) 3 seeders -> 1 leecher: hive, curl, aria2c from 3 HTTP sources
 #      (-x3 -s3 -k1M against three nginx listeners), the raw tonic baseline
 #      over 3 streams from 3 servers (and one request per chunk, as hive asks);
+#      and hive over TLS: a second swarm (tracker, 3 seeders, the leecher) with
+#      certificates from a swarm CA (`peerctl certs`), every port TLS 1.3 with
+#      mutual TLS, fetched in the same rounds (TLS=0 leaves it out);
 #  (c) single-chunk latency: `peerctl fetch NAME --chunk 2` with warm daemons,
 #      a file name the leecher does not hold yet each time, against
 #      `peerctl status` (process start + one call: the floor);
@@ -18,6 +21,7 @@
 #   RUNS=7 scripts/bench-swarm.sh
 #   BIG_MIB=0 scripts/bench-swarm.sh            # skip the 4 GiB memory check
 #   PROFILE=1 scripts/bench-swarm.sh            # also perf-record one 3->1 fetch
+#   TLS=0 scripts/bench-swarm.sh                # no TLS swarm
 #
 # Installs nginx and aria2 with apt-get if they are missing. Scratch files
 # (about 7 GiB with the memory check) live in $BENCH_DIR (default
@@ -30,6 +34,7 @@ RUNS=${RUNS:-5}
 SIZE_MIB=${SIZE_MIB:-1024}
 BIG_MIB=${BIG_MIB:-4096}
 CHUNK_RUNS=${CHUNK_RUNS:-30}
+TLS=${TLS:-1}
 BENCH_DIR=${BENCH_DIR:-$PWD/target/bench-swarm}
 
 install_missing() {
@@ -128,6 +133,25 @@ for i in 1 2 3; do
   [[ $i != 1 ]] || SEED1_PID=${HIVE_PIDS[-1]}
 done
 
+PLAIN_TRACKER=$TRACKER
+if [[ $TLS == 1 ]]; then
+  echo "==> the same swarm over TLS: a swarm CA, a TLS tracker and 3 TLS seeders"
+  "$BIN/peerctl" certs init-ca "$WORK/ca" >/dev/null
+  for m in tracker seed1 seed2 seed3 leech; do "$BIN/peerctl" certs new $m --ca "$WORK/ca" >/dev/null; done
+  tls() { echo --tls-cert "$WORK/ca/$1/cert.pem" --tls-key "$WORK/ca/$1/key.pem" --tls-ca "$WORK/ca/$1/ca.pem"; }
+  # shellcheck disable=SC2046 # the flags are words
+  start_tracker tls-tracker "${unlimited[@]}" $(tls tracker)
+  TLS_TRACKER=$TRACKER
+  for i in 1 2 3; do
+    mkdir -p "$WORK/tseed$i"
+    ln "$SRC/$FILE" "$WORK/tseed$i/$FILE" 2>/dev/null || cp "$SRC/$FILE" "$WORK/tseed$i/$FILE"
+    # shellcheck disable=SC2046
+    TRACKER_SCHEME=https start_peer "tseed$i" "$WORK/tseed$i" $(tls seed$i)
+  done
+  read -ra TLS_LEECH <<<"$(tls leech)"
+  TRACKER=$PLAIN_TRACKER
+fi
+
 mapfile -t PORTS < <("$BIN/bench-tool" free-ports 3)
 mkdir -p "$WORK/nginx"
 {
@@ -172,6 +196,8 @@ done
 OUT=$WORK/out
 mkdir -p "$OUT"
 LEECHES=0
+# A leecher's own flags, and the tracker it joins: the TLS swarm's for tls_fetch.
+LEECH_ARGS=()
 
 # stamped FILE CMD...: runs CMD, writing each line of its output to FILE
 # prefixed with the time it arrived; STAMP0 is when CMD started.
@@ -188,7 +214,7 @@ hive_fetch() {
   local name=$1 round=$2; shift 2
   LEECHES=$((LEECHES + 1))
   local dir=$WORK/leech$LEECHES
-  start_peer "leech$LEECHES" "$dir"
+  start_peer "leech$LEECHES" "$dir" "${LEECH_ARGS[@]}"
   local pid=${HIVE_PIDS[-1]}
   timed stamped "$WORK/fetch.json" "$BIN/peerctl" --control "$PEER_CONTROL" --json fetch "$FILE" "$@"
   local done_line
@@ -214,6 +240,14 @@ hive_fetch() {
   printf '    %-22s %7.3f s  (%s bytes received)\n' "$name" "$ELAPSED" "$received"
   stop_pid "$pid"
   rm -rf "$dir"
+}
+
+# tls_fetch NAME ROUND [PEERCTL FETCH ARGS...]: hive_fetch by a TLS leecher
+# from the TLS swarm.
+tls_fetch() {
+  TRACKER=$TLS_TRACKER TRACKER_SCHEME=https LEECH_ARGS=("${TLS_LEECH[@]}")
+  hive_fetch "$@"
+  TRACKER=$PLAIN_TRACKER TRACKER_SCHEME=http LEECH_ARGS=()
 }
 
 # other_fetch NAME ROUND OUTFILE CMD...: a baseline writing OUTFILE.
@@ -248,6 +282,7 @@ for ((r = 1; r <= RUNS; r++)); do
   other_fetch "1to1/raw-tonic" "$r" "$OUT/raw.bin" \
     raw --server "${RAWS[0]}" --out "$OUT/raw.bin" --expect "$DIGEST"
   hive_fetch "3to1/hive" "$r"
+  [[ $TLS != 1 ]] || tls_fetch "3to1/hive-tls" "$r"
   other_fetch "3to1/curl" "$r" "$OUT/curl.bin" curl -sS -o "$OUT/curl.bin" "${URLS[0]}"
   other_fetch "3to1/aria2c" "$r" "$OUT/aria2.bin" aria2 3 "${URLS[@]}"
   other_fetch "3to1/raw-tonic" "$r" "$OUT/raw.bin" \
@@ -348,7 +383,8 @@ echo
   --ratio "3to1/hive:3to1/raw-tonic>=0.8" \
   --ratio "3to1/raw-tonic:3to1/curl" \
   --ratio "3to1/raw-tonic-per-chunk:3to1/raw-tonic" \
-  --ratio "3to1/hive:1to1/hive" | tee "$WORK/summary.md"
+  --ratio "3to1/hive:1to1/hive" \
+  $([[ $TLS != 1 ]] || echo --ratio "3to1/hive-tls:3to1/hive>=0.8") | tee "$WORK/summary.md"
 median_ms=$(awk -F'\t' '$1 == "chunk/peerctl fetch NAME --chunk 2" { print $3 }' "$RESULTS" | sort -g |
   awk '{ v[NR] = $1 } END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.2f", m * 1000 }')
 echo

@@ -22,12 +22,16 @@
 #     swarm-state above built through one replica on an empty Redis: Redis's
 #     used_memory, and a replica's restart (it holds no state) until it
 #     answers Locate.
+#  4. tls (shared cores): the same mix against two durable trackers, one in
+#     plaintext and one with TLS 1.3 and mutual TLS (certificates from a
+#     swarm CA made by `peerctl certs`; the callers dial it with a member's
+#     certificate), each round ping, plaintext, tls: what TLS costs a call.
 #
 #   scripts/bench-tracker.sh
 #   ROUNDS=7 DURATION=5s scripts/bench-tracker.sh
 #   SKIP_LOAD=1 scripts/bench-tracker.sh     # only the swarm state
 #   LAYOUTS=shared scripts/bench-tracker.sh  # one core layout only
-#   PARTS=scale scripts/bench-tracker.sh     # only the scale-out part (PARTS: load state scale)
+#   PARTS=scale scripts/bench-tracker.sh     # only the scale-out part (PARTS: load state scale tls)
 #
 # Every peer here calls from 127.0.0.1, so the tracker's per-address and
 # per-session rate limits (which a real swarm spreads over many addresses)
@@ -41,8 +45,8 @@ CALLERS=${CALLERS:-64}
 CONNECTIONS=${CONNECTIONS:-4}
 RESTARTS=${RESTARTS:-5}
 
-echo "==> building release binaries (tracker, benchmarks)"
-cargo build --release --quiet -p hive-tracker -p hive-bench
+echo "==> building release binaries (tracker, peerctl, benchmarks)"
+cargo build --release --quiet -p hive-tracker -p hive-peer -p hive-bench
 BIN=$PWD/target/release
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/hive-bench-tracker.XXXXXX")
 source scripts/lib.sh
@@ -95,7 +99,7 @@ load() {
   stop_pid "$tracker_pid"
 }
 
-PARTS=${PARTS:-load state scale}
+PARTS=${PARTS:-load state scale tls}
 [[ -z ${SKIP_LOAD:-} ]] || PARTS=state
 part() { [[ " $PARTS " == *" $1 "* ]]; }
 
@@ -195,5 +199,27 @@ if part scale; then
     --restarts "$RESTARTS" --redis "$REDIS" -- --store "$REDIS" "${unlimited[@]}"
   redis-cli -u "$REDIS" info memory | grep -E '^(used_memory|used_memory_rss|used_memory_dataset|mem_fragmentation_ratio):' | tr -d '\r'
   echo "keys: $(redis-cli -u "$REDIS" dbsize)"
+  hive_cleanup
+fi
+
+if part tls; then
+  echo
+  echo "==> tls (shared cores): the mix against a plaintext and a TLS tracker, both durable"
+  "$BIN/peerctl" certs init-ca "$WORK/ca" >/dev/null
+  for m in tracker load; do "$BIN/peerctl" certs new $m --ca "$WORK/ca" >/dev/null; done
+  "$BIN/raw-server" --listen 127.0.0.1:0 >"$WORK/ping-tls.out" 2>"$WORK/ping-tls.log" &
+  PING_PID=$!
+  HIVE_PIDS+=("$PING_PID")
+  PING=$(wait_line "$WORK/ping-tls.out" "listening on")
+  start_tracker plain --ttl 1h --heartbeat-interval 1m "${unlimited[@]}"
+  PLAIN=$TRACKER PLAIN_PID=${HIVE_PIDS[-1]}
+  start_tracker tls --ttl 1h --heartbeat-interval 1m "${unlimited[@]}" \
+    --tls-cert "$WORK/ca/tracker/cert.pem" --tls-key "$WORK/ca/tracker/key.pem" --tls-ca "$WORK/ca/tracker/ca.pem"
+  TLS_ADDR=$TRACKER TLS_PID=${HIVE_PIDS[-1]}
+  "$BIN/tracker-load" --ping "$PING" --ping-pid "$PING_PID" --callers "$CALLERS" \
+    --connections "$CONNECTIONS" --rounds "$ROUNDS" --duration "$DURATION" \
+    --tracker "plaintext=$PLAIN" --tracker-pid "plaintext=$PLAIN_PID" \
+    --tracker "tls=https://$TLS_ADDR" --tracker-pid "tls=$TLS_PID" \
+    --tls-cert "$WORK/ca/load/cert.pem" --tls-key "$WORK/ca/load/key.pem" --tls-ca "$WORK/ca/load/ca.pem"
   hive_cleanup
 fi

@@ -19,7 +19,11 @@
 # HIVE_COMPOSE_PEER_PORT (host ports on 127.0.0.1; the demo picks free ones
 # unless set, up uses 65001 and 65050), HIVE_COMPOSE_BIG_MIB (size of the file
 # fetched through the kill, 512), HIVE_COMPOSE_WAIT (seconds to wait for
-# health, 120), HIVE_TARGET (Rust target triple, $(uname -m)-unknown-linux-gnu).
+# health, 120), HIVE_TARGET (Rust target triple, $(uname -m)-unknown-linux-gnu),
+# TLS=1 (the same demo with docker-compose.tls.yml laid over: a swarm CA and
+# a certificate per service made here with `peerctl certs`, mounted read-only;
+# every port speaks TLS 1.3 only, grpcurl calls as a member, and -plaintext
+# and a call without a certificate are checked to be refused).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,6 +43,14 @@ if [[ $mode == demo ]]; then
   export HIVE_COMPOSE_PEER_PORT=${HIVE_COMPOSE_PEER_PORT:-0}
 fi
 COMPOSE_YML=docker-compose.yml DEMO=compose-demo
+if [[ ${TLS:-0} == 1 ]]; then
+  COMPOSE_OVERRIDE=docker-compose.tls.yml DEMO=compose-demo-tls
+  [[ $mode == demo ]] && export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME%-tls}-tls
+  # Where make_certs puts them: the demo's scratch directory, or for `up`
+  # (whose swarm outlives the script) target/compose-tls, which `down` and
+  # compose itself need to read the file at all.
+  export HIVE_COMPOSE_CERTS=${HIVE_COMPOSE_CERTS:-$PWD/target/compose-tls/certs}
+fi
 source scripts/compose-lib.sh
 
 # --- build ------------------------------------------------------------------
@@ -100,6 +112,35 @@ make_files() {
   (cd "$WORK" && ls -l peer*/*) | awk '{print $5, $NF}'
 }
 
+# TLS=1: a swarm CA and a member certificate per service, made with the
+# static peerctl just built, in DIR/certs (mounted read-only at /certs); the
+# CA's key stays outside it. The services run as uid 65534, which must read
+# its key. grpcurl's own certificate stays on the host (DIR/grpcurl). DIR is
+# WORK for the demo, target/compose-tls for `up` (kept until the next `up`).
+make_certs() {
+  [[ ${TLS:-0} == 1 ]] || return 0
+  step "TLS: a swarm CA and a certificate for each service (peerctl certs)"
+  local m dir=$WORK
+  if [[ $mode == up ]]; then
+    dir=$PWD/target/compose-tls
+    rm -rf "$dir"
+  fi
+  say "docker/bin/peerctl certs init-ca ca"
+  docker/bin/peerctl certs init-ca "$dir/ca" >/dev/null
+  for m in tracker peer1 peer2 peer3 peerctl; do
+    say "docker/bin/peerctl certs new $m --ca ca --out certs"
+    docker/bin/peerctl certs new "$m" --ca "$dir/ca" --out "$dir/certs" >/dev/null
+  done
+  docker/bin/peerctl certs new grpcurl --ca "$dir/ca" --out "$dir" >/dev/null
+  if ((EUID == 0)); then
+    chown -R 65534:65534 "$dir/certs"
+  else
+    chmod -R a+rX "$dir/certs"
+  fi
+  chmod 0755 "$dir/certs"
+  export HIVE_COMPOSE_CERTS=$dir/certs CERTS_DIR=$dir
+}
+
 # Creates the containers, copies each peer's files into its /data volume
 # (the images have no shell, so nothing inside can generate them), starts
 # everything and waits until every service reports healthy.
@@ -147,7 +188,7 @@ verify_copy() {
 }
 
 
-declare -A ID NAME IP
+declare -A ID NAME IP HOST
 
 demo() {
   local svc
@@ -155,6 +196,9 @@ demo() {
     ID[$svc]=$(cid "$svc")
     NAME[$svc]=$(name_of "${ID[$svc]}")
     IP[$svc]=$(ip_of "${ID[$svc]}")
+    # The host the tracker lists a peer at: the address its calls come
+    # from, or with TLS the service name it advertises (its certificate's).
+    if [[ ${TLS:-0} == 1 ]]; then HOST[$svc]=$svc; else HOST[$svc]=${IP[$svc]}; fi
   done
   printf '%-8s %-22s %s\n' service container address
   for svc in tracker peer1 peer2 peer3; do printf '%-8s %-22s %s\n' "$svc" "${NAME[$svc]}" "${IP[$svc]}"; done
@@ -171,14 +215,14 @@ demo() {
 
   step "the seed's message 5: peer2 fetches chunk 2 of 23 from peer1, across containers"
   show peer2 fetch 23 --chunk 2
-  step "message 3: the tracker now lists peer2 (${IP[peer2]}) as a holder of chunk 2"
+  step "message 3: the tracker now lists peer2 (${HOST[peer2]}) as a holder of chunk 2"
   show peer1 locate 23
   ctl peer1 --json locate 23 >"$WORK/locate.json"
-  [[ $(json "$WORK/locate.json" "[h['chunks'] for h in j['holders'] if h['addr'] == '${IP[peer2]}:65050']") == "[[[2, 2]]]" ]] ||
-    fail "the tracker does not list ${IP[peer2]}:65050 as the holder of chunk 2 of 23: $(cat "$WORK/locate.json")"
-  ok "the tracker lists ${NAME[peer2]} (${IP[peer2]}:65050) holding chunk 2 of 23"
-  say "docker exec ${NAME[peer3]} /peerctl fetch 23 --chunk 2 --from ${IP[peer2]}:65050"
-  ctl peer3 fetch 23 --chunk 2 --from "${IP[peer2]}:65050"
+  [[ $(json "$WORK/locate.json" "[h['chunks'] for h in j['holders'] if h['addr'] == '${HOST[peer2]}:65050']") == "[[[2, 2]]]" ]] ||
+    fail "the tracker does not list ${HOST[peer2]}:65050 as the holder of chunk 2 of 23: $(cat "$WORK/locate.json")"
+  ok "the tracker lists ${NAME[peer2]} (${HOST[peer2]}:65050) holding chunk 2 of 23"
+  say "docker exec ${NAME[peer3]} /peerctl fetch 23 --chunk 2 --from ${HOST[peer2]}:65050"
+  ctl peer3 fetch 23 --chunk 2 --from "${HOST[peer2]}:65050"
   ok "a third peer fetched chunk 2 from peer2, the new holder"
 
   step "peer1 fetches the 32 MiB mid.bin from peer3"
@@ -200,7 +244,7 @@ demo() {
   ok "peer3 exited with status 0 after $((SECONDS - t0))s (grace period 15s)"
   show peer1 locate big.bin
   ctl peer1 --json locate big.bin >"$WORK/locate.json"
-  [[ $(json "$WORK/locate.json" "[h for h in j['holders'] if h['addr'] == '${IP[peer3]}:65050']") == "[]" ]] ||
+  [[ $(json "$WORK/locate.json" "[h for h in j['holders'] if h['addr'] == '${HOST[peer3]}:65050']") == "[]" ]] ||
     fail "the tracker still lists peer3 after it left"
   ok "the tracker dropped peer3 at once (Leave); the killed peer2 stays until its TTL runs out"
 }
@@ -218,11 +262,24 @@ grpcurl_checks() {
   t=$(compose port tracker 65001 | tail -n1)
   p=$(compose port peer1 65050 | tail -n1)
   echo "tracker on $t, peer1 on $p"
-  local G=("$tools/bin/grpcurl" -plaintext)
+  local G=("$tools/bin/grpcurl" -plaintext) how=-plaintext
+  if [[ ${TLS:-0} == 1 ]]; then
+    local m=$CERTS_DIR/grpcurl
+    G=("$tools/bin/grpcurl" -cacert "$m/ca.pem" -cert "$m/cert.pem" -key "$m/key.pem")
+    how="-cacert ca.pem -cert cert.pem -key key.pem"
+    local a
+    for a in "$t" "$p"; do
+      ! timeout 60 "$tools/bin/grpcurl" -plaintext -connect-timeout 5 "$a" list >"$WORK/g.out" 2>&1 &&
+        grep -q 'Failed to dial' "$WORK/g.out" || { cat "$WORK/g.out"; fail "grpcurl -plaintext on $a was not refused"; }
+      ! timeout 60 "$tools/bin/grpcurl" -cacert "$m/ca.pem" -connect-timeout 5 "$a" list >"$WORK/g.out" 2>&1 &&
+        grep -q 'Failed to dial' "$WORK/g.out" || { cat "$WORK/g.out"; fail "grpcurl without a certificate on $a was not refused"; }
+    done
+    ok "TLS: grpcurl -plaintext and grpcurl without a member's certificate are refused on $t and $p"
+  fi
   g() {
     local a shown=
     for a; do [[ $a =~ [^A-Za-z0-9_.:/=-] ]] && shown+=" '$a'" || shown+=" $a"; done
-    say "grpcurl -plaintext$shown"
+    say "grpcurl $how$shown"
     timeout 60 "${G[@]}" "$@" >"$WORK/g.out" 2>&1 || { cat "$WORK/g.out"; fail "grpcurl$shown"; }
   }
   g "$t" list
@@ -322,6 +379,7 @@ case $mode in
   up)
     build
     make_files
+    make_certs
     start_swarm
     step "the swarm is up"
     compose ps
@@ -329,8 +387,10 @@ case $mode in
 
   ${COMPOSE[*]} exec -T peer2 /peerctl files
   ${COMPOSE[*]} exec -T peer2 /peerctl fetch 23 --chunk 2
-  grpcurl -plaintext $(compose port tracker 65001 | tail -n1) list
-  $0 down
+  grpcurl $(if [[ ${TLS:-0} == 1 ]]; then
+    echo "-cacert $CERTS_DIR/grpcurl/ca.pem -cert $CERTS_DIR/grpcurl/cert.pem -key $CERTS_DIR/grpcurl/key.pem"
+  else echo -plaintext; fi) $(compose port tracker 65001 | tail -n1) list
+  ${TLS:+TLS=$TLS }$0 down
 EOF
     ;;
   demo)
@@ -342,6 +402,7 @@ EOF
     trap 'exit 130' INT
     trap 'exit 143' TERM
     make_files
+    make_certs
     start_swarm
     demo
     ;;

@@ -10,7 +10,8 @@ else
   echo "error: neither 'docker compose' nor 'docker-compose' is installed" >&2
   exit 1
 fi
-compose() { "${COMPOSE[@]}" -f "$COMPOSE_YML" "$@" </dev/null; }
+# COMPOSE_OVERRIDE, if set, is a second file laid over COMPOSE_YML.
+compose() { "${COMPOSE[@]}" -f "$COMPOSE_YML" ${COMPOSE_OVERRIDE:+-f "$COMPOSE_OVERRIDE"} "$@" </dev/null; }
 # c ARGS...: compose, without the progress lines docker-compose 1.29 writes
 # when it has no terminal; fails with its output when compose fails.
 c() {

@@ -27,7 +27,25 @@ pub async fn channel(addr: &str) -> anyhow::Result<Channel> {
 
 /// A tracker client on its own [`channel`].
 pub async fn connect(addr: &str) -> anyhow::Result<Client> {
-    Ok(Client::new(channel(addr).await?)
+    connect_with(addr, None).await
+}
+
+/// A tracker client on its own channel, over TLS with `tls` (`addr` then
+/// `https://HOST:PORT`), as a peer dials it.
+pub async fn connect_with(
+    addr: &str,
+    tls: Option<&hive_runtime::tls::Tls>,
+) -> anyhow::Result<Client> {
+    let channel = match tls {
+        None => channel(addr).await?,
+        Some(_) => {
+            hive_runtime::grpc::dial(addr, tls)?
+                .timeout(Duration::from_secs(30))
+                .connect()
+                .await?
+        }
+    };
+    Ok(Client::new(channel)
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20))
 }

@@ -99,6 +99,12 @@ struct Args {
     /// The ping server's PID, for its CPU time per request.
     #[arg(long)]
     ping_pid: Option<u32>,
+
+    /// The member certificate the callers dial an `https://` tracker with;
+    /// the other trackers are dialled in plaintext, so one run can compare
+    /// the two.
+    #[command(flatten)]
+    tls: hive_runtime::tls::TlsArgs,
 }
 
 fn parse_mix(s: &str) -> Result<[u32; 3], String> {
@@ -275,9 +281,12 @@ async fn tracker_setup(
     pids: Vec<u32>,
     redis: Option<RedisStats>,
 ) -> anyhow::Result<Tracker> {
+    let tls = args.tls.load()?;
     let mut clients = Vec::new();
     for c in 0..args.connections.max(1) {
-        clients.push(tracker::connect(addrs[c % addrs.len()]).await?);
+        let addr = addrs[c % addrs.len()];
+        let tls = tls.as_ref().filter(|_| addr.starts_with("https://"));
+        clients.push(tracker::connect_with(addr, tls).await?);
     }
     let mut rng = fastrand::Rng::with_seed(1);
     let chunk_size = ChunkSize::new(1 << 20)?;
