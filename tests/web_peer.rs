@@ -432,6 +432,45 @@ async fn pause_resume_cancel_and_bad_input_keep_their_codes_and_the_state() {
     .await;
 }
 
+/// The UI is plain HTTP: with TLS asked for, off loopback it would carry
+/// the control secret in the clear, so the daemon will not start.
+#[tokio::test]
+async fn with_tls_the_ui_must_stay_on_loopback() {
+    within(60, async {
+        let dir = tempfile::tempdir().unwrap();
+        // Refused before the certificates are read: they need not exist.
+        let pem = |name: &str| dir.path().join(name).display().to_string();
+        let out = tokio::process::Command::new(bin("peer"))
+            .args(["--dir", &dir.path().display().to_string()])
+            .args([
+                "--tracker",
+                "https://127.0.0.1:1",
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--web", "0.0.0.0:0"])
+            .args(["--tls-cert", &pem("cert.pem"), "--tls-key", &pem("key.pem")])
+            .args(["--tls-ca", &pem("ca.pem")])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .expect("run peer");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("--web 0.0.0.0:0 is not a loopback address")
+                && err.contains("plain HTTP")
+                && err.contains("TLS proxy"),
+            "{err}"
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).is_empty(),
+            "nothing was bound"
+        );
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn off_loopback_the_cookie_is_required() {
     within(60, async {

@@ -36,6 +36,7 @@ impl Site {
     async fn start() -> Self {
         let config = Config {
             in_memory: true,
+            web_allow_host: vec!["Swarm.Example".into()],
             ..Config::default()
         };
         let catalog = hive_tracker::connect(&config).await.expect("catalog");
@@ -193,6 +194,52 @@ async fn refusals_have_their_http_status_and_a_message() {
             before,
             "a refusal changed something"
         );
+    })
+    .await;
+}
+
+/// DNS rebinding: a page on another site whose name was made to resolve to
+/// the tracker sends that name as Host, and must not read the swarm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_addresses_localhost_and_allowed_names_may_read_the_page() {
+    within(60, async {
+        let site = Site::start().await;
+        site.join(4001, vec![full(&manifest("secret-name", 2, 1))])
+            .await;
+        let port = site.web.port();
+        let get = |path: &'static str, host: String| {
+            let http = site.http.clone();
+            let url = format!("http://{}{path}", site.web);
+            async move {
+                let reply = http.get(url).header("host", host).send().await.unwrap();
+                (reply.status().as_u16(), reply.text().await.unwrap())
+            }
+        };
+        for path in ["/", "/peers", "/api/v1/files", "/api/v1/peers"] {
+            for host in [
+                format!("attacker.example:{port}"),
+                "127.0.0.1.nip.io".to_owned(),
+            ] {
+                let (status, body) = get(path, host.clone()).await;
+                assert_eq!(status, 403, "{path} as {host}: {body}");
+                assert!(!body.contains("secret-name"), "{path} leaked: {body}");
+                assert!(
+                    body.contains("--web-allow-host"),
+                    "the refusal names the flag: {body}"
+                );
+            }
+            for host in [
+                format!("127.0.0.1:{port}"),
+                format!("[::1]:{port}"),
+                format!("localhost:{port}"),
+                format!("swarm.example:{port}"),
+            ] {
+                let (status, body) = get(path, host.clone()).await;
+                assert_eq!(status, 200, "{path} as {host}: {body}");
+            }
+        }
+        let (_, files) = get("/api/v1/files", format!("127.0.0.1:{port}")).await;
+        assert!(files.contains("secret-name"), "{files}");
     })
     .await;
 }

@@ -167,7 +167,8 @@ impl Control for ControlService {
     ) -> Result<Response<pb::Transfer>, Status> {
         let req = request.into_inner();
         let name = transfers::name(req.name)?;
-        let info = self.transfers.cancel(name, req.remove).await?;
+        let info = self.transfers.cancel(name.clone(), req.remove).await?;
+        self.fetcher.forget_origins(&name);
         Ok(Response::new(transfers::transfer(&info)))
     }
 
@@ -178,6 +179,7 @@ impl Control for ControlService {
     ) -> Result<Response<pb::UnshareResponse>, Status> {
         let name = wire::file_name("name", request.into_inner().name).map_err(PeerError::from)?;
         self.sharing.unshare(&name).await?;
+        self.fetcher.forget_origins(&name);
         Ok(Response::new(pb::UnshareResponse {}))
     }
 

@@ -131,6 +131,17 @@ pub struct Config {
     /// TLS with a swarm CA (mutual: only members may call).
     #[command(flatten)]
     pub tls: hive_runtime::tls::TlsArgs,
+
+    /// A host name the swarm page (--web) answers to besides IP addresses
+    /// and localhost (repeatable, or a comma list): requests naming any
+    /// other host get 403, against DNS rebinding.
+    #[arg(
+        long = "web-allow-host",
+        env = "HIVE_WEB_ALLOW_HOST",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    pub web_allow_host: Vec<String>,
 }
 
 /// Holders listed per file in ListFiles.

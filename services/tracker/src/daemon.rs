@@ -119,7 +119,8 @@ pub async fn serve_with_web(
     let stop = CancellationToken::new();
     let (rpc, gauges, registry) = start_metrics(metrics, stop.clone());
     if let Some(web) = web {
-        let pages = crate::web::Web::new(tracker.clone(), registry);
+        let pages = crate::web::Web::new(tracker.clone(), registry)
+            .allow_hosts(config.web_allow_host.clone());
         hive_runtime::task::spawn("web", crate::web::serve(web, pages, stop.clone()));
     }
     let sweeper = hive_runtime::task::spawn(

@@ -35,8 +35,9 @@ struct Args {
     /// default; port 0 picks a free port). On a loopback address it needs no
     /// secret; on any other, every request must carry the daemon's cookie
     /// (DIR/.hive/control.cookie, written at each start): `Authorization:
-    /// Bearer COOKIE`, or the login page. Printed on stdout as `web UI
-    /// listening on http://ADDR/`.
+    /// Bearer COOKIE`, or the login page. The UI is plain HTTP, so with
+    /// --tls-* it must be on loopback (behind a TLS proxy for other hosts).
+    /// Printed on stdout as `web UI listening on http://ADDR/`.
     #[arg(long, env = "HIVE_WEB", value_name = "ADDR")]
     web: Option<SocketAddr>,
 
@@ -105,6 +106,20 @@ async fn run() -> anyhow::Result<()> {
         && !addr.ip().is_loopback()
     {
         bail!("--control-tcp {addr} must be a loopback address: the control API is local only");
+    }
+    // Off loopback the UI carries the control secret (cookie, session), and
+    // it is plain HTTP: a swarm that asked for TLS must not leak it.
+    let tls = &args.config.tls;
+    if let Some(addr) = args.web
+        && !addr.ip().is_loopback()
+        && (tls.tls_cert.is_some() || tls.tls_key.is_some() || tls.tls_ca.is_some())
+    {
+        bail!(
+            "--web {addr} is not a loopback address, and the web UI is plain HTTP: with \
+             --tls-cert it would carry the control secret in the clear. Keep --web on loopback \
+             (e.g. --web 127.0.0.1:8650) and put a TLS proxy in front of it, or reach it \
+             through an SSH tunnel"
+        );
     }
     let public = bind(args.listen, "--listen", "the public port other peers dial").await?;
     println!("listening on {}", public.local_addr()?);

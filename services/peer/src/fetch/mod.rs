@@ -181,6 +181,8 @@ impl Fetcher {
         cap.set_rate(spec.max_rate);
         self.caps().insert(name.clone(), cap.clone());
         let result = self.download(name, spec, cap, tx, cancel).await;
+        // Bounded: kept among the last few finished (a cancel forgets them).
+        self.ctx.origins.finished(name);
         self.caps().remove(name);
         self.active.fetch_sub(1, Ordering::Relaxed);
         if let Err(e) = &result {
@@ -197,6 +199,12 @@ impl Fetcher {
             .map(|c| u64::from(manifest.layout().chunk_len(c)))
             .sum();
         Some((manifest, bytes, have.len()))
+    }
+
+    /// Drops what the chunk map knows of where `name`'s chunks came from
+    /// (its download was cancelled, or it was unshared).
+    pub fn forget_origins(&self, name: &FileName) {
+        self.ctx.origins.forget(name);
     }
 
     /// Drops a stopped download's verified chunks: no longer served, the

@@ -3,8 +3,10 @@
 //! makes. Off unless asked for; it changes nothing.
 //!
 //! # Layout
-//! - this file: the router, [`serve`], and how a refusal becomes an HTTP
-//!   status (from the gRPC code [`crate::error`] decides, so the three
+//! - this file: the router, [`serve`], the Host check every request passes
+//!   first (against DNS rebinding: an IP address, `localhost`, or a
+//!   `--web-allow-host` name, as on the peer), and how a refusal becomes an
+//!   HTTP status (from the gRPC code [`crate::error`] decides, so the three
 //!   faces agree).
 //! - [`ops`]: the operations, paged and bounded; pages and JSON call only these.
 //! - [`api`]: `/api/v1/...`, JSON.
@@ -22,8 +24,10 @@ use std::{net::SocketAddr, sync::Arc};
 
 use axum::{
     Router,
+    extract::{Request, State},
     http::{StatusCode, header},
-    response::IntoResponse,
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
     routing::get,
 };
 use prometheus_client::registry::Registry as MetricsRegistry;
@@ -34,11 +38,13 @@ use tracing::info;
 
 use crate::{catalog::SharedCatalog, error::ServiceError};
 
-/// What the handlers share: the catalog and the request rates.
+/// What the handlers share: the catalog, the request rates, and the host
+/// names the page answers to besides addresses and localhost.
 #[derive(Clone)]
 pub struct Web {
     catalog: SharedCatalog,
     rates: Arc<rates::Rates>,
+    allow_hosts: Arc<[String]>,
 }
 
 impl Web {
@@ -47,6 +53,15 @@ impl Web {
         Self {
             catalog,
             rates: Arc::new(rates::Rates::new(metrics)),
+            allow_hosts: Arc::new([]),
+        }
+    }
+
+    /// Also answers requests naming these hosts (`--web-allow-host`).
+    pub fn allow_hosts(self, names: Vec<String>) -> Self {
+        Self {
+            allow_hosts: hive_runtime::web::allowed_hosts(names).into(),
+            ..self
         }
     }
 }
@@ -64,7 +79,20 @@ pub fn router(web: Web) -> Router {
         .route("/api/v1/files/{name}", get(api::file))
         .route("/api/v1/peers", get(api::peers))
         .route("/api/v1/stats", get(api::stats))
+        .layer(middleware::from_fn_with_state(web.clone(), host_check))
         .with_state(web)
+}
+
+/// Refuses a request naming a host this page is not (DNS rebinding): 403.
+async fn host_check(State(web): State<Web>, req: Request, next: Next) -> Response {
+    match hive_runtime::web::host_ok(req.headers(), &web.allow_hosts, "tracker") {
+        Ok(()) => next.run(req).await,
+        Err(why) => Refusal {
+            status: StatusCode::FORBIDDEN,
+            message: why,
+        }
+        .into_response(),
+    }
 }
 
 /// Serves the pages on `listener` until `stop` is cancelled.
