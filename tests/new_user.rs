@@ -23,12 +23,7 @@ fn refused(code: tonic::Code) -> Option<i32> {
 /// Runs a workspace binary to its end (at most 30 s), without any `HIVE_*`
 /// setting from the test's environment, on an 80-column "terminal".
 async fn run(bin_name: &str, args: &[&str]) -> Output {
-    let mut cmd = Command::new(bin(bin_name));
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("HIVE_") {
-            cmd.env_remove(key);
-        }
-    }
+    let mut cmd = clean_command(bin_name);
     within(
         30,
         cmd.args(args)
@@ -350,13 +345,7 @@ async fn start(
     lines: usize,
 ) -> (tokio::process::Child, Vec<std::net::SocketAddr>) {
     use tokio::io::{AsyncBufReadExt, BufReader};
-    let mut cmd = Command::new(bin(bin_name));
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("HIVE_") {
-            cmd.env_remove(key);
-        }
-    }
-    let mut child = cmd
+    let mut child = clean_command(bin_name)
         .args(args)
         .envs(env.iter().copied())
         .stdin(Stdio::null())

@@ -536,12 +536,7 @@ async fn handshake_p50() {
 
 /// Runs `peerctl` with just `args` (no HIVE_* from the environment).
 async fn run_peerctl(args: &[&str]) -> std::process::Output {
-    let mut cmd = tokio::process::Command::new(common::bin("peerctl"));
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("HIVE_") {
-            cmd.env_remove(key);
-        }
-    }
+    let mut cmd = common::clean_command("peerctl");
     within(
         30,
         cmd.args(args)

@@ -51,6 +51,18 @@ pub async fn within<F: Future>(secs: u64, fut: F) -> F::Output {
     }
 }
 
+/// A workspace binary's command without any `HIVE_*` setting from the
+/// test's environment, as a user who set none would run it.
+pub fn clean_command(name: &str) -> Command {
+    let mut cmd = Command::new(bin(name));
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("HIVE_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
 /// The path of a workspace binary, built once per test process.
 pub fn bin(name: &str) -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
