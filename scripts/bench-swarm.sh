@@ -20,7 +20,7 @@
 #   scripts/bench-swarm.sh                      # RUNS=5 rounds
 #   RUNS=7 scripts/bench-swarm.sh
 #   BIG_MIB=0 scripts/bench-swarm.sh            # skip the 4 GiB memory check
-#   PROFILE=1 scripts/bench-swarm.sh            # also perf-record one 3->1 fetch
+#   PROFILE=1 scripts/bench-swarm.sh            # also perf-record one 3->1 fetch, plaintext and TLS
 #   TLS=0 scripts/bench-swarm.sh                # no TLS swarm
 #
 # Installs nginx and aria2 with apt-get if they are missing. Scratch files
@@ -147,6 +147,7 @@ if [[ $TLS == 1 ]]; then
     ln "$SRC/$FILE" "$WORK/tseed$i/$FILE" 2>/dev/null || cp "$SRC/$FILE" "$WORK/tseed$i/$FILE"
     # shellcheck disable=SC2046
     TRACKER_SCHEME=https start_peer "tseed$i" "$WORK/tseed$i" $(tls seed$i)
+    [[ $i != 1 ]] || TSEED1_PID=${HIVE_PIDS[-1]}
   done
   read -ra TLS_LEECH <<<"$(tls leech)"
   TRACKER=$PLAIN_TRACKER
@@ -293,26 +294,63 @@ for ((r = 1; r <= RUNS; r++)); do
     --streams 12 --requests chunk --out "$OUT/raw.bin" --expect "$DIGEST"
 done
 
-if [[ -n ${PROFILE:-} ]] && command -v perf >/dev/null; then
-  echo "==> profile: one more 3 -> 1 fetch under perf (cpu-clock, call graphs)"
+# profile_fetch LABEL SEEDER_PID: one more 3 -> 1 fetch by a fresh leecher
+# (a TLS one when LEECH_ARGS and TRACKER say so) with the leecher and one
+# seeder under perf; prints each one's top symbols and its samples by kind
+# (TLS record crypto, copies, BLAKE3, the kernel), so that the plaintext and
+# TLS fetches can be set side by side.
+profile_fetch() {
+  local label=$1 seeder=$2
+  echo "==> profile ($label): one more 3 -> 1 fetch under perf (cpu-clock, call graphs)"
   LEECHES=$((LEECHES + 1))
-  start_peer "leech$LEECHES" "$WORK/leech$LEECHES"
-  pid=${HIVE_PIDS[-1]}
-  perf record -e cpu-clock -F 2000 -g -o "$WORK/leecher.perf" -p "$pid" 2>"$WORK/perf-leecher.log" &
+  start_peer "leech$LEECHES" "$WORK/leech$LEECHES" "${LEECH_ARGS[@]}"
+  local pid=${HIVE_PIDS[-1]} perf_leecher perf_seeder
+  perf record -e cpu-clock -F 2000 -g -o "$WORK/$label-leecher.perf" -p "$pid" 2>"$WORK/perf-$label-leecher.log" &
   perf_leecher=$!
-  perf record -e cpu-clock -F 2000 -g -o "$WORK/seeder.perf" -p "$SEED1_PID" 2>"$WORK/perf-seeder.log" &
+  perf record -e cpu-clock -F 2000 -g -o "$WORK/$label-seeder.perf" -p "$seeder" 2>"$WORK/perf-$label-seeder.log" &
   perf_seeder=$!
+  local counted=() who_pid
+  for who_pid in "leecher:$pid" "seeder:$seeder"; do
+    perf stat -x, -e "$PERF_COUNTS" -o "$WORK/$label-${who_pid%%:*}.stat" -p "${who_pid#*:}" 2>/dev/null &
+    counted+=($!)
+  done
   sleep 0.5
-  "$BIN/peerctl" --control "$PEER_CONTROL" --json fetch "$FILE" >/dev/null
-  kill -INT "$perf_leecher" "$perf_seeder"
-  wait "$perf_leecher" "$perf_seeder" 2>/dev/null || true
+  timed "$BIN/peerctl" --control "$PEER_CONTROL" --json fetch "$FILE" >/dev/null
+  printf '    %-22s %7.3f s (under perf)\n' "$label" "$ELAPSED"
+  kill -INT "$perf_leecher" "$perf_seeder" "${counted[@]}"
+  wait "$perf_leecher" "$perf_seeder" "${counted[@]}" 2>/dev/null || true
+  local who
   for who in leecher seeder; do
-    echo "  -- $who, top symbols (self time)"
-    perf report -i "$WORK/$who.perf" --no-children --sort dso,symbol --stdio -g none 2>/dev/null |
-      grep -E '^ +[0-9]' | sed -E 's/[[:space:]]+(-[[:space:]]+)*$//' | cut -c1-110 | sed -n 1,25p || true
+    perf report -i "$WORK/$label-$who.perf" --no-children --sort dso,symbol --stdio -g none 2>/dev/null |
+      grep -E '^ +[0-9]' | sed -E 's/[[:space:]]+(-[[:space:]]+)*$//' >"$WORK/$label-$who.top" || true
+    echo "  -- $label $who: samples $(perf report -i "$WORK/$label-$who.perf" --stdio -g none 2>/dev/null | sed -n 's/^# Samples: \([0-9.]*[KM]*\).*/\1/p' | head -1), self time by kind"
+    awk '{ pct = $1; sub(/%/, "", pct)
+           kind = "other"
+           if ($0 ~ /aes|gcm|ghash|chacha|poly1305/) kind = "TLS record crypto"
+           else if ($0 ~ /memcpy|memmove/) kind = "copies (memcpy/memmove)"
+           else if ($0 ~ /blake3/) kind = "BLAKE3"
+           else if ($0 ~ /\[kernel/) kind = "kernel"
+           total[kind] += pct }
+         END { for (k in total) printf "       %5.1f%%  %s\n", total[k], k }' "$WORK/$label-$who.top" | sort -rn
+    echo "     counted (perf stat; cpu-clock in ms):"
+    awk -F, '/^[0-9]/ { printf "       %14s  %s\n", $1, $3 }' "$WORK/$label-$who.stat"
+    echo "     top symbols:"
+    cut -c1-110 "$WORK/$label-$who.top" | sed -n 1,12p
   done
   stop_pid "$pid"
   rm -rf "$WORK/leech$LEECHES"
+}
+
+# What perf stat counts beside the profile: every system call, the socket
+# reads and writes by kind, context switches and CPU time.
+PERF_COUNTS=raw_syscalls:sys_enter,syscalls:sys_enter_recvfrom,syscalls:sys_enter_sendto,syscalls:sys_enter_writev,syscalls:sys_enter_pwrite64,context-switches,cpu-clock
+if [[ -n ${PROFILE:-} ]] && command -v perf >/dev/null; then
+  profile_fetch plain "$SEED1_PID"
+  if [[ $TLS == 1 ]]; then
+    TRACKER=$TLS_TRACKER TRACKER_SCHEME=https LEECH_ARGS=("${TLS_LEECH[@]}")
+    profile_fetch tls "$TSEED1_PID"
+    TRACKER=$PLAIN_TRACKER TRACKER_SCHEME=http LEECH_ARGS=()
+  fi
 fi
 
 echo "==> (c) single-chunk latency, $CHUNK_RUNS fetches with warm daemons"
