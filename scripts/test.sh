@@ -8,6 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/check-tests.sh
 scripts/install-redis.sh
-# Built first, so no suite's first test spends its timeout compiling them.
-cargo build --quiet --bins
-cargo test --workspace "$@"
+# Built first, so no suite's first test spends its timeout compiling them;
+# HIVE_TEST_BINS_BUILT tells the suites' harness not to build them again
+# (tests/common `bin`).
+profile=()
+for arg in "$@"; do [[ $arg != --release ]] || profile=(--release); done
+cargo build --quiet --bins "${profile[@]}"
+HIVE_TEST_BINS_BUILT=1 cargo test --workspace "$@"

@@ -63,7 +63,12 @@ pub fn clean_command(name: &str) -> Command {
     cmd
 }
 
-/// The path of a workspace binary, built once per test process.
+/// The path of a workspace binary, built once per test process, unless
+/// `scripts/test.sh` built them just before the tests
+/// (`HIVE_TEST_BINS_BUILT=1`). It must not build them again then: its
+/// `cargo build` selects other packages than the script's, so cargo unifies
+/// other features, rebuilds shared dependencies and relinks the daemons,
+/// minutes spent inside the first test's timeout.
 pub fn bin(name: &str) -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     let dir = DIR.get_or_init(|| {
@@ -74,6 +79,9 @@ pub fn bin(name: &str) -> PathBuf {
             .and_then(Path::parent)
             .expect("target/<profile>")
             .to_owned();
+        if std::env::var_os("HIVE_TEST_BINS_BUILT").is_some() {
+            return dir;
+        }
         let mut cmd = std::process::Command::new(env!("CARGO"));
         cmd.args([
             "build",
