@@ -41,6 +41,7 @@ pub mod daemon;
 pub mod error;
 pub mod fetch;
 pub mod holdings;
+pub mod json;
 pub mod metrics;
 pub mod pool;
 pub mod scan;

@@ -234,7 +234,7 @@ async fn cancel(
 async fn files(State(web): State<Web>) -> Answer {
     let s = Ops(&web).status().await?;
     Ok(Json(json!({
-        "files": s.files.iter().map(local_file_json).collect::<Vec<_>>()
+        "files": s.files.iter().map(crate::json::local_file).collect::<Vec<_>>()
     })))
 }
 
@@ -286,25 +286,11 @@ struct PageQuery {
 
 async fn tracker_files(State(web): State<Web>, Query(q): Query<PageQuery>) -> Answer {
     let page = Ops(&web).tracker_files(q.page_size, q.page_token).await?;
-    let files: Vec<Value> = page
-        .files
-        .iter()
-        .map(|f| {
-            json!({
-                "name": f.name, "size": f.size, "chunk_size": f.chunk_size,
-                "chunk_count": f.chunk_count, "digest": hex(&f.digest),
-                "holder_count": f.holder_count,
-            })
-        })
-        .collect();
+    let files: Vec<Value> = page.files.iter().map(crate::json::tracker_file).collect();
     Ok(Json(json!({
         "files": files,
         "next_page_token": page.next_page_token,
     })))
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A transfer as the API shows it; `state` is the proto's name without its
@@ -323,21 +309,5 @@ pub fn transfer_json(t: &pb::Transfer) -> Value {
         "chunks_done": t.chunks_done, "rate": t.rate, "eta_seconds": t.eta_seconds,
         "holders_active": t.holders_active, "holders": t.holders, "path": t.path,
         "hook": t.hook,
-    })
-}
-
-/// A shared file as the API shows it; `state` like a transfer's.
-pub fn local_file_json(f: &pb::LocalFile) -> Value {
-    let state = pb::FileState::try_from(f.state)
-        .map(|s| {
-            s.as_str_name()
-                .trim_start_matches("FILE_STATE_")
-                .to_ascii_lowercase()
-        })
-        .unwrap_or_default();
-    json!({
-        "name": f.name, "size": f.size, "chunk_count": f.chunk_count,
-        "chunks_held": f.chunks_held, "digest": hex(&f.digest), "path": f.path,
-        "state": state, "reason": f.reason,
     })
 }

@@ -252,10 +252,7 @@ async fn files_page(State(web): State<Web>) -> Page {
         r#"<h2>Shared files</h2><table id="files"><thead><tr><th>Name</th><th>Size</th><th>Chunks held</th><th>State</th><th></th></tr></thead><tbody>"#,
     );
     for f in &status.files {
-        let state = super::api::local_file_json(f)["state"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
+        let state = crate::json::file_state_name(f.state);
         let _ = write!(
             main,
             r#"<tr data-file="{name}"><td><a class="chunks" href="/files/{path}">{name}</a></td><td>{size}</td><td>{held} / {count}</td><td>{state}</td>

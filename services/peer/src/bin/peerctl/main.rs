@@ -257,12 +257,13 @@ async fn files(target: &Target, json: bool) -> Outcome {
         let files: Vec<_> = all
             .iter()
             .map(|f| {
-                json!({
-                    "name": f.name, "size": f.size, "chunk_size": f.chunk_size,
-                    "chunk_count": f.chunk_count, "digest": hex(&f.digest),
-                    "holder_count": f.holder_count,
-                    "holders": f.holders.iter().map(|h| holder_json(h, f.chunk_count)).collect::<Vec<_>>(),
-                })
+                let mut file = hive_peer::json::tracker_file(f);
+                file["holders"] = f
+                    .holders
+                    .iter()
+                    .map(|h| holder_json(h, f.chunk_count))
+                    .collect();
+                file
             })
             .collect();
         outln!("{}", json!({ "files": files }));
@@ -411,7 +412,7 @@ async fn status(target: &Target, json: bool) -> Outcome {
             json!({
                 "peer_id": s.peer_id, "tracker": s.tracker, "trackers": s.trackers,
                 "addr": s.addr, "listen": s.listen,
-                "files": s.files.iter().map(local_json).collect::<Vec<_>>(),
+                "files": s.files.iter().map(hive_peer::json::local_file).collect::<Vec<_>>(),
                 "bytes_served": s.bytes_served, "bytes_fetched": s.bytes_fetched,
                 "uploads_active": s.uploads_active, "downloads_active": s.downloads_active,
                 "max_upload_rate": s.max_upload_rate, "max_download_rate": s.max_download_rate,
@@ -448,30 +449,11 @@ async fn status(target: &Target, json: bool) -> Outcome {
     Ok(())
 }
 
-fn state_name(state: i32) -> &'static str {
-    match ctl::FileState::try_from(state) {
-        Ok(ctl::FileState::Seeding) => "seeding",
-        Ok(ctl::FileState::Partial) => "partial",
-        Ok(ctl::FileState::Downloading) => "downloading",
-        Ok(ctl::FileState::Gone) => "gone",
-        Ok(ctl::FileState::Refused) => "refused",
-        _ => "unknown",
-    }
-}
-
-fn local_json(f: &ctl::LocalFile) -> serde_json::Value {
-    json!({
-        "name": f.name, "size": f.size, "chunk_count": f.chunk_count,
-        "chunks_held": f.chunks_held, "digest": hex(&f.digest), "path": f.path,
-        "state": state_name(f.state), "reason": f.reason,
-    })
-}
-
 fn print_local(files: &[ctl::LocalFile], json: bool, key: &str) {
     if json {
         outln!(
             "{}",
-            json!({ key: files.iter().map(local_json).collect::<Vec<_>>() })
+            json!({ key: files.iter().map(hive_peer::json::local_file).collect::<Vec<_>>() })
         );
         return;
     }
@@ -484,7 +466,7 @@ fn print_local(files: &[ctl::LocalFile], json: bool, key: &str) {
         .map(|f| {
             vec![
                 f.name.clone(),
-                state_name(f.state).to_owned(),
+                hive_peer::json::file_state_name(f.state).to_owned(),
                 format!("{}/{}", f.chunks_held, f.chunk_count),
                 bytes(f.size),
                 short(&hex(&f.digest)).to_owned(),

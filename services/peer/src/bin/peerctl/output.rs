@@ -150,12 +150,7 @@ pub fn ranges_json(r: &[ChunkRange]) -> Value {
     json!(r.iter().map(|r| [r.first, r.last]).collect::<Vec<_>>())
 }
 
-/// A digest's hex, from wire bytes.
-pub fn hex(d: &[u8]) -> String {
-    hive::Digest::from_bytes(d)
-        .map(|d| d.to_hex())
-        .unwrap_or_default()
-}
+pub use hive_peer::json::digest_hex as hex;
 
 pub fn short(hex: &str) -> &str {
     &hex[..hex.len().min(12)]
