@@ -63,6 +63,17 @@ pub fn clean_command(name: &str) -> Command {
     cmd
 }
 
+/// What cargo sets (by prefix) in the environment of a test it runs.
+const CARGO_TEST_RUN_VARS: [&str; 7] = [
+    "CARGO_PKG_",
+    "CARGO_MANIFEST_",
+    "CARGO_CRATE_NAME",
+    "CARGO_BIN_NAME",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_TARGET_TMPDIR",
+    "CARGO_RUSTC_CURRENT_DIR",
+];
+
 /// The path of a workspace binary, built once per test process, unless
 /// `scripts/test.sh` built them just before the tests
 /// (`HIVE_TEST_BINS_BUILT=1`). It must not build them again then: its
@@ -94,6 +105,17 @@ pub fn bin(name: &str) -> PathBuf {
         ]);
         if dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
+        }
+        // Without the variables cargo sets for this test run (the package's
+        // name, its manifest's directory, ...): a build script that watches
+        // them (ring's does) would see another environment than the `cargo
+        // test` that built the suite, and rebuild ring, rustls, tonic and the
+        // daemons here, inside the first test's timeout, on every run.
+        for (key, _) in std::env::vars_os() {
+            let name = key.to_string_lossy();
+            if CARGO_TEST_RUN_VARS.iter().any(|v| name.starts_with(v)) {
+                cmd.env_remove(&key);
+            }
         }
         let status = cmd.status().expect("run cargo build");
         assert!(status.success(), "building the daemons failed");

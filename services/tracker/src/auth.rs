@@ -122,6 +122,16 @@ impl Member {
     pub fn of_cert(der: &[u8]) -> Self {
         Self(hive_runtime::tls::sha256(der))
     }
+
+    /// A member as stored beside its session (its certificate's SHA-256).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// What is stored beside its session: the certificate's SHA-256.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
 }
 
 impl fmt::Display for Member {

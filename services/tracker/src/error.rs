@@ -44,7 +44,11 @@ impl From<ServiceError> for Status {
                 R::UnknownFile(_) | R::UnknownPeer(_) => Status::not_found(msg),
                 R::Conflict { .. } => Status::already_exists(msg),
                 R::Unauthenticated => Status::unauthenticated(msg),
-                R::PermissionDenied(_) => Status::permission_denied(msg),
+                // Like NotYourHost: the caller's certificate is why, and
+                // the same member may do it. A peer retries a Register
+                // refused so (on its backoff), and gets in once the other
+                // session is gone; ALREADY_EXISTS would read as a refused file.
+                R::PermissionDenied(_) | R::AddressHeld { .. } => Status::permission_denied(msg),
                 R::Quota(_) => Status::resource_exhausted(msg),
                 R::Identity(i) => ServiceError::Identity(i).into(),
             },

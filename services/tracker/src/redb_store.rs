@@ -5,6 +5,9 @@
 //! Tables (keys first):
 //! - `manifests`: name -> size u64 | chunk size u32 | file digest | chunk digests
 //! - `peers`: peer id -> (address, token hash)
+//! - `members`: peer id -> the SHA-256 of the certificate that registered
+//!   the session, for a session registered over TLS (a table of its own, so
+//!   a catalog written before sessions had members opens as it was)
 //! - `holdings`: (peer id, name) -> chunk bitmap ([`hive::ChunkSet::to_bytes`])
 //! - `meta`: `"journal"` -> the last journal generation committed
 
@@ -14,7 +17,7 @@ use hive::{ChunkSet, FileName, Manifest};
 use redb::{Builder, Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::{
-    auth::PeerId,
+    auth::{Member, PeerId},
     codec,
     registry::{Catalog, Change},
     store::{Store, StoreError},
@@ -22,6 +25,7 @@ use crate::{
 
 const MANIFESTS: TableDefinition<&str, &[u8]> = TableDefinition::new("manifests");
 const PEERS: TableDefinition<u64, (&str, [u8; 32])> = TableDefinition::new("peers");
+const MEMBERS: TableDefinition<u64, [u8; 32]> = TableDefinition::new("members");
 const HOLDINGS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("holdings");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const JOURNAL: &str = "journal";
@@ -64,6 +68,7 @@ impl RedbStore {
         let tx = db.begin_write().map_err(err)?;
         tx.open_table(MANIFESTS).map_err(err)?;
         tx.open_table(PEERS).map_err(err)?;
+        tx.open_table(MEMBERS).map_err(err)?;
         tx.open_table(HOLDINGS).map_err(err)?;
         tx.open_table(META).map_err(err)?;
         tx.commit().map_err(err)?;
@@ -90,13 +95,16 @@ impl Store for RedbStore {
             layouts.insert(manifest.name().clone(), manifest.chunk_count());
             catalog.manifests.push(manifest);
         }
+        let members = tx.open_table(MEMBERS).map_err(err)?;
         for row in tx.open_table(PEERS).map_err(err)?.iter().map_err(err)? {
             let (id, value) = row.map_err(err)?;
             let (addr, token) = value.value();
+            let member = members.get(id.value()).map_err(err)?;
             catalog.peers.push((
                 PeerId::from_u64(id.value()),
                 addr.to_owned(),
                 blake3::Hash::from_bytes(token),
+                member.map(|m| Member::from_bytes(m.value())),
             ));
         }
         for row in tx.open_table(HOLDINGS).map_err(err)?.iter().map_err(err)? {
@@ -133,6 +141,7 @@ impl Store for RedbStore {
                 .map_err(err)?;
             let mut manifests = tx.open_table(MANIFESTS).map_err(err)?;
             let mut peers = tx.open_table(PEERS).map_err(err)?;
+            let mut members = tx.open_table(MEMBERS).map_err(err)?;
             let mut holdings = tx.open_table(HOLDINGS).map_err(err)?;
             for change in changes {
                 match change {
@@ -144,13 +153,24 @@ impl Store for RedbStore {
                     Change::RemoveManifest(name) => {
                         manifests.remove(name.as_str()).map_err(err)?;
                     }
-                    Change::PutPeer { peer, addr, token } => {
+                    Change::PutPeer {
+                        peer,
+                        addr,
+                        token,
+                        member,
+                    } => {
                         peers
                             .insert(peer.as_u64(), (addr.as_str(), *token.as_bytes()))
                             .map_err(err)?;
+                        match member {
+                            Some(m) => members.insert(peer.as_u64(), m.as_bytes()).map(drop),
+                            None => members.remove(peer.as_u64()).map(drop),
+                        }
+                        .map_err(err)?;
                     }
                     Change::RemovePeer(peer) => {
                         peers.remove(peer.as_u64()).map_err(err)?;
+                        members.remove(peer.as_u64()).map_err(err)?;
                         let id = peer.as_u64();
                         let upper = id
                             .checked_add(1)
@@ -185,7 +205,7 @@ fn manifest_bytes(m: &Manifest) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::tests::every_kind;
+    use crate::codec::tests::{every_kind, members_peer};
 
     #[test]
     fn commits_come_back_after_reopening_with_their_generation() {
@@ -215,5 +235,25 @@ mod tests {
         assert!(catalog.manifests.is_empty() && catalog.holdings.is_empty());
         assert_eq!(catalog.peers.len(), 1);
         assert_eq!(store.checkpointed().unwrap(), Some(5));
+    }
+
+    #[test]
+    fn a_sessions_member_comes_back_and_goes_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path()).unwrap();
+        let Change::PutPeer { peer, member, .. } = members_peer() else {
+            unreachable!()
+        };
+        store.commit(&[members_peer()], 1).unwrap();
+        drop(store);
+        let store = RedbStore::open(dir.path()).unwrap();
+        let peers = store.load().unwrap().peers;
+        assert_eq!(peers.len(), 1);
+        assert_eq!((peers[0].0, peers[0].3), (peer, member));
+
+        store.commit(&[Change::RemovePeer(peer)], 2).unwrap();
+        assert!(store.load().unwrap().peers.is_empty());
+        let tx = store.db.begin_read().unwrap();
+        assert_eq!(tx.open_table(MEMBERS).unwrap().iter().unwrap().count(), 0);
     }
 }

@@ -15,12 +15,12 @@
 //! | `hv:f:{T}:r` | string | **holder records**, dense, each `rec` bytes (stored in `m`): the peer id (16 hex digits), then its chunks as the wire's `chunk_bitmap` |
 //! | `hv:f:{T}:x` | hash | peer id → its record's index (so `HLEN` is the number of holders) |
 //! | `hv:f:{T}:c0`, `c1`, … | strings | **per-chunk counts as bit planes**: bit k of plane j (in the bitmaps' bit order) is bit j of chunk k's holder count; as many planes as the largest count needs |
-//! | `hv:p:{B}:s:<id>` | hash | addr, token hash (BLAKE3; compared in constant time, in the script) |
+//! | `hv:p:{B}:s:<id>` | hash | addr, token hash (BLAKE3; compared in constant time, in the script), and on a TLS tracker `member`: the SHA-256 of the certificate that registered it, which alone may replace it at its address while it is live |
 //! | `hv:p:{B}:l:<id>` | string | addr, with the TTL as its expiry: the session is live while it exists |
 //! | `hv:p:{B}:f:<id>` | set | names of the files it holds |
 //! | `hv:p:{B}:d` | zset | id → deadline (ms, Redis clock), what sweepers claim from |
 //! | `hv:t:<token hash>` | string | id (only to tell PERMISSION_DENIED from UNAUTHENTICATED) |
-//! | `hv:a:<addr>` | string | the id of the session at this address |
+//! | `hv:a:<addr>` | string | the id of the session at this address (on a TLS tracker moved only if it still names the session checked: `address.rs`) |
 //! | `hv:files` | zset | names, score 0, for ListFiles by name |
 //! | `hv:orph` | zset | tag → when it lost its last holder, for `forget_after` |
 //! | `hv:q:<host>` | hash | `files`, `bytes`: the names the host created that are still there, and their manifests' bytes (per-address quotas) |
@@ -44,7 +44,8 @@
 //! plus one per manifest the replica has not cached; 1 for the catalog's
 //! size when a name is new; 3 for a new session (its keys, the token and
 //! the address indexes) plus the eviction of an old one at the same
-//! address; 1 for the peer's file set; then 1 per file, in order (and 1 to
+//! address, and on a TLS tracker 1 more to read the address index first
+//! and 1 to check the session it names, if any; 1 for the peer's file set; then 1 per file, in order (and 1 to
 //! index a new name). Leave 1 + 1 per file held (in parallel) + 1 (the
 //! token and address indexes, in parallel). ListFiles 1, then 2 per file,
 //! the files in parallel (every record of each).
@@ -98,6 +99,10 @@
 //!   some. What was written belongs to the caller's session, so it expires
 //!   with it if the caller does not retry. True on one primary as on a
 //!   cluster: the same scripts run on both.
+//! - On a TLS tracker a new session's address is checked before anything
+//!   is written but taken only after its session is opened (`address.rs`):
+//!   one that loses a race for the address to another member's live
+//!   session is refused after all, its session ended before the answer.
 //! - `max_files` and the per-address quotas are checked against counts
 //!   read before the writes (two replicas, or two racing Registers from
 //!   one address, may both pass them by one call's worth); a host's charge
@@ -117,6 +122,7 @@
 //! - Stats count peers and files only (holdings and bytes would need a
 //!   scan of every file).
 
+mod address;
 mod answers;
 mod browse;
 mod conn;

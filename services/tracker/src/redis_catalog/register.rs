@@ -10,13 +10,13 @@ use hive::{ChunkSet, Digest, FileName, chunk::ChunkError, pb::types};
 use prost::Message;
 
 use super::{
-    Claimed, RedisCatalog, corrupt,
-    keys::{FILES, FileKeys, PeerKeys, addr_key, charge_key, token_key},
+    RedisCatalog, corrupt,
+    keys::{FILES, FileKeys, PeerKeys, charge_key},
     layout_of,
     scripts::*,
 };
 use crate::{
-    auth::{self, PeerId, TokenHash},
+    auth::PeerId,
     error::ServiceError,
     registry::{Caller, Credentials, Offer, Registered, RegistryError, rules},
 };
@@ -71,29 +71,15 @@ impl RedisCatalog {
                 .cloned()
                 .collect()
         };
-        // The session first, as the embedded catalog checks it first.
-        let session = match &caller {
-            Caller::Session(cred) => {
-                let keys = PeerKeys::new(cred.peer);
-                let mut inv = SESSION.key(&keys.s);
-                inv.key(&keys.l)
-                    .key(&keys.f)
-                    .arg(cred.token.as_bytes().as_slice());
-                for n in &distinct {
-                    inv.arg(n.as_str());
-                }
-                let out: Vec<String> = self.run(&inv).await?;
-                match out.as_slice() {
-                    [ok, addr, held, new] if ok == "ok" => {
-                        let held: usize = held.parse().map_err(|_| corrupt("count"))?;
-                        let new: usize = new.parse().map_err(|_| corrupt("count"))?;
-                        Some((cred.peer, addr.clone(), held + new))
-                    }
-                    [why, ..] => return Err(self.refused(cred, why).await),
-                    [] => return Err(corrupt("empty answer")),
-                }
-            }
-            Caller::New { .. } => None,
+        // The caller first, as the embedded catalog checks it first: its
+        // session, or on a TLS tracker the address a new one takes.
+        let (session, seen) = match &caller {
+            Caller::Session(cred) => (Some(self.session_of(cred, &distinct).await?), None),
+            Caller::New {
+                addr,
+                member: Some(member),
+            } => (None, Some(self.address_for(addr, member).await?)),
+            Caller::New { member: None, .. } => (None, None),
         };
         // Every check before any write.
         let mut registered = HashMap::new();
@@ -132,13 +118,40 @@ impl RedisCatalog {
         let (peer, token, addr) = match (session, caller) {
             (Some((peer, addr, _)), _) => (peer, None, addr),
             (None, Caller::New { addr, member }) => {
-                let (peer, token) = self.open_session(&addr, member.as_ref()).await?;
+                let (peer, token) = self.open_session(&addr, member.as_ref(), seen).await?;
                 (peer, Some(token), addr)
             }
             (None, Caller::Session(_)) => unreachable!("checked above"),
         };
         self.apply(peer, &host, offers).await?;
         Ok(Registered { peer, token, addr })
+    }
+
+    /// The session `cred` is for, checked: its id, its address, and how
+    /// many files it would hold with the `distinct` names offered.
+    async fn session_of(
+        &self,
+        cred: &Credentials,
+        distinct: &[FileName],
+    ) -> Result<(PeerId, String, usize), ServiceError> {
+        let keys = PeerKeys::new(cred.peer);
+        let mut inv = SESSION.key(&keys.s);
+        inv.key(&keys.l)
+            .key(&keys.f)
+            .arg(cred.token.as_bytes().as_slice());
+        for n in distinct {
+            inv.arg(n.as_str());
+        }
+        let out: Vec<String> = self.run(&inv).await?;
+        match out.as_slice() {
+            [ok, addr, held, new] if ok == "ok" => {
+                let held: usize = held.parse().map_err(|_| corrupt("count"))?;
+                let new: usize = new.parse().map_err(|_| corrupt("count"))?;
+                Ok((cred.peer, addr.clone(), held + new))
+            }
+            [why, ..] => Err(self.refused(cred, why).await),
+            [] => Err(corrupt("empty answer")),
+        }
     }
 
     /// The chunks the caller now holds, and whether its holding stayed and
@@ -358,55 +371,6 @@ impl RedisCatalog {
                 .await?;
         }
         Ok(())
-    }
-
-    /// A new session at `addr`, its token bound to `member` (see
-    /// [`auth::Token::hash_for`]); an old one there is ended first.
-    async fn open_session(
-        &self,
-        addr: &str,
-        member: Option<&auth::Member>,
-    ) -> Result<(PeerId, auth::Token), ServiceError> {
-        let (peer, token) = auth::mint().map_err(RegistryError::from)?;
-        let keys = PeerKeys::new(peer);
-        let hash: TokenHash = token.hash_for(member);
-        self.run::<String>(
-            OPEN.key(&keys.s)
-                .key(&keys.l)
-                .key(&keys.d)
-                .arg(&keys.id)
-                .arg(addr)
-                .arg(hash.as_bytes().as_slice())
-                .arg(self.ttl_ms()),
-        )
-        .await?;
-        self.query::<()>(
-            redis::cmd("SET")
-                .arg(token_key(hash.as_bytes()))
-                .arg(&keys.id),
-        )
-        .await?;
-        let old: Option<String> = self
-            .query(
-                redis::cmd("SET")
-                    .arg(addr_key(addr))
-                    .arg(&keys.id)
-                    .arg("GET"),
-            )
-            .await?;
-        if let Some(old) = old.and_then(|o| PeerId::parse(&o).ok())
-            && old != peer
-        {
-            let ok = PeerKeys::new(old);
-            let ended: Vec<Claimed> = self.run(EVICT.key(&ok.d).arg(&ok.id)).await?;
-            // The address index already names the new session.
-            let ended = ended
-                .into_iter()
-                .map(|(id, _, token, files)| (id, String::new(), token, files))
-                .collect();
-            self.clean_up(ended).await?;
-        }
-        Ok((peer, token))
     }
 
     /// What `host` has put in the catalog.

@@ -249,14 +249,41 @@ return {'ok', claim(p, KEYS[4], ARGV[2])}
     )
 });
 
-/// KEYS: s, l, d. ARGV: id, addr, token hash, ttl ms. A new session.
+/// KEYS: s, l, d. ARGV: id, addr, token hash, ttl ms, the member that
+/// registers it ('' on plaintext). A new session.
 pub static OPEN: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 redis.call('HSET', KEYS[1], 'addr', ARGV[2], 'token', ARGV[3])
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'member', ARGV[5]) end
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[4])
 redis.call('ZADD', KEYS[3], now_ms() + tonumber(ARGV[4]), ARGV[1])
 return 'ok'
+"#,
+    )
+});
+
+/// KEYS: s, l. The member of the live session behind them ('' if it has
+/// none), or nil if it is not live.
+pub static HOLDER: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+if redis.call('EXISTS', KEYS[2]) == 0 then return false end
+return redis.call('HGET', KEYS[1], 'member') or ''
+"#,
+    )
+});
+
+/// KEYS: an address index. ARGV: the id it is expected to hold ('' for
+/// none), a new id. Points it at the new id if it holds the expected one:
+/// {'ok'}; else {'moved', the id it holds ('' for none)}.
+pub static TAKE_ADDR: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local cur = redis.call('GET', KEYS[1]) or ''
+if cur ~= ARGV[1] then return {'moved', cur} end
+redis.call('SET', KEYS[1], ARGV[2])
+return {'ok'}
 "#,
     )
 });

@@ -10,8 +10,8 @@
 //!
 //! # Layout
 //! - this file: the types calls take and answer, and the catalog's entries.
-//! - [`rules`]: conflicts, quotas, costs and holder picking, as plain
-//!   functions any home for the catalog can call.
+//! - [`rules`]: conflicts, quotas, who may take an address, costs and
+//!   holder picking, as plain functions any home for the catalog can call.
 //! - `register`: Register (seed message 1), all checks before any change.
 //! - `holdings`: RegisterChunk (seed message 4), and the one way a holding
 //!   changes.
@@ -108,6 +108,15 @@ pub enum RegistryError {
     Unauthenticated,
     #[error("this session may not act for peer {0}")]
     PermissionDenied(PeerId),
+    /// A new session of one member at an address another member's live
+    /// session holds ([`rules::check_address`]).
+    #[error(
+        "address {addr} is held by another member's live session (a member is one \
+         certificate; a renewed certificate is another) until it leaves or is silent \
+         for {}; serve at another address (the peer's --listen, or --advertise) or wait",
+        humantime::format_duration(*.ttl)
+    )]
+    AddressHeld { addr: String, ttl: Duration },
     #[error("quota exceeded: {0}")]
     Quota(String),
     #[error(transparent)]
@@ -123,6 +132,9 @@ pub enum Change {
         peer: PeerId,
         addr: String,
         token: TokenHash,
+        /// The member whose certificate registered it (TLS only): it holds
+        /// its address against other members, across a restart too.
+        member: Option<Member>,
     },
     PutHolding {
         peer: PeerId,
@@ -142,7 +154,9 @@ pub enum Change {
 #[derive(Debug, Default, Clone)]
 pub struct Catalog {
     pub manifests: Vec<Manifest>,
-    pub peers: Vec<(PeerId, String, TokenHash)>,
+    /// Sessions: id, address, token hash, and the member that registered
+    /// it (TLS only).
+    pub peers: Vec<(PeerId, String, TokenHash, Option<Member>)>,
     pub holdings: Vec<(PeerId, FileName, ChunkSet)>,
 }
 
@@ -274,6 +288,9 @@ struct FileEntry {
 struct PeerEntry {
     addr: String,
     token: TokenHash,
+    /// On a TLS tracker, the member that registered it: while it is live,
+    /// no other member's session may replace it at its address.
+    member: Option<Member>,
     last_seen: Instant,
     /// False for a peer restored from storage until it heartbeats.
     confirmed: bool,
@@ -316,8 +333,8 @@ impl Registry {
             reg.files
                 .insert(m.name().clone(), FileEntry::new(Arc::new(m), now));
         }
-        for (peer, addr, token) in catalog.peers {
-            reg.insert_peer(peer, addr, token, now, false);
+        for (peer, addr, token, member) in catalog.peers {
+            reg.insert_peer(peer, addr, token, member, now, false);
         }
         for (peer, name, chunks) in catalog.holdings {
             let (Some(p), Some(f)) = (reg.peers.get_mut(&peer), reg.files.get_mut(&name)) else {

@@ -12,7 +12,7 @@ use super::{
     Caller, Change, FileEntry, Offer, Registered, Registry, RegistryError,
     rules::{self, holding_bytes, manifest_bytes},
 };
-use crate::auth::{PeerId, Token};
+use crate::auth::{Member, PeerId, Token};
 
 impl Registry {
     /// Seed message 1: starts or extends a session holding `offers`.
@@ -25,7 +25,11 @@ impl Registry {
     ) -> Result<Registered, RegistryError> {
         let existing = match &caller {
             Caller::Session(cred) => Some(self.authorize(cred, now)?),
-            Caller::New { .. } => None,
+            Caller::New { addr, member } => {
+                let held_by = self.address_holder(addr, now);
+                rules::check_address(&self.limits, addr, member.as_ref(), held_by)?;
+                None
+            }
         };
         self.check_register(&caller, existing, &offers)?;
         let (peer, token, addr) = self.open_session(caller, now, changes)?;
@@ -95,6 +99,16 @@ impl Registry {
             .sum()
     }
 
+    /// The member whose live session holds `addr`, if one does: a session
+    /// silent past the TTL but not yet swept holds nothing.
+    fn address_holder(&self, addr: &str, now: Instant) -> Option<&Member> {
+        self.addrs
+            .get(addr)
+            .and_then(|p| self.peers.get(p))
+            .filter(|p| p.is_live(now, self.limits.ttl))
+            .and_then(|p| p.member.as_ref())
+    }
+
     /// What a new session frees by replacing the old one at its address: a
     /// peer registering again from its address replaces its old session.
     fn replaced_bytes(&self, caller: &Caller) -> u64 {
@@ -131,15 +145,17 @@ impl Registry {
         let hash = token.hash_for(member.as_ref());
         if let Some(old) = self.addrs.get(&addr).copied() {
             // The same address can serve only one live peer: this is that
-            // peer restarted. Its old session goes.
+            // peer restarted (on a TLS tracker, the same member, or the old
+            // session is no longer live: checked first). Its old session goes.
             self.remove_peer(old, now);
             changes.push(Change::RemovePeer(old));
         }
-        self.insert_peer(peer, addr.clone(), hash, now, true);
+        self.insert_peer(peer, addr.clone(), hash, member, now, true);
         changes.push(Change::PutPeer {
             peer,
             addr: addr.clone(),
             token: hash,
+            member,
         });
         Ok((peer, Some(token), addr))
     }

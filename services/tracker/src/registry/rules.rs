@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use hive::{ChunkSet, FileName, Manifest};
 
 use super::{Limits, Offer, RegistryError};
+use crate::auth::Member;
 
 /// Refuses `offer` if its name is registered (`registered`) with other
 /// content (a conflict), or with the same content cut into other chunks.
@@ -95,6 +96,37 @@ pub struct Usage {
 /// observed source IP, unless the tracker trusts advertised hosts).
 pub fn charged_host(addr: &str) -> &str {
     addr.rsplit_once(':').map_or(addr, |(host, _)| host)
+}
+
+/// Refuses a new session of `member` at `addr` while the live session there
+/// belongs to another member (`held_by`: the member of the live session at
+/// `addr`, if there is one and it has a member).
+///
+/// A new session at an address replaces the one there (a restarted peer
+/// gets its address back), so on a TLS tracker only the member that holds
+/// it may replace it; once its session has left or gone silent for a TTL
+/// the address is free. A member is one certificate (its SHA-256, what
+/// sessions are bound to): names are not unique (`peerctl certs new NAME`
+/// twice makes two members of one name) and a renewal makes a new key, so
+/// nothing stabler is known to belong to the same member. A renewed
+/// certificate therefore waits out its old session, at most one TTL.
+/// Without a member on either side nothing is refused: a plaintext tracker
+/// lets anyone replace the session at an address, and a session registered
+/// in plaintext (before the tracker gained TLS) cannot use its token over
+/// TLS, so it holds nothing against a member.
+pub fn check_address(
+    limits: &Limits,
+    addr: &str,
+    member: Option<&Member>,
+    held_by: Option<&Member>,
+) -> Result<(), RegistryError> {
+    match (member, held_by) {
+        (Some(new), Some(old)) if new != old => Err(RegistryError::AddressHeld {
+            addr: addr.to_owned(),
+            ttl: limits.ttl,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Refuses `files` more names of `bytes` more manifest bytes from an
@@ -258,8 +290,32 @@ mod tests {
     }
 
     #[test]
-    fn the_budget_allows_exactly_its_size() {
+    fn an_address_is_held_against_other_members_only() {
         let limits = Limits {
+            ttl: std::time::Duration::from_secs(30),
+            ..test_limits()
+        };
+        let (a, b) = (Member::of_cert(b"a"), Member::of_cert(b"b"));
+        let check = |new, old| check_address(&limits, "10.0.0.1:4000", new, old);
+        // (the new session's member, the live session's there): refused?
+        let table = [
+            (Some(&b), Some(&a), true),
+            (Some(&a), Some(&a), false),
+            (Some(&a), None, false),
+            (None, Some(&a), false),
+            (None, None, false),
+        ];
+        for (new, old, refused) in table {
+            assert_eq!(check(new, old).is_err(), refused, "{new:?} over {old:?}");
+        }
+        let Err(e) = check(Some(&b), Some(&a)) else {
+            unreachable!()
+        };
+        assert!(e.to_string().contains("10.0.0.1:4000 is held"), "{e}");
+    }
+
+    fn test_limits() -> Limits {
+        Limits {
             max_files_per_peer: 1,
             max_files: 1,
             max_catalog_bytes: 1000,
@@ -269,7 +325,12 @@ mod tests {
             list_holders: 1,
             ttl: std::time::Duration::from_secs(1),
             forget_after: std::time::Duration::from_secs(1),
-        };
+        }
+    }
+
+    #[test]
+    fn the_budget_allows_exactly_its_size() {
+        let limits = test_limits();
         assert!(check_budget(&limits, 900, 100).is_ok());
         assert!(matches!(
             check_budget(&limits, 900, 101),

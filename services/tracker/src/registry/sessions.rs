@@ -10,7 +10,7 @@ use super::{
     Change, Credentials, PeerEntry, Registry, RegistryError,
     rules::{holding_bytes, manifest_bytes},
 };
-use crate::auth::{self, PeerId, Token, TokenHash};
+use crate::auth::{self, Member, PeerId, Token, TokenHash};
 
 impl Registry {
     /// Keeps a session alive, and confirms a restored one.
@@ -110,6 +110,7 @@ impl Registry {
         peer: PeerId,
         addr: String,
         token: TokenHash,
+        member: Option<Member>,
         now: Instant,
         confirmed: bool,
     ) {
@@ -120,6 +121,7 @@ impl Registry {
             PeerEntry {
                 addr,
                 token,
+                member,
                 last_seen: now,
                 confirmed,
                 files: HashSet::new(),

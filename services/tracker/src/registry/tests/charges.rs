@@ -114,7 +114,7 @@ fn a_restart_keeps_charges_for_held_names_and_releases_the_rest_after_the_grace(
         .unwrap();
     let catalog = Catalog {
         manifests: vec![x.clone(), y.clone()],
-        peers: vec![(a.peer, "10.0.0.1:1".into(), a.token)],
+        peers: vec![(a.peer, "10.0.0.1:1".into(), a.token, None)],
         holdings: vec![(a.peer, name("x"), ChunkSet::full(x.chunk_count()))],
     };
     let t1 = t0 + Duration::from_secs(5);

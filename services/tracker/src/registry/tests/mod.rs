@@ -5,6 +5,7 @@ use hive::{ChunkSet, FileName, Manifest};
 use super::*;
 use crate::auth::Token;
 
+mod addresses;
 mod charges;
 mod locate;
 mod register;

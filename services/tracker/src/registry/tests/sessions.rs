@@ -141,7 +141,12 @@ fn restore_brings_back_unconfirmed_holders() {
     for c in changes {
         match c {
             Change::PutManifest(m) => catalog.manifests.push((*m).clone()),
-            Change::PutPeer { peer, addr, token } => catalog.peers.push((peer, addr, token)),
+            Change::PutPeer {
+                peer,
+                addr,
+                token,
+                member,
+            } => catalog.peers.push((peer, addr, token, member)),
             Change::PutHolding { peer, name, chunks } => {
                 catalog.holdings.push((peer, name, (*chunks).clone()))
             }
