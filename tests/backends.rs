@@ -17,7 +17,7 @@ use std::{future::Future, io::Write, time::Duration};
 use hive::{ChunkSet, ChunkSize, FileName, Manifest};
 use hive_tracker::{
     Config, SharedCatalog,
-    auth::Token,
+    auth::{Member, Token},
     error::ServiceError,
     redis_catalog::{Audit, RedisCatalog},
     registry::{Caller, Credentials, Offer, Registered},
@@ -1127,6 +1127,61 @@ async fn racing_registers(b: Backend) {
                 .chunk_holders
                 .iter()
                 .all(|&n| n as u32 == common.holder_count)
+        );
+    })
+    .await;
+}
+
+/// Members racing for one address on a TLS tracker (AU-4), through two
+/// replicas: exactly one gets it, every other is PERMISSION_DENIED, and no
+/// refused Register leaves a session behind (the address index and the
+/// session are on different slots, so this is the compare-and-set's case).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_racing_for_one_address_leave_one_session() {
+    if let Some(b) = shared(config()).await {
+        members_racing_for_one_address(b).await;
+    }
+}
+
+/// The same on a 3-primary Redis Cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_racing_for_one_address_leave_one_session_on_a_cluster() {
+    if let Some(b) = clustered(config()).await {
+        members_racing_for_one_address(b).await;
+    }
+}
+
+async fn members_racing_for_one_address(b: Backend) {
+    within(60, async {
+        let replica = b.replica().await;
+        let mut tasks = Vec::new();
+        for i in 0..8u8 {
+            let c = if i % 2 == 0 {
+                b.catalog.clone()
+            } else {
+                replica.clone()
+            };
+            let offers = vec![full(&manifest(&format!("m{i}"), 2048, i))];
+            tasks.push(tokio::spawn(async move {
+                let caller = Caller::New {
+                    addr: "10.0.2.1:1".into(),
+                    member: Some(Member::of_cert(&[i; 8])),
+                };
+                c.register(caller, offers).await
+            }));
+        }
+        let mut won = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(_) => won += 1,
+                Err(e) => assert_eq!(tonic::Status::from(e).code(), Code::PermissionDenied),
+            }
+        }
+        assert_eq!(won, 1, "one member holds the address");
+        assert_eq!(
+            b.catalog.stats().await.unwrap().peers,
+            1,
+            "no refused session left"
         );
     })
     .await;

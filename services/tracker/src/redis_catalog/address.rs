@@ -5,6 +5,8 @@
 //! the index is read and its session checked first, then moved to the new
 //! session only if it still names the one checked, else checked again.
 
+use tracing::warn;
+
 use super::{
     Claimed, RedisCatalog,
     keys::{PeerKeys, addr_key, token_key},
@@ -88,9 +90,7 @@ impl RedisCatalog {
                 match self.take_address(addr, member, &keys.id, seen).await {
                     Ok(old) => Some(old),
                     Err(refused) => {
-                        let ended: Vec<Claimed> =
-                            self.run(EVICT.key(&keys.d).arg(&keys.id)).await?;
-                        self.clean_up(ended).await?;
+                        self.end_new_session(peer).await;
                         return Err(refused);
                     }
                 }
@@ -120,9 +120,30 @@ impl RedisCatalog {
         Ok((peer, token))
     }
 
+    /// Ends session `peer`, just opened, whose Register is refused or failed
+    /// after it was opened, so that it neither lingers for a TTL nor holds
+    /// its address against other members. Best effort: the caller's error
+    /// is what the client needs to see, and a session left over by a
+    /// failure here still expires with its TTL.
+    pub(super) async fn end_new_session(&self, peer: PeerId) {
+        let keys = PeerKeys::new(peer);
+        let ended = self
+            .run::<Vec<Claimed>>(EVICT.key(&keys.d).arg(&keys.id))
+            .await;
+        let cleaned = match ended {
+            Ok(ended) => self.clean_up(ended).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = cleaned {
+            warn!(%peer, error = %e, "a refused Register's new session is left to expire");
+        }
+    }
+
     /// Points the index of `addr` at session `id` if it still holds `seen`;
     /// if another session took it meanwhile, checks that one as
-    /// [`Self::address_for`] did and tries again. Returns the id replaced.
+    /// [`Self::address_for`] did and tries again, a few times: an address
+    /// that keeps changing hands is UNAVAILABLE (retry). Returns the id
+    /// replaced.
     async fn take_address(
         &self,
         addr: &str,
@@ -130,7 +151,8 @@ impl RedisCatalog {
         id: &str,
         mut seen: String,
     ) -> Result<String, ServiceError> {
-        loop {
+        const TRIES: usize = 8;
+        for _ in 0..TRIES {
             let out: Vec<String> = self
                 .run(TAKE_ADDR.key(addr_key(addr)).arg(&seen).arg(id))
                 .await?;
@@ -143,5 +165,8 @@ impl RedisCatalog {
                 _ => return Err(super::corrupt("answer to an address claim")),
             }
         }
+        Err(super::store_err(format!(
+            "the address {addr} changed hands {TRIES} times while this Register took it; try again"
+        )))
     }
 }

@@ -123,7 +123,14 @@ impl RedisCatalog {
             }
             (None, Caller::Session(_)) => unreachable!("checked above"),
         };
-        self.apply(peer, &host, offers).await?;
+        if let Err(e) = self.apply(peer, &host, offers).await {
+            // A racing Register bound a name first, or Redis failed: a new
+            // session whose token the caller never gets is ended at once.
+            if token.is_some() {
+                self.end_new_session(peer).await;
+            }
+            return Err(e);
+        }
         Ok(Registered { peer, token, addr })
     }
 

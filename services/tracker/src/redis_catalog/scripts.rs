@@ -281,6 +281,8 @@ pub static TAKE_ADDR: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 local cur = redis.call('GET', KEYS[1]) or ''
+-- Already ours: this call ran before and its answer was lost (a retry).
+if cur == ARGV[2] then return {'ok'} end
 if cur ~= ARGV[1] then return {'moved', cur} end
 redis.call('SET', KEYS[1], ARGV[2])
 return {'ok'}
