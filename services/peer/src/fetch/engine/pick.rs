@@ -107,7 +107,8 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
 
     /// The next chunk for holder `i`, and whether it may decline it: one it
     /// hinted at, else the rarest unrequested one it has and has not
-    /// declined, else one it declined that nobody else can supply
+    /// declined (of a holder of the whole file, one no leecher here has),
+    /// else one it declined that nobody else can supply
     /// (insisting), or in the end-game a requested one it is not already
     /// fetching and has not declined. Never one offered to it in a request
     /// in flight: it may be sending that one already, and asked for it, past
@@ -126,11 +127,15 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
         // A chunk it has not declined is offered in a request in flight: it
         // may well send that one, so nothing is insisted on meanwhile.
         let mut offered = false;
+        let whole = h.chunks.is_full();
         for &(_, _, c) in &self.pending {
             if !h.chunks.contains(c) {
                 continue;
             }
             if !h.declined.contains(c) {
+                if whole && self.spread(i, c) {
+                    continue;
+                }
                 if !h.offered.contains_key(&c) {
                     return Some((c, true));
                 }
@@ -185,6 +190,21 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
     fn elsewhere(&self, i: usize, chunk: ChunkIndex) -> bool {
         self.holders.iter().enumerate().any(|(j, h)| {
             j != i && self.source(h) && h.chunks.contains(chunk) && !h.declined.contains(chunk)
+        })
+    }
+
+    /// Whether a leecher other than holder `i` (a source without the whole
+    /// file) has `chunk` and has not declined it. A holder of the whole
+    /// file is not asked for such a chunk: past its first pass it would
+    /// send it again, and the leechers spread it without it (in its first
+    /// pass, the chunks nobody else has are the ones worth asking it).
+    fn spread(&self, i: usize, chunk: ChunkIndex) -> bool {
+        self.holders.iter().enumerate().any(|(j, h)| {
+            j != i
+                && self.source(h)
+                && !h.chunks.is_full()
+                && h.chunks.contains(chunk)
+                && !h.declined.contains(chunk)
         })
     }
 

@@ -253,3 +253,28 @@ async fn a_chunk_sent_unasked_is_refused_and_struck() {
     assert_eq!(engine.stats.holders_banned, 1);
     assert_eq!(w.log().asked_of("liar:1").len(), 1);
 }
+
+/// A holder of the whole file is not asked for chunks a leecher here has,
+/// even the rarest: it sends the chunks only it has, and the leecher the
+/// rest, so no seeder upload goes to a chunk the swarm spreads itself.
+#[tokio::test(start_paused = true)]
+async fn a_seeder_is_asked_only_for_chunks_no_leecher_here_has() {
+    let mut w = World::new(4);
+    w.holder(
+        "seed:1",
+        w.full(),
+        &[Serve::Slow(Duration::from_millis(10))],
+    );
+    w.holders.super_seed("seed:1");
+    w.holder("peer:1", set(4, &[1, 2]), &[Serve::Good]);
+    // Chunks 1 and 2 look rarest.
+    w.tracker.counts = Some(vec![1, 1, 5, 5]);
+    let mut engine = w.engine(w.none());
+    w.run(&mut engine).await.expect("the download completes");
+    w.assert_complete();
+    let log = w.log();
+    let mut asked: Vec<u32> = log.asked_of("seed:1").iter().map(|c| c.get()).collect();
+    asked.sort_unstable();
+    assert_eq!(asked, [3, 4]);
+    assert_eq!(log.answered_by("peer:1").len(), 2);
+}
