@@ -136,6 +136,10 @@ pub struct Engine<L: Locator, H: Holders, S: Sink> {
     /// Chunks neither held nor requested, rarest first.
     pending: BTreeSet<(u32, u32, ChunkIndex)>,
     rank: Vec<(u32, u32)>,
+    /// When a leecher was first seen holding each chunk: until
+    /// [`pick::SPREAD_GRACE`] later, a holder of the whole file is not
+    /// asked for it.
+    spread_since: Vec<Option<Instant>>,
     inflight: HashMap<ChunkIndex, Vec<(usize, AbortHandle)>>,
     tasks: JoinSet<Outcome>,
     /// Each request's holder and chunk (the one it fetches, once a swap is
@@ -200,6 +204,7 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
             holders: Vec::new(),
             by_addr: HashMap::new(),
             pending: BTreeSet::new(),
+            spread_since: vec![None; rank.len()],
             rank,
             inflight: HashMap::new(),
             tasks: JoinSet::new(),

@@ -42,6 +42,11 @@ use crate::fetch::{
 /// least sent) or fresh hints. Without it a super-seeding holder idles while
 /// its last unsent chunks wait for someone to ask.
 pub(super) const PROBE_AFTER: Duration = Duration::from_millis(50);
+/// A holder of the whole file is not asked for a chunk a leecher here has
+/// until this long after a leecher was first seen with it: time for the
+/// leechers to spread it, but a slow leecher holding chunks holds nobody
+/// back for long.
+pub(super) const SPREAD_GRACE: Duration = Duration::from_secs(10);
 /// At most this many holders fetch the same chunk in the end-game.
 const MAX_COPIES: usize = 2;
 /// A download keeps at most this many chunk bytes in flight over all its
@@ -194,18 +199,22 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
     }
 
     /// Whether a leecher other than holder `i` (a source without the whole
-    /// file) has `chunk` and has not declined it. A holder of the whole
-    /// file is not asked for such a chunk: past its first pass it would
-    /// send it again, and the leechers spread it without it (in its first
-    /// pass, the chunks nobody else has are the ones worth asking it).
+    /// file) has `chunk` and has not declined it, and was first seen with it
+    /// less than [`SPREAD_GRACE`] ago. A holder of the whole file is not
+    /// asked for such a chunk: past its first pass it would send it again,
+    /// and the leechers spread it without it (in its first pass, the chunks
+    /// nobody else has are the ones worth asking it).
     fn spread(&self, i: usize, chunk: ChunkIndex) -> bool {
-        self.holders.iter().enumerate().any(|(j, h)| {
-            j != i
-                && self.source(h)
-                && !h.chunks.is_full()
-                && h.chunks.contains(chunk)
-                && !h.declined.contains(chunk)
-        })
+        let recent = self.spread_since[chunk.position()]
+            .is_some_and(|since| since + SPREAD_GRACE > Instant::now());
+        recent
+            && self.holders.iter().enumerate().any(|(j, h)| {
+                j != i
+                    && self.source(h)
+                    && !h.chunks.is_full()
+                    && h.chunks.contains(chunk)
+                    && !h.declined.contains(chunk)
+            })
     }
 
     /// The chunks holder `i` may send instead of `chunk`: the next wanted

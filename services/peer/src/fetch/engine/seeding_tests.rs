@@ -278,3 +278,28 @@ async fn a_seeder_is_asked_only_for_chunks_no_leecher_here_has() {
     assert_eq!(asked, [3, 4]);
     assert_eq!(log.answered_by("peer:1").len(), 2);
 }
+
+/// ...but a leecher that is slow to deliver holds nobody back for long:
+/// SPREAD_GRACE after it was first seen with its chunks, the holder of the
+/// whole file is asked for them too.
+#[tokio::test(start_paused = true)]
+async fn a_slow_leecher_holds_nobody_back_past_the_grace() {
+    let mut w = World::new(4);
+    w.holder("seed:1", w.full(), &[Serve::Good]);
+    w.holders.super_seed("seed:1");
+    let slow = Duration::from_secs(60);
+    w.holder("peer:1", set(4, &[1, 2]), &[Serve::Slow(slow)]);
+    w.tracker.counts = Some(vec![1, 1, 5, 5]);
+    let started = Instant::now();
+    let mut engine = w.engine(w.none());
+    w.run(&mut engine).await.expect("the download completes");
+    w.assert_complete();
+    let took = started.elapsed();
+    let grace = super::pick::SPREAD_GRACE;
+    assert!(
+        took >= grace && took < grace + Duration::from_secs(1),
+        "{took:?}"
+    );
+    let asked = w.log().asked_of("seed:1");
+    assert!(asked[..2].iter().all(|c| c.get() > 2), "{asked:?}");
+}
