@@ -19,6 +19,11 @@ use crate::{
 /// later Locates bring others in.
 pub const LOCATE_HOLDERS: u32 = 16;
 
+/// Most chunks a GetChunk request may name `instead` of its chunk: enough
+/// for a seeder to find an unsent one among a downloader's rarest, while a
+/// request stays a few hundred bytes.
+pub const MAX_INSTEAD: usize = 64;
+
 /// A malformed request field, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {reason}")]
@@ -51,6 +56,21 @@ pub fn chunk(field: &'static str, layout: &Layout, number: u32) -> Result<ChunkI
     layout
         .chunk(u64::from(number))
         .map_err(|e| WireError::new(field, e))
+}
+
+/// The chunks a GetChunk request would take instead of its chunk, checked
+/// against the file's layout: at most [`MAX_INSTEAD`], each a chunk of it.
+pub fn instead(layout: &Layout, numbers: &[u32]) -> Result<Vec<ChunkIndex>, WireError> {
+    if numbers.len() > MAX_INSTEAD {
+        return Err(WireError::new(
+            "instead",
+            format!("{} chunks, at most {MAX_INSTEAD}", numbers.len()),
+        ));
+    }
+    numbers
+        .iter()
+        .map(|&n| chunk("instead", layout, n))
+        .collect()
 }
 
 /// A chunk set from its ranges, for a file of `universe` chunks.

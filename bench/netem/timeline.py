@@ -3,7 +3,9 @@
 
 Each hive peer of the harness logs, at RUST_LOG=hive_peer::timeline=debug,
 every chunk it verified and whom it came from ("chunk verified from=ADDR
-chunk=N"), and every chunk a holder declined ("chunk declined"). From those:
+chunk=N"), every chunk a holder declined ("chunk declined") and every
+request a holder answered with another chunk it had sent less ("chunk
+swapped"). From those:
 which chunks the seeder sent more than once (to different leechers), when
 the leechers began to get chunks from each other, and second by second how
 many chunks came from the seeder (first copies, duplicates) and from
@@ -14,7 +16,7 @@ little more than this.
     timeline.py ROUND_DIR T0_EPOCH SEEDER_ADDR [SECONDS]
 
 Writes ROUND_DIR/timeline.csv (second, seeder_first, seeder_dup, leechers,
-declined) and prints a summary.
+declined, swapped) and prints a summary.
 """
 
 import csv
@@ -26,7 +28,7 @@ import sys
 from collections import Counter, defaultdict
 
 LINE = re.compile(
-    r"^(\S+)\s+DEBUG\s+(?:\S+\s+)*?hive_peer::timeline: chunk (verified|declined) from=(\S+) chunk=(\d+)"
+    r"^(\S+)\s+DEBUG\s+(?:\S+\s+)*?hive_peer::timeline: chunk (verified|declined|swapped) from=(\S+) chunk=(\d+)"
 )
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -63,11 +65,13 @@ def main():
         return
     all_events.sort()
     sent = Counter()
-    bins = defaultdict(lambda: [0, 0, 0, 0])
+    bins = defaultdict(lambda: [0, 0, 0, 0, 0])
     for t, kind, who, chunk, _ in all_events:
         b = bins[max(0, int(t))]
         if kind == "declined":
             b[3] += 1
+        elif kind == "swapped":
+            b[4] += 1
         elif who == seeder:
             sent[chunk] += 1
             b[0 if sent[chunk] == 1 else 1] += 1
@@ -79,7 +83,8 @@ def main():
     print(
         f"    timeline: the seeder's chunks verified by leechers: {total}, {distinct} distinct "
         f"({dups} duplicates, {100 * dups / max(total, 1):.0f} %); "
-        f"declined {sum(v[2] for v in per_leecher.values())} requests"
+        f"declined {sum(v[2] for v in per_leecher.values())} requests, "
+        f"swapped {sum(b[4] for b in bins.values())}"
     )
     firsts = [v[3] for v in per_leecher.values() if v[3] is not None]
     if firsts:
@@ -94,7 +99,7 @@ def main():
     last = max(bins)
     with open(os.path.join(round_dir, "timeline.csv"), "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["second", "seeder_first", "seeder_dup", "leechers", "declined"])
+        w.writerow(["second", "seeder_first", "seeder_dup", "leechers", "declined", "swapped"])
         for s in range(last + 1):
             w.writerow([s, *bins[s]])
     rows = range(min(last + 1, shown))

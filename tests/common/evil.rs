@@ -526,7 +526,7 @@ async fn answer(s: Arc<Shared>, n: u32, tx: mpsc::Sender<Result<ChunkData, Statu
                 _ = tx.closed() => return abandoned(&s),
             }
         }
-        if tx.send(Ok(ChunkData { data })).await.is_err() {
+        if tx.send(Ok(ChunkData { data, chunk: 0 })).await.is_err() {
             return abandoned(&s);
         }
         s.record().bytes_sent += len;

@@ -15,6 +15,7 @@ pub mod rawh2;
 
 pub mod download;
 pub mod evil;
+pub mod metrics;
 pub mod web;
 
 use std::{

@@ -18,6 +18,7 @@ pub struct Counters {
     uploads_cut: Counter,
     uploads_refused: Counter,
     uploads_declined: Counter,
+    uploads_swapped: Counter,
     max_upload_rate: Gauge,
     max_download_rate: Gauge,
 }
@@ -77,6 +78,11 @@ impl Counters {
             self.uploads_declined.clone(),
         );
         registry.register(
+            "hive_peer_uploads_swapped",
+            "GetChunk requests answered by super-seeding with one of the chunks the requester named instead, sent less than the one it asked for",
+            self.uploads_swapped.clone(),
+        );
+        registry.register(
             "hive_peer_max_upload_rate_bytes",
             "The upload cap in bytes a second (0: none)",
             self.max_upload_rate.clone(),
@@ -98,6 +104,10 @@ impl Counters {
 
     pub fn add_upload_declined(&self) {
         self.uploads_declined.inc();
+    }
+
+    pub fn add_upload_swapped(&self) {
+        self.uploads_swapped.inc();
     }
 
     /// Publishes the rate caps now in force.

@@ -12,8 +12,11 @@
 //!   nothing known to ask it for). In a young swarm the others' holdings
 //!   change by the tenth of a second; seconds-old counts send every
 //!   downloader to the seeder for chunks other downloaders already have.
-//! - Super-seeding holders may decline a chunk they have sent already; see
-//!   `engine/pick.rs`.
+//! - Super-seeding holders send first copies: a request to a holder of the
+//!   whole file names the download's next wanted chunks as alternatives,
+//!   and the holder may send one of those instead (the engine moves the
+//!   request to that chunk as soon as it hears), or decline a chunk it has
+//!   sent already; see `engine/pick.rs`.
 //! - End-game: once every missing chunk is requested, the last ones are asked
 //!   of a second holder too; the first verified copy wins, the other request
 //!   is dropped.
@@ -43,6 +46,7 @@ use std::{
 
 use hive::{ChunkIndex, ChunkSet, Manifest};
 use tokio::{
+    sync::mpsc,
     task::{AbortHandle, Id, JoinHandle, JoinSet},
     time::Instant,
 };
@@ -50,7 +54,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::{holders::HolderState, locate::answer};
 use super::{
-    request::{Failure, Outcome},
+    request::{Failure, Outcome, Swaps},
     traits::{Holders, Locator, Sink},
 };
 use tracing::debug;
@@ -132,9 +136,20 @@ pub struct Engine<L: Locator, H: Holders, S: Sink> {
     /// Chunks neither held nor requested, rarest first.
     pending: BTreeSet<(u32, u32, ChunkIndex)>,
     rank: Vec<(u32, u32)>,
+    /// When a leecher was first seen holding each chunk: until
+    /// [`pick::SPREAD_GRACE`] later, a holder of the whole file is not
+    /// asked for it.
+    spread_since: Vec<Option<Instant>>,
     inflight: HashMap<ChunkIndex, Vec<(usize, AbortHandle)>>,
     tasks: JoinSet<Outcome>,
+    /// Each request's holder and chunk (the one it fetches, once a swap is
+    /// heard of).
     task_of: HashMap<Id, (usize, ChunkIndex)>,
+    /// The alternatives each request offered, until its holder's choice is
+    /// heard.
+    offers: HashMap<Id, Vec<ChunkIndex>>,
+    /// Requests report a holder's swap here as soon as they hear it.
+    swaps: (Swaps, mpsc::UnboundedReceiver<(Id, ChunkIndex)>),
     last_relocate: Instant,
     relocate_soon: bool,
     /// The swarm moves: Locate again after [`FRESH_LOCATE`].
@@ -189,10 +204,13 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
             holders: Vec::new(),
             by_addr: HashMap::new(),
             pending: BTreeSet::new(),
+            spread_since: vec![None; rank.len()],
             rank,
             inflight: HashMap::new(),
             tasks: JoinSet::new(),
             task_of: HashMap::new(),
+            offers: HashMap::new(),
+            swaps: mpsc::unbounded_channel(),
             last_relocate: Instant::now(),
             relocate_soon: false,
             fresh: false,
@@ -281,6 +299,7 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
                     };
                     self.on_outcome(id, outcome)?;
                 }
+                Some((id, chunk)) = self.swaps.1.recv() => self.on_swap(id, chunk),
                 found = answer(&mut self.locating), if self.locating.is_some() => {
                     self.locating = None;
                     self.take(found);
@@ -320,20 +339,21 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
 
     /// Handles a finished request; `None` if it was aborted or panicked.
     fn on_outcome(&mut self, id: Id, outcome: Option<Outcome>) -> Result<(), PeerError> {
+        // A swap is reported before its request ends: taken in first, so
+        // the request is settled under the chunk it fetched.
+        while let Ok((task, chunk)) = self.swaps.1.try_recv() {
+            self.on_swap(task, chunk);
+        }
         let Some((i, chunk)) = self.task_of.remove(&id) else {
             return Ok(());
         };
+        self.withdraw_offers(id, i);
         self.holders[i].inflight -= 1;
         let verified = outcome.as_ref().is_some_and(|o| o.result.is_ok());
         self.swarm
             .sink
             .answered(chunk, &self.holders[i].addr, verified);
-        if let Some(who) = self.inflight.get_mut(&chunk) {
-            who.retain(|(j, _)| *j != i);
-            if who.is_empty() {
-                self.inflight.remove(&chunk);
-            }
-        }
+        self.untrack(id, chunk);
         let Some(outcome) = outcome else {
             self.requeue(chunk);
             return Ok(());
@@ -384,5 +404,7 @@ mod pick;
 
 #[cfg(test)]
 pub(super) mod fakes;
+#[cfg(test)]
+mod seeding_tests;
 #[cfg(test)]
 mod tests;

@@ -18,7 +18,7 @@ use super::{
     engine::Engine,
     origins::Origins,
     partfile::PartFile,
-    request::{Decline, Failure},
+    request::{Ask, Decline, Failure},
     traits::{Holders, Locator, Sink},
 };
 use crate::{
@@ -57,30 +57,46 @@ impl Holders for Pool {
         &self,
         conn: &PeerClient,
         name: &FileName,
-        chunk: ChunkIndex,
-        may_decline: bool,
-    ) -> impl Future<Output = Result<Frames, Failure>> + Send + use<> {
+        ask: &Ask,
+    ) -> impl Future<Output = Result<(ChunkIndex, Frames), Failure>> + Send + use<> {
         let mut client = conn.clone();
+        let asked = ask.chunk;
         let request = pb::GetChunkRequest {
             name: name.to_string(),
-            chunk: chunk.get(),
-            may_decline,
+            chunk: asked.get(),
+            may_decline: ask.may_decline,
+            instead: ask.instead.iter().map(|c| c.get()).collect(),
         };
         async move {
-            let stream = client.get_chunk(request).await.map_err(failure)?;
-            Ok(Frames(stream.into_inner()))
+            let mut stream = client
+                .get_chunk(request)
+                .await
+                .map_err(failure)?
+                .into_inner();
+            // The first message says which chunk comes (0, or a peer that
+            // predates swaps: the one asked for); the caller checks it.
+            let first = stream.message().await.map_err(failure)?;
+            let chunk = first
+                .as_ref()
+                .and_then(|m| ChunkIndex::new(m.chunk))
+                .unwrap_or(asked);
+            Ok((chunk, Frames(first.map(|m| m.data), stream)))
         }
     }
 }
 
-/// A GetChunk answer as bytes, its errors as the engine tells them apart.
-pub struct Frames(Streaming<pb::ChunkData>);
+/// A GetChunk answer as bytes, its errors as the engine tells them apart:
+/// the first message's data, already read, then the rest.
+pub struct Frames(Option<Bytes>, Streaming<pb::ChunkData>);
 
 impl Stream for Frames {
     type Item = Result<Bytes, Failure>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        Pin::new(&mut self.0)
+        if let Some(first) = self.0.take() {
+            return Poll::Ready(Some(Ok(first)));
+        }
+        Pin::new(&mut self.1)
             .poll_next(cx)
             .map(|msg| msg.map(|m| m.map(|m| m.data).map_err(failure)))
     }

@@ -66,10 +66,14 @@ impl Fetcher {
                 &ctx.pool,
                 &conn,
                 manifest.clone(),
-                (chunk, false),
-                ctx.config.chunk_timeout,
-                Caps::new([ctx.download_cap.clone()]),
+                request::Ask::only(chunk, false),
+                (
+                    ctx.config.chunk_timeout,
+                    Caps::new([ctx.download_cap.clone()]),
+                ),
                 sink.clone(),
+                // Nothing to swap: no alternatives are offered.
+                tokio::sync::mpsc::unbounded_channel().0,
             )
             .await;
             ctx.counters.add_fetched(outcome.received);

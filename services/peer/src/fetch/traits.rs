@@ -14,7 +14,7 @@ use bytes::Bytes;
 use hive::{ChunkIndex, FileName, Manifest};
 use tokio_stream::Stream;
 
-use super::request::Failure;
+use super::request::{Ask, Failure};
 use crate::{error::PeerError, tracker_link::Located};
 
 /// Where holders and their chunk sets come from: the tracker.
@@ -40,15 +40,16 @@ pub trait Holders: Send + Sync + 'static {
     /// the address is unusable.
     fn connect(&self, addr: &str) -> Result<Self::Conn, PeerError>;
 
-    /// Asks `conn` for `chunk` of `name`; if `may_decline`, a holder that
+    /// Asks `conn` for `ask.chunk` of `name`: the chunk the holder says it
+    /// sends (`ask.chunk`, or one of `ask.instead` from a holder that
+    /// super-seeds) and its bytes. If `ask.may_decline`, a holder that
     /// super-seeds may answer [`Failure::Declined`] instead.
     fn get_chunk(
         &self,
         conn: &Self::Conn,
         name: &FileName,
-        chunk: ChunkIndex,
-        may_decline: bool,
-    ) -> impl Future<Output = Result<Self::Frames, Failure>> + Send + use<Self>;
+        ask: &Ask,
+    ) -> impl Future<Output = Result<(ChunkIndex, Self::Frames), Failure>> + Send + use<Self>;
 }
 
 /// Where one download's verified chunks go.

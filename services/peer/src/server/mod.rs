@@ -37,7 +37,7 @@ use tracing::{instrument, warn};
 use self::upload::Upload;
 pub use self::{
     slots::{Refused, Slot, Slots, Usage},
-    tally::{Tally, Verdict},
+    tally::{Ask, Tally, Verdict},
     upload::DrainRule,
 };
 use crate::{
@@ -87,12 +87,21 @@ impl Peer for ChunkServer {
         let name = wire::file_name("name", req.name).map_err(PeerError::from)?;
         // Checked first: a chunk not held is NOT_FOUND at once, never queued.
         let held = self.holdings.source(&name, req.chunk)?;
-        let counted = self.super_seed(&name, &held, req.may_decline)?;
+        let instead =
+            wire::instead(held.manifest.layout(), &req.instead).map_err(PeerError::from)?;
+        let ask = Ask {
+            chunk: held.chunk,
+            instead: &instead,
+            may_decline: req.may_decline,
+        };
+        // The chunk to send: the one asked for unless super-seeding swaps it.
+        let counted = self.super_seed(&name, &held, ask)?;
+        let chunk = counted.unwrap_or(held.chunk);
         let permit = match self.slot(from).await {
             Ok(permit) => permit,
             Err(e) => {
-                if counted {
-                    self.tally.uncount(&name, held.chunk);
+                if counted.is_some() {
+                    self.tally.uncount(&name, chunk);
                 }
                 return Err(e.into());
             }
@@ -112,8 +121,7 @@ impl Peer for ChunkServer {
             ))
             .into());
         }
-        let source = Arc::new(self.holdings.source(&name, req.chunk)?);
-        let chunk = source.chunk;
+        let source = Arc::new(self.holdings.source(&name, chunk.get())?);
         // The first segment is read before answering, so a file that is gone
         // or changed gets a status, not a broken stream. A changed file has
         // its whole chunk read and verified first.
@@ -168,6 +176,7 @@ impl Peer for ChunkServer {
             counters: counters.clone(),
             conn,
             ended,
+            label: chunk.get().into(),
         };
         hive_runtime::task::spawn("upload", upload.run());
         let guard = counters.upload();
@@ -181,34 +190,40 @@ impl Peer for ChunkServer {
 }
 
 impl ChunkServer {
-    /// Super-seeding ([`tally`]): a chunk of a file held whole is counted as
-    /// sent, or declined if it was sent more often than others and the
-    /// requester may take another one. True when a send was counted (to be
-    /// taken back if the request gets no slot).
+    /// Super-seeding ([`tally`]): of the chunk asked for and its
+    /// alternatives, the one of a file held whole sent least is counted as
+    /// sent and returned (to be sent, or its count taken back if the request
+    /// gets no slot); declined if every one of them was sent more often
+    /// than others and the requester may take another one. None for a file
+    /// not held whole: the chunk asked for is sent, uncounted.
     fn super_seed(
         &self,
         name: &hive::FileName,
         held: &crate::holdings::ChunkSource,
-        may_decline: bool,
-    ) -> Result<bool, Status> {
+        ask: Ask<'_>,
+    ) -> Result<Option<hive::ChunkIndex>, Status> {
         let whole = self
             .holdings
             .holding(name)
             .is_some_and(|(_, have, _)| have.is_full());
         if !whole {
             self.tally.forget(name);
-            return Ok(false);
+            return Ok(None);
         }
         let m = &held.manifest;
         let verdict = self.tally.decide(
             name,
             (m.digest(), m.chunk_count()),
-            held.chunk,
-            may_decline,
+            ask,
             tokio::time::Instant::now(),
         );
         match verdict {
-            Verdict::Serve => Ok(true),
+            Verdict::Serve(chunk) => {
+                if chunk != held.chunk {
+                    self.counters.add_upload_swapped();
+                }
+                Ok(Some(chunk))
+            }
             Verdict::Decline {
                 least_sent,
                 least_count,

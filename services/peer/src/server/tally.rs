@@ -4,13 +4,17 @@
 //! A seeder's upload is the scarce link while a swarm is young: each chunk
 //! it sends a second time is one the swarm already had, while some other
 //! chunk is still held by nobody else. So the server keeps, per complete
-//! file, how often it has sent each chunk. A request that says it could use
-//! another chunk instead (`may_decline`) for a chunk sent more often than
-//! the least-sent ones is declined, with some of the least-sent chunks as
-//! hints; the requester asks for one of those, and gets the declined one
-//! from the peer that has it already (or insists, without `may_decline`,
-//! when nobody else has it). A request without `may_decline` is always
-//! served, and counted.
+//! file, how often it has sent each chunk. A request may name chunks it
+//! would take instead of the one it asks for: the server sends whichever of
+//! them it has sent least, decided and counted under one lock, so requesters
+//! asking at once never get the same first copy and the seeder's link stays
+//! busy with first copies without a round trip per swap. A request that
+//! says it could use another chunk (`may_decline`) and whose every chunk was
+//! sent more often than the least-sent ones is declined, with some of the
+//! least-sent chunks as hints; the requester asks for one of those, and gets
+//! the declined one from the peer that has it already (or insists, without
+//! `may_decline` and without alternatives, when nobody else has it). Any
+//! other request is served, and counted.
 //!
 //! The counts start again once nobody has asked for the file for
 //! [`IDLE_RESET`]: a later swarm starts from an even tally.
@@ -29,11 +33,34 @@ pub const IDLE_RESET: Duration = Duration::from_secs(30);
 /// Least-sent chunks named in a decline at most.
 pub const HINTS: usize = 8;
 
+/// One request, as the tally sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Ask<'a> {
+    /// The chunk asked for.
+    pub chunk: ChunkIndex,
+    /// Chunks the requester would take instead, most wanted first.
+    pub instead: &'a [ChunkIndex],
+    /// Whether the requester can do with none of them for now.
+    pub may_decline: bool,
+}
+
+impl<'a> Ask<'a> {
+    /// A request for `chunk` alone.
+    pub fn only(chunk: ChunkIndex, may_decline: bool) -> Self {
+        Self {
+            chunk,
+            instead: &[],
+            may_decline,
+        }
+    }
+}
+
 /// What to do with one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// Send it (and it has been counted).
-    Serve,
+    /// Send this chunk (the one asked for or one of the alternatives); it
+    /// has been counted.
+    Serve(ChunkIndex),
     /// Decline it: `least_sent` are some of the chunks sent least, each
     /// `least_count` times.
     Decline {
@@ -108,14 +135,15 @@ impl Counts {
 }
 
 impl Tally {
-    /// Whether to send `chunk` of the complete file `name` (whose manifest
-    /// has `digest` and `chunks` chunks) to a requester that `may_decline`.
+    /// Which chunk of the complete file `name` (whose manifest has `digest`
+    /// and `chunks` chunks) to send for `ask`, if any: of the chunk asked
+    /// for and its alternatives, the one sent least (the one asked for on a
+    /// tie, then the earliest alternative).
     pub fn decide(
         &self,
         name: &FileName,
         (digest, chunks): (Digest, u32),
-        chunk: ChunkIndex,
-        may_decline: bool,
+        ask: Ask<'_>,
         now: Instant,
     ) -> Verdict {
         let mut files = self.0.lock().unwrap_or_else(PoisonError::into_inner);
@@ -129,18 +157,25 @@ impl Tally {
             *counts = Counts::new(digest, chunks, now);
         }
         counts.last = now;
-        let i = chunk.position();
-        if i >= counts.sent.len() {
-            return Verdict::Serve;
+        let n = counts.sent.len();
+        if ask.chunk.position() >= n {
+            return Verdict::Serve(ask.chunk);
         }
-        if may_decline && counts.sent[i] > counts.least {
+        // The first of the least sent: `min_by_key` keeps the first minimum.
+        let best = std::iter::once(ask.chunk)
+            .chain(ask.instead.iter().copied())
+            .filter(|c| c.position() < n)
+            .min_by_key(|c| counts.sent[c.position()])
+            .unwrap_or(ask.chunk);
+        let i = best.position();
+        if ask.may_decline && counts.sent[i] > counts.least {
             return Verdict::Decline {
-                least_sent: counts.hints(i),
+                least_sent: counts.hints(ask.chunk.position()),
                 least_count: counts.least,
             };
         }
         counts.count(i);
-        Verdict::Serve
+        Verdict::Serve(best)
     }
 
     /// Takes back a send of `chunk` that [`Tally::decide`] counted but that
@@ -187,23 +222,32 @@ mod tests {
     fn a_seeder_sends_each_chunk_once_before_any_twice() {
         let t = Tally::default();
         let now = Instant::now();
-        assert_eq!(t.decide(&name(), (d(), 4), c(2), true, now), Verdict::Serve);
+        assert_eq!(
+            t.decide(&name(), (d(), 4), Ask::only(c(2), true), now),
+            Verdict::Serve(c(2))
+        );
         let Verdict::Decline {
             least_sent: mut hints,
             least_count: 0,
-        } = t.decide(&name(), (d(), 4), c(2), true, now)
+        } = t.decide(&name(), (d(), 4), Ask::only(c(2), true), now)
         else {
             panic!("a second copy of chunk 2 while 1, 3 and 4 are unsent must be declined");
         };
         hints.sort_unstable();
         assert_eq!(hints, vec![1, 3, 4]);
         for n in [1, 3, 4] {
-            assert_eq!(t.decide(&name(), (d(), 4), c(n), true, now), Verdict::Serve);
+            assert_eq!(
+                t.decide(&name(), (d(), 4), Ask::only(c(n), true), now),
+                Verdict::Serve(c(n))
+            );
         }
         // All sent once: chunk 2's second copy goes now, then 2 is ahead again.
-        assert_eq!(t.decide(&name(), (d(), 4), c(2), true, now), Verdict::Serve);
+        assert_eq!(
+            t.decide(&name(), (d(), 4), Ask::only(c(2), true), now),
+            Verdict::Serve(c(2))
+        );
         assert!(matches!(
-            t.decide(&name(), (d(), 4), c(2), true, now),
+            t.decide(&name(), (d(), 4), Ask::only(c(2), true), now),
             Verdict::Decline { least_count: 1, .. }
         ));
     }
@@ -215,15 +259,15 @@ mod tests {
         let t = Tally::default();
         let now = Instant::now();
         assert_eq!(
-            t.decide(&name(), (d(), 2), c(1), false, now),
-            Verdict::Serve
+            t.decide(&name(), (d(), 2), Ask::only(c(1), false), now),
+            Verdict::Serve(c(1))
         );
         assert_eq!(
-            t.decide(&name(), (d(), 2), c(1), false, now),
-            Verdict::Serve
+            t.decide(&name(), (d(), 2), Ask::only(c(1), false), now),
+            Verdict::Serve(c(1))
         );
         assert_eq!(
-            t.decide(&name(), (d(), 2), c(1), true, now),
+            t.decide(&name(), (d(), 2), Ask::only(c(1), true), now),
             Verdict::Decline {
                 least_sent: vec![2],
                 least_count: 0
@@ -237,12 +281,12 @@ mod tests {
         let t = Tally::default();
         let now = Instant::now();
         assert_eq!(
-            t.decide(&name(), (d(), 100), c(50), true, now),
-            Verdict::Serve
+            t.decide(&name(), (d(), 100), Ask::only(c(50), true), now),
+            Verdict::Serve(c(50))
         );
         let Verdict::Decline {
             least_sent: hints, ..
-        } = t.decide(&name(), (d(), 100), c(50), true, now)
+        } = t.decide(&name(), (d(), 100), Ask::only(c(50), true), now)
         else {
             panic!("declined expected");
         };
@@ -250,21 +294,20 @@ mod tests {
         assert!(hints.iter().all(|&h| h != 50 && (1..=100).contains(&h)));
     }
 
-    /// A file idle for IDLE_RESET, or replaced by other content, starts
-    /// from an even tally.
+    /// A send that never happened (no upload slot) is taken back.
     #[test]
     fn a_send_taken_back_is_no_longer_counted() {
         let tally = Tally::default();
         let now = Instant::now();
         let digest = Digest::of(b"x");
-        let decide = |n, may| tally.decide(&name(), (digest, 2), c(n), may, now);
-        assert!(matches!(decide(1, true), Verdict::Serve));
+        let decide = |n, may| tally.decide(&name(), (digest, 2), Ask::only(c(n), may), now);
+        assert!(matches!(decide(1, true), Verdict::Serve(_)));
         // Chunk 1 is ahead of chunk 2: declined.
         assert!(matches!(decide(1, true), Verdict::Decline { .. }));
         // The send of chunk 1 never happened: it is not ahead any more.
         tally.uncount(&name(), c(1));
-        assert!(matches!(decide(1, true), Verdict::Serve));
-        assert!(matches!(decide(2, true), Verdict::Serve));
+        assert!(matches!(decide(1, true), Verdict::Serve(_)));
+        assert!(matches!(decide(2, true), Verdict::Serve(_)));
         // Both sent once: the least count moved on, and a take-back of one
         // brings it back.
         tally.uncount(&name(), c(2));
@@ -275,29 +318,73 @@ mod tests {
             } => {
                 assert_eq!((least_sent, least_count), (vec![2], 0));
             }
-            Verdict::Serve => panic!("chunk 1 is ahead of chunk 2 again"),
+            Verdict::Serve(_) => panic!("chunk 1 is ahead of chunk 2 again"),
         }
     }
 
+    /// A file idle for IDLE_RESET, or replaced by other content, starts
+    /// from an even tally.
     #[test]
     fn counts_start_again_after_idleness_or_new_content() {
         let t = Tally::default();
         let now = Instant::now();
-        assert_eq!(t.decide(&name(), (d(), 2), c(1), true, now), Verdict::Serve);
+        assert_eq!(
+            t.decide(&name(), (d(), 2), Ask::only(c(1), true), now),
+            Verdict::Serve(c(1))
+        );
         let later = now + IDLE_RESET;
         assert_eq!(
-            t.decide(&name(), (d(), 2), c(1), true, later),
-            Verdict::Serve
+            t.decide(&name(), (d(), 2), Ask::only(c(1), true), later),
+            Verdict::Serve(c(1))
         );
         let other = Digest::of(b"other");
         assert_eq!(
-            t.decide(&name(), (other, 2), c(1), true, later),
-            Verdict::Serve
+            t.decide(&name(), (other, 2), Ask::only(c(1), true), later),
+            Verdict::Serve(c(1))
         );
         t.forget(&name());
         assert_eq!(
-            t.decide(&name(), (other, 2), c(1), true, later),
-            Verdict::Serve
+            t.decide(&name(), (other, 2), Ask::only(c(1), true), later),
+            Verdict::Serve(c(1))
         );
+    }
+
+    /// Asked for a chunk sent already, with alternatives: the least-sent of
+    /// them is sent instead, first copies only, and two requesters naming
+    /// the same alternatives at once get different ones.
+    #[test]
+    fn an_alternative_sent_least_is_sent_instead() {
+        let t = Tally::default();
+        let now = Instant::now();
+        let decide = |chunk, instead: &[ChunkIndex], may_decline| {
+            let ask = Ask {
+                chunk,
+                instead,
+                may_decline,
+            };
+            t.decide(&name(), (d(), 5), ask, now)
+        };
+        assert_eq!(decide(c(1), &[], true), Verdict::Serve(c(1)));
+        // Chunk 1 is ahead; 4 is the first unsent alternative.
+        let instead = [c(1), c(4), c(5)];
+        assert_eq!(decide(c(1), &instead, true), Verdict::Serve(c(4)));
+        assert_eq!(decide(c(1), &instead, true), Verdict::Serve(c(5)));
+        // Asked for itself while unsent, a chunk wins its ties.
+        assert_eq!(decide(c(2), &[c(3)], true), Verdict::Serve(c(2)));
+        // Every chunk named was sent; 3 was not: declined, with 3 as a hint.
+        assert_eq!(
+            decide(c(1), &[c(2), c(4)], true),
+            Verdict::Decline {
+                least_sent: vec![3],
+                least_count: 0
+            }
+        );
+        // Without may_decline, the least-sent of those named goes: chunk 1
+        // on a tie, then 2, which is now sent less.
+        assert_eq!(decide(c(1), &[c(2), c(4)], false), Verdict::Serve(c(1)));
+        assert_eq!(decide(c(1), &[c(2), c(4)], false), Verdict::Serve(c(2)));
+        // Alternatives beyond the file are passed over.
+        let beyond = ChunkIndex::new(99).unwrap();
+        assert_eq!(decide(c(1), &[beyond, c(3)], true), Verdict::Serve(c(3)));
     }
 }

@@ -2,7 +2,13 @@
 //! at a time and feeds it to the response stream, within the upload cap,
 //! and gives up on a reader that stalls or drains too slowly.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
+};
 
 use hive::pb::peer as pb;
 use hive_runtime::grpc::STREAM_MESSAGE_BYTES;
@@ -87,6 +93,10 @@ pub(super) struct Upload {
     pub(super) conn: Option<(SocketAddr, SocketAddr)>,
     /// Resolves when the response stream has been dropped.
     pub(super) ended: oneshot::Receiver<()>,
+    /// The chunk's number, put on the first message (it may be another
+    /// than the one asked for) and then cleared. Atomic only because the
+    /// sends borrow the upload shared across awaits.
+    pub(super) label: AtomicU32,
 }
 
 impl Upload {
@@ -158,7 +168,8 @@ impl Upload {
                 room = tokio::time::timeout_at(until, self.tx.reserve()) => match room {
                     Ok(Ok(permit)) => {
                         let data = data.take().unwrap_or_default();
-                        permit.send(Ok(pb::ChunkData { data }));
+                        let chunk = self.label.swap(0, Ordering::Relaxed);
+                        permit.send(Ok(pb::ChunkData { data, chunk }));
                         drain.bytes += len;
                         return Ok(());
                     }

@@ -20,11 +20,11 @@ use super::{Engine, Settings, Swarm};
 use crate::{
     error::PeerError,
     fetch::{
-        request::{Decline, Failure},
+        request::{Ask, Decline, Failure},
         traits::{Holders, Locator, Sink},
     },
     metrics::Counters,
-    server::{Tally, Verdict},
+    server::{self, Tally, Verdict},
     tracker_link::{Holder, Located},
 };
 
@@ -77,6 +77,9 @@ pub(super) enum Serve {
     Stall,
     /// Answers correctly after this long.
     Slow(Duration),
+    /// Sends the next chunk after the one asked for, saying so, though it
+    /// was not offered instead.
+    Unasked,
 }
 
 /// The tracker: holders listed from a given (virtual) time on.
@@ -167,6 +170,11 @@ pub(super) struct Log {
     pub(super) cancelled: Vec<(String, ChunkIndex)>,
     /// Requests a super-seeding holder declined.
     pub(super) declined: Vec<(String, ChunkIndex)>,
+    /// Requests a super-seeding holder answered with another chunk: holder,
+    /// chunk asked for, chunk sent.
+    pub(super) swapped: Vec<(String, ChunkIndex, ChunkIndex)>,
+    /// The most alternatives one request offered.
+    pub(super) most_instead: usize,
 }
 
 impl Log {
@@ -227,11 +235,10 @@ impl FakeHolders {
             let verdict = tally.decide(
                 m.name(),
                 (m.digest(), m.chunk_count()),
-                chunk(c),
-                false,
+                server::Ask::only(chunk(c), false),
                 Instant::now(),
             );
-            assert_eq!(verdict, Verdict::Serve);
+            assert_eq!(verdict, Verdict::Serve(chunk(c)));
         }
     }
 
@@ -276,50 +283,31 @@ impl Holders for FakeHolders {
         &self,
         conn: &String,
         name: &FileName,
-        c: ChunkIndex,
-        may_decline: bool,
-    ) -> impl Future<Output = Result<Frames, Failure>> + Send + use<> {
+        ask: &Ask,
+    ) -> impl Future<Output = Result<(ChunkIndex, Frames), Failure>> + Send + use<> {
         assert_eq!(name, self.manifest.name());
         let addr = conn.clone();
-        let m = &self.manifest;
-        let verdict = lock(&self.tallies).get(&addr).map(|t| {
-            t.decide(
-                name,
-                (m.digest(), m.chunk_count()),
-                c,
-                may_decline,
-                Instant::now(),
-            )
-        });
-        let declined = match verdict {
-            Some(Verdict::Decline {
-                least_sent,
-                least_count,
-            }) => {
-                lock(&self.log).declined.push((addr.clone(), c));
-                Some(Decline {
-                    hints: least_sent.into_iter().filter_map(ChunkIndex::new).collect(),
-                    first_pass: least_count == 0,
-                })
-            }
-            _ => None,
-        };
+        let (verdict, log) = self.decide(&addr, ask);
         let serve = self.next(&addr);
-        let mut bytes = bytes_of(&self.data, &self.manifest, c);
-        let log = self.log.clone();
-        lock(&log).asked.push((addr.clone(), c, Instant::now()));
-        async move {
-            if let Some(decline) = declined {
-                return Err(Failure::Declined(decline));
+        let sent = match (&verdict, serve) {
+            // The chunk after the one asked for, which was not offered.
+            (Ok(_), Serve::Unasked) => {
+                ChunkIndex::new(ask.chunk.get() % self.manifest.chunk_count() + 1).expect("a chunk")
             }
+            (Ok(sent), _) => *sent,
+            (Err(_), _) => ask.chunk,
+        };
+        let mut bytes = bytes_of(&self.data, &self.manifest, sent);
+        async move {
+            verdict.map_err(Failure::Declined)?;
             let mut pending = Pending {
                 log,
                 addr,
-                chunk: c,
+                chunk: sent,
                 done: false,
             };
             match serve {
-                Serve::Good => {}
+                Serve::Good | Serve::Unasked => {}
                 Serve::Wrong => bytes[CHUNK / 2] ^= 0xff,
                 Serve::Lacks | Serve::Dead => {
                     pending.done = true;
@@ -337,8 +325,50 @@ impl Holders for FakeHolders {
             // In two frames, as a holder streams it.
             let second = Bytes::from(bytes.split_off(CHUNK / 3));
             let frames = [Ok(Bytes::from(bytes)), Ok(second)];
-            Ok(Box::pin(tokio_stream::iter(frames)) as Frames)
+            Ok((sent, Box::pin(tokio_stream::iter(frames)) as Frames))
         }
+    }
+}
+
+impl FakeHolders {
+    /// Logs the request and, for a super-seeding holder, decides it as the
+    /// server does: the chunk to send, or a decline.
+    fn decide(&self, addr: &str, ask: &Ask) -> (Result<ChunkIndex, Decline>, Arc<Mutex<Log>>) {
+        let m = &self.manifest;
+        let verdict = lock(&self.tallies).get(addr).map(|t| {
+            let server_ask = server::Ask {
+                chunk: ask.chunk,
+                instead: &ask.instead,
+                may_decline: ask.may_decline,
+            };
+            t.decide(
+                m.name(),
+                (m.digest(), m.chunk_count()),
+                server_ask,
+                Instant::now(),
+            )
+        });
+        let mut log = lock(&self.log);
+        log.asked.push((addr.to_owned(), ask.chunk, Instant::now()));
+        log.most_instead = log.most_instead.max(ask.instead.len());
+        let decided = match verdict {
+            Some(Verdict::Decline {
+                least_sent,
+                least_count,
+            }) => {
+                log.declined.push((addr.to_owned(), ask.chunk));
+                Err(Decline {
+                    hints: least_sent.into_iter().filter_map(ChunkIndex::new).collect(),
+                    first_pass: least_count == 0,
+                })
+            }
+            Some(Verdict::Serve(sent)) if sent != ask.chunk => {
+                log.swapped.push((addr.to_owned(), ask.chunk, sent));
+                Ok(sent)
+            }
+            _ => Ok(ask.chunk),
+        };
+        (decided, self.log.clone())
     }
 }
 

@@ -1,7 +1,7 @@
 //! The engine's holders: their state, which of them count as sources, and
 //! what a failed request costs one (back-off, write-off, strikes and bans).
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use hive::{ChunkIndex, ChunkSet};
 use tokio::time::Instant;
@@ -43,6 +43,11 @@ pub(super) struct HolderState<C> {
     /// Whether, at its last decline, it was still sending some chunk for
     /// the first time (then it is probed for fresh hints when idle).
     pub(super) first_pass: bool,
+    /// Chunks offered as alternatives in its requests in flight, and in how
+    /// many: not asked of it as such while they are, as it may be sending
+    /// one of them already (its answer says which only with its first
+    /// bytes).
+    pub(super) offered: HashMap<ChunkIndex, u32>,
 }
 
 impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
@@ -71,6 +76,7 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
             declined_at: Instant::now(),
             hints: Vec::new(),
             first_pass: false,
+            offered: HashMap::new(),
         });
     }
 

@@ -92,6 +92,16 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
             );
         }
         self.fresh = news;
+        let now = Instant::now();
+        for h in self
+            .holders
+            .iter()
+            .filter(|h| h.listed && !h.chunks.is_full())
+        {
+            for c in h.chunks.iter() {
+                self.spread_since[c.position()].get_or_insert(now);
+            }
+        }
         self.rerank(&found.chunk_holders);
     }
 }

@@ -1,5 +1,16 @@
 //! What each holder is asked for: the rarest-first queue, the end-game's
-//! second copies, and the bound on chunk bytes in flight.
+//! second copies, the alternatives offered to a super-seeding holder and
+//! its swaps, and the bound on chunk bytes in flight.
+//!
+//! A request that may be declined, to a holder listed with the whole file,
+//! names up to [`MAX_INSTEAD`] other wanted chunks, rarest first, that the
+//! holder has not declined and nobody else here has: a super-seeding
+//! holder sends the one it has
+//! sent least, so it sends first copies back to back, with no round trip
+//! for a decline, as long as it is asked at all. When the request reports
+//! the swap, it moves to the chunk it fetches, which leaves the queue, and
+//! the chunk asked for goes back to it, counted as declined by that holder
+//! (it had sent it more often).
 //!
 //! Super-seeding holders (see `server/tally.rs`) decline chunks they have
 //! sent already while others are unsent, naming some of those: a holder's
@@ -15,12 +26,13 @@
 
 use std::time::Duration;
 
-use hive::ChunkIndex;
-use tokio::time::Instant;
+use hive::{ChunkIndex, wire::MAX_INSTEAD};
+use tokio::{task::Id, time::Instant};
+use tracing::debug;
 
 use super::Engine;
 use crate::fetch::{
-    request,
+    request::{self, Ask},
     traits::{Holders, Locator, Sink},
 };
 
@@ -30,6 +42,11 @@ use crate::fetch::{
 /// least sent) or fresh hints. Without it a super-seeding holder idles while
 /// its last unsent chunks wait for someone to ask.
 pub(super) const PROBE_AFTER: Duration = Duration::from_millis(50);
+/// A holder of the whole file is not asked for a chunk a leecher here has
+/// until this long after a leecher was first seen with it: time for the
+/// leechers to spread it, but a slow leecher holding chunks holds nobody
+/// back for long.
+pub(super) const SPREAD_GRACE: Duration = Duration::from_secs(10);
 /// At most this many holders fetch the same chunk in the end-game.
 const MAX_COPIES: usize = 2;
 /// A download keeps at most this many chunk bytes in flight over all its
@@ -72,7 +89,16 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
                 }
                 match self.pick(i) {
                     Some((chunk, may_decline)) => {
-                        self.start(i, chunk, may_decline);
+                        let instead = match may_decline && h.chunks.is_full() {
+                            true => self.instead(i, chunk),
+                            false => Vec::new(),
+                        };
+                        let ask = Ask {
+                            chunk,
+                            instead,
+                            may_decline,
+                        };
+                        self.start(i, ask);
                         started = true;
                     }
                     None => self.starved |= !self.pending.is_empty(),
@@ -86,23 +112,43 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
 
     /// The next chunk for holder `i`, and whether it may decline it: one it
     /// hinted at, else the rarest unrequested one it has and has not
-    /// declined, else one it declined that nobody else can supply (insisting),
-    /// or in the end-game a requested one it is not already fetching and
-    /// has not declined.
+    /// declined (of a holder of the whole file, one no leecher here has),
+    /// else one it declined that nobody else can supply
+    /// (insisting), or in the end-game a requested one it is not already
+    /// fetching and has not declined. Never one offered to it in a request
+    /// in flight: it may be sending that one already, and asked for it, past
+    /// its first pass, it would send it twice.
     pub(super) fn pick(&self, i: usize) -> Option<(ChunkIndex, bool)> {
         let h = &self.holders[i];
-        let unrequested =
-            |c: ChunkIndex| h.chunks.contains(c) && self.pending.contains(&self.key(c));
+        let unrequested = |c: ChunkIndex| {
+            h.chunks.contains(c)
+                && self.pending.contains(&self.key(c))
+                && !h.offered.contains_key(&c)
+        };
         if let Some(&chunk) = h.hints.iter().find(|&&c| unrequested(c)) {
             return Some((chunk, true));
         }
         let (mut declined, mut probe) = (None, None);
+        // A chunk it has not declined is offered in a request in flight: it
+        // may well send that one, so nothing is insisted on meanwhile.
+        let mut offered = false;
+        let whole = h.chunks.is_full();
         for &(_, _, c) in &self.pending {
             if !h.chunks.contains(c) {
                 continue;
             }
             if !h.declined.contains(c) {
-                return Some((c, true));
+                if whole && self.spread(i, c) {
+                    continue;
+                }
+                if !h.offered.contains_key(&c) {
+                    return Some((c, true));
+                }
+                offered = true;
+                continue;
+            }
+            if h.offered.contains_key(&c) {
+                continue;
             }
             if declined.is_some() && probe.is_some() {
                 continue;
@@ -112,6 +158,9 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
             } else if declined.is_none() && h.declined_at < self.answered_at {
                 declined = Some(c);
             }
+        }
+        if offered {
+            return None;
         }
         if let Some(chunk) = declined {
             return Some((chunk, false));
@@ -149,7 +198,49 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
         })
     }
 
-    pub(super) fn start(&mut self, i: usize, chunk: ChunkIndex, may_decline: bool) {
+    /// Whether a leecher other than holder `i` (a source without the whole
+    /// file) has `chunk` and has not declined it, and was first seen with it
+    /// less than [`SPREAD_GRACE`] ago. A holder of the whole file is not
+    /// asked for such a chunk: past its first pass it would send it again,
+    /// and the leechers spread it without it (in its first pass, the chunks
+    /// nobody else has are the ones worth asking it).
+    fn spread(&self, i: usize, chunk: ChunkIndex) -> bool {
+        let recent = self.spread_since[chunk.position()]
+            .is_some_and(|since| since + SPREAD_GRACE > Instant::now());
+        recent
+            && self.holders.iter().enumerate().any(|(j, h)| {
+                j != i
+                    && self.source(h)
+                    && !h.chunks.is_full()
+                    && h.chunks.contains(chunk)
+                    && !h.declined.contains(chunk)
+            })
+    }
+
+    /// The chunks holder `i` may send instead of `chunk`: the next wanted
+    /// ones, rarest first, that it has and has not declined and that no
+    /// other source here has. Those are the ones a seeder in its first pass
+    /// can send (it sent nobody the others), and nobody else is asked for
+    /// one the holder may be sending already (unless a Locate brings a new
+    /// holder of it meanwhile).
+    fn instead(&self, i: usize, chunk: ChunkIndex) -> Vec<ChunkIndex> {
+        let h = &self.holders[i];
+        self.pending
+            .iter()
+            .map(|&(_, _, c)| c)
+            .filter(|&c| {
+                c != chunk
+                    && h.chunks.contains(c)
+                    && !h.declined.contains(c)
+                    && !self.elsewhere(i, c)
+            })
+            .take(MAX_INSTEAD)
+            .collect()
+    }
+
+    pub(super) fn start(&mut self, i: usize, ask: Ask) {
+        let chunk = ask.chunk;
+        let offered = ask.instead.clone();
         self.pending.remove(&self.key(chunk));
         let h = &mut self.holders[i];
         h.inflight += 1;
@@ -158,12 +249,18 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
             &self.swarm.holders,
             &h.conn,
             self.manifest.clone(),
-            (chunk, may_decline),
-            self.settings.chunk_timeout,
-            self.settings.caps.clone(),
+            ask,
+            (self.settings.chunk_timeout, self.settings.caps.clone()),
             self.swarm.sink.clone(),
+            self.swaps.0.clone(),
         );
         let handle = self.tasks.spawn(job);
+        if !offered.is_empty() {
+            for &c in &offered {
+                *self.holders[i].offered.entry(c).or_default() += 1;
+            }
+            self.offers.insert(handle.id(), offered);
+        }
         self.task_of.insert(handle.id(), (i, chunk));
         self.inflight.entry(chunk).or_default().push((i, handle));
     }
@@ -172,6 +269,72 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
     pub(super) fn requeue(&mut self, chunk: ChunkIndex) {
         if !self.have.contains(chunk) && !self.inflight.contains_key(&chunk) {
             self.pending.insert(self.key(chunk));
+        }
+    }
+
+    /// Request `id`, which offered alternatives, fetches `chunk`: if its
+    /// holder sent that instead of the chunk asked for, the request moves to
+    /// `chunk`, which nobody else is to be asked for now, and the chunk asked
+    /// for goes back to the queue. Either way the alternatives it offered
+    /// are free again.
+    pub(super) fn on_swap(&mut self, id: Id, chunk: ChunkIndex) {
+        let Some(entry) = self.task_of.get_mut(&id) else {
+            return;
+        };
+        let (i, asked) = *entry;
+        entry.1 = chunk;
+        self.withdraw_offers(id, i);
+        if asked == chunk {
+            return;
+        }
+        let moved = self.inflight.get_mut(&asked).and_then(|who| {
+            let k = who.iter().position(|(_, handle)| handle.id() == id)?;
+            Some(who.swap_remove(k))
+        });
+        if self.inflight.get(&asked).is_some_and(Vec::is_empty) {
+            self.inflight.remove(&asked);
+        }
+        if let Some(request) = moved {
+            // Verified meanwhile from someone else: not worth fetching.
+            if self.have.contains(chunk) {
+                request.1.abort();
+            }
+            self.inflight.entry(chunk).or_default().push(request);
+        }
+        self.pending.remove(&self.key(chunk));
+        let h = &mut self.holders[i];
+        // It had sent the chunk asked for more often: as good as a decline.
+        h.declined.insert(asked);
+        h.declined_at = Instant::now();
+        let addr = h.addr.clone();
+        self.fresh = true;
+        self.requeue(asked);
+        self.swarm.sink.answered(asked, &addr, false);
+        self.swarm.sink.requested(chunk, &addr);
+        debug!(target: "hive_peer::timeline", from = %addr, chunk = asked.get(), sent = chunk.get(), "chunk swapped");
+    }
+
+    /// Holder `i` has chosen what request `id` fetches (or the request
+    /// ended): the chunks it offered may be asked of the holder again.
+    pub(super) fn withdraw_offers(&mut self, id: Id, i: usize) {
+        let offered = &mut self.holders[i].offered;
+        for c in self.offers.remove(&id).unwrap_or_default() {
+            if let Some(n) = offered.get_mut(&c) {
+                *n -= 1;
+                if *n == 0 {
+                    offered.remove(&c);
+                }
+            }
+        }
+    }
+
+    /// Request `id` for `chunk` has ended: it is no longer in flight.
+    pub(super) fn untrack(&mut self, id: Id, chunk: ChunkIndex) {
+        if let Some(who) = self.inflight.get_mut(&chunk) {
+            who.retain(|(_, handle)| handle.id() != id);
+            if who.is_empty() {
+                self.inflight.remove(&chunk);
+            }
         }
     }
 }
