@@ -101,6 +101,16 @@ load() {
 
 PARTS=${PARTS:-load state scale tls}
 [[ -z ${SKIP_LOAD:-} ]] || PARTS=state
+# start_ping NAME [PREFIX...]: the raw tonic ping server the mix is measured
+# beside, run under PREFIX (e.g. on_cores's); sets PING and PING_PID.
+start_ping() {
+  local name=$1; shift
+  "$@" "$BIN/raw-server" --listen 127.0.0.1:0 >"$WORK/ping-$name.out" 2>"$WORK/ping-$name.log" &
+  PING_PID=$!
+  HIVE_PIDS+=("$PING_PID")
+  PING=$(wait_line "$WORK/ping-$name.out" "listening on")
+}
+
 part() { [[ " $PARTS " == *" $1 "* ]]; }
 
 if part load; then
@@ -111,10 +121,7 @@ if part load; then
     fi
     prefix=$(on_cores "$layout" server) # an unknown layout stops the script here
     read -ra server <<<"$prefix"
-    "${server[@]}" "$BIN/raw-server" --listen 127.0.0.1:0 >"$WORK/ping-$layout.out" 2>"$WORK/ping-$layout.log" &
-    PING_PID=$!
-    HIVE_PIDS+=("$PING_PID")
-    PING=$(wait_line "$WORK/ping-$layout.out" "listening on")
+    start_ping "$layout" "${server[@]}"
     load "$layout" durable
     load "$layout" fsync-always --fsync always
     load "$layout" in-memory --in-memory
@@ -163,10 +170,7 @@ if part scale; then
   bash scripts/install-redis.sh >/dev/null
   echo
   echo "==> scale-out: $(redis-server --version | cut -d' ' -f1-3)"
-  "$BIN/raw-server" --listen 127.0.0.1:0 >"$WORK/ping-scale.out" 2>"$WORK/ping-scale.log" &
-  PING_PID=$!
-  HIVE_PIDS+=("$PING_PID")
-  PING=$(wait_line "$WORK/ping-scale.out" "listening on")
+  start_ping scale
   start_tracker embedded --ttl 1h --heartbeat-interval 1m "${unlimited[@]}"
   EMBEDDED=$TRACKER EMBEDDED_PID=${HIVE_PIDS[-1]}
   # Each replica set on a Redis of its own, so that each Redis's counters
@@ -207,10 +211,7 @@ if part tls; then
   echo "==> tls (shared cores): the mix against a plaintext and a TLS tracker, both durable"
   "$BIN/peerctl" certs init-ca "$WORK/ca" >/dev/null
   for m in tracker load; do "$BIN/peerctl" certs new $m --ca "$WORK/ca" >/dev/null; done
-  "$BIN/raw-server" --listen 127.0.0.1:0 >"$WORK/ping-tls.out" 2>"$WORK/ping-tls.log" &
-  PING_PID=$!
-  HIVE_PIDS+=("$PING_PID")
-  PING=$(wait_line "$WORK/ping-tls.out" "listening on")
+  start_ping tls
   start_tracker plain --ttl 1h --heartbeat-interval 1m "${unlimited[@]}"
   PLAIN=$TRACKER PLAIN_PID=${HIVE_PIDS[-1]}
   start_tracker tls --ttl 1h --heartbeat-interval 1m "${unlimited[@]}" \
