@@ -8,10 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/check-tests.sh
 scripts/install-redis.sh
-# Built first, so no suite's first test spends its timeout compiling them;
-# HIVE_TEST_BINS_BUILT tells the suites' harness not to build them again
-# (tests/common `bin`).
+# Built first, so no suite's first test spends its timeout compiling them
+# (the harness's own build, tests/common `bin`, is then a no-op).
 profile=()
 for arg in "$@"; do [[ $arg != --release ]] || profile=(--release); done
 cargo build --quiet --bins "${profile[@]}"
-HIVE_TEST_BINS_BUILT=1 cargo test --workspace "$@"
+cargo test --workspace "$@"

@@ -75,12 +75,8 @@ const CARGO_TEST_RUN_VARS: [&str; 7] = [
     "CARGO_RUSTC_CURRENT_DIR",
 ];
 
-/// The path of a workspace binary, built once per test process, unless
-/// `scripts/test.sh` built them just before the tests
-/// (`HIVE_TEST_BINS_BUILT=1`). It must not build them again then: its
-/// `cargo build` selects other packages than the script's, so cargo unifies
-/// other features, rebuilds shared dependencies and relinks the daemons,
-/// minutes spent inside the first test's timeout.
+/// The path of a workspace binary, built once per test process (a no-op
+/// when `scripts/test.sh` or an earlier suite built them).
 pub fn bin(name: &str) -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     let dir = DIR.get_or_init(|| {
@@ -91,9 +87,6 @@ pub fn bin(name: &str) -> PathBuf {
             .and_then(Path::parent)
             .expect("target/<profile>")
             .to_owned();
-        if std::env::var_os("HIVE_TEST_BINS_BUILT").is_some() {
-            return dir;
-        }
         let mut cmd = std::process::Command::new(env!("CARGO"));
         cmd.args([
             "build",
