@@ -81,6 +81,9 @@ struct Entry {
     /// Where a partial file's resume state is saved.
     resume: Option<StateFile>,
     downloading: bool,
+    /// Completed by a download of this daemon: it holds nothing the swarm
+    /// lacks, so it does not super-seed.
+    fetched: bool,
 }
 
 /// One file as `Status` shows it.
@@ -191,6 +194,7 @@ impl Holdings {
                 stamp: Some(stamp),
                 resume: None,
                 downloading: false,
+                fetched: false,
             },
         );
         index.publish(HoldingsChange::Added {
@@ -216,6 +220,7 @@ impl Holdings {
                 stamp: None,
                 resume: Some(part.state_file()),
                 downloading: false,
+                fetched: false,
             },
         );
         index.publish(HoldingsChange::Added {
@@ -296,6 +301,7 @@ impl Holdings {
             return;
         };
         e.kind = Kind::Complete;
+        e.fetched = true;
         e.path = path;
         e.stamp = Some(stamp);
         e.resume = None;
@@ -341,6 +347,18 @@ impl Holdings {
             .files
             .get(name)
             .map(|e| (e.manifest.clone(), e.have.clone(), e.kind))
+    }
+
+    /// Whether this peer super-seeds `name` (`server/tally.rs`): it holds
+    /// the whole file, shared from disk rather than downloaded by this
+    /// daemon. A peer that has just finished a download got every chunk
+    /// from the swarm, so none of its chunks is a first copy, and declining
+    /// duplicates would only hold back the swarm's last chunks.
+    pub fn super_seeds(&self, name: &FileName) -> bool {
+        self.lock()
+            .files
+            .get(name)
+            .is_some_and(|e| e.kind == Kind::Complete && !e.fetched && e.have.is_full())
     }
 
     /// The open file behind `name` and its path, for a download to continue.

@@ -289,3 +289,27 @@ fn a_withdrawal_for_an_entry_replaced_meanwhile_is_ignored() {
     );
     assert_eq!(f.published(), [withdrawn("f", 2, 2)]);
 }
+
+/// Super-seeding is for a file shared from disk: a download that finished
+/// here got every chunk from the swarm, and a partial file holds no whole
+/// file to seed.
+#[test]
+fn only_a_file_shared_from_disk_is_super_seeded() {
+    let f = fixture();
+    f.complete("shared", &data(2));
+    assert!(f.holdings.super_seeds(&name("shared")));
+
+    f.partial("fetched", &data(2), &[1, 2]);
+    assert!(
+        !f.holdings.super_seeds(&name("fetched")),
+        "a part file holding every chunk is still a download"
+    );
+    let path = f.dir.path().join("fetched");
+    let stamp = Stamp::of_parts(2 * CHUNK, (0, 0), 0);
+    f.holdings.complete(&name("fetched"), path, stamp);
+    assert!(
+        !f.holdings.super_seeds(&name("fetched")),
+        "a download completed here holds no first copies"
+    );
+    assert!(!f.holdings.super_seeds(&name("absent")));
+}

@@ -202,11 +202,7 @@ impl ChunkServer {
         held: &crate::holdings::ChunkSource,
         ask: Ask<'_>,
     ) -> Result<Option<hive::ChunkIndex>, Status> {
-        let whole = self
-            .holdings
-            .holding(name)
-            .is_some_and(|(_, have, _)| have.is_full());
-        if !whole {
+        if !self.holdings.super_seeds(name) {
             self.tally.forget(name);
             return Ok(None);
         }
