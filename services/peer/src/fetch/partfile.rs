@@ -179,6 +179,17 @@ impl Writer {
     }
 }
 
+impl Writer {
+    /// Waits (blocking) until every write queued so far is on the file.
+    fn settle(&self) {
+        let (ack, done) = oneshot::channel();
+        // No pieces: the job writes nothing, but only after the ones before.
+        if self.tx.blocking_send((0, Vec::new(), ack)).is_ok() {
+            let _ = done.blocking_recv();
+        }
+    }
+}
+
 fn first_error(failed: &Failed) -> Option<io::Error> {
     let guard = failed
         .lock()
@@ -407,6 +418,12 @@ impl PartFile {
                 "finishing {:?} with chunks missing",
                 manifest.name()
             )));
+        }
+        // A write still queued (an end-game copy of a chunk held already)
+        // lands before the fsync, never in the finished file after it has
+        // been stamped: the watcher would take it for an edit.
+        if let Some(w) = self.writer.get() {
+            w.settle();
         }
         // A flush that failed during the download fails it now, even if
         // this fsync succeeds: the kernel may have dropped those pages.
