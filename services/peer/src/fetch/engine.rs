@@ -140,7 +140,23 @@ pub struct Engine<L: Locator, H: Holders, S: Sink> {
     /// [`pick::SPREAD_GRACE`] later, a holder of the whole file is not
     /// asked for it.
     spread_since: Vec<Option<Instant>>,
+    /// What the other leechers (sources without the whole file) hold, as
+    /// far as this download knows: for [`Engine::saturated`].
+    leechers_have: ChunkSet,
+    /// How many of them there are.
+    leechers: usize,
+    /// Chunks held here that no other leecher is known to hold: this
+    /// peer's upload backlog of first copies.
+    unique: u32,
+    /// Chunks no leecher (here or elsewhere) holds: while some are, holders
+    /// of the whole file are still handing out first copies.
+    uncovered: u32,
     inflight: HashMap<ChunkIndex, Vec<(usize, AbortHandle)>>,
+    /// When each chunk in flight was first asked for (the end-game asks a
+    /// second holder only for chunks that have been coming for long).
+    asked_at: HashMap<ChunkIndex, Instant>,
+    /// How long a chunk typically takes to come (a moving average).
+    typical: Option<Duration>,
     tasks: JoinSet<Outcome>,
     /// Each request's holder and chunk (the one it fetches, once a swap is
     /// heard of).
@@ -193,7 +209,8 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
             holders_active: 0,
             stalled: false,
         };
-        let rank = vec![(0, 0); manifest.chunk_count() as usize];
+        let chunks = manifest.chunk_count();
+        let rank = vec![(0, 0); chunks as usize];
         let mut engine = Self {
             swarm,
             settings,
@@ -205,8 +222,14 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
             by_addr: HashMap::new(),
             pending: BTreeSet::new(),
             spread_since: vec![None; rank.len()],
+            leechers_have: ChunkSet::empty(chunks),
+            leechers: 0,
+            unique: 0,
+            uncovered: 0,
             rank,
             inflight: HashMap::new(),
+            asked_at: HashMap::new(),
+            typical: None,
             tasks: JoinSet::new(),
             task_of: HashMap::new(),
             offers: HashMap::new(),
@@ -221,6 +244,7 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
             progress,
         };
         engine.rerank(&[]);
+        engine.recount();
         engine
     }
 
@@ -238,6 +262,7 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
                 self.requeue(chunk);
             }
         }
+        self.recount();
     }
 
     /// Fetches until every chunk is held, the download is cancelled, or no
@@ -255,6 +280,12 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
         let mut tick = tokio::time::interval(PROGRESS_EVERY);
         loop {
             if self.have.is_full() {
+                // End-game copies still running would write their chunk
+                // again: ended here, so nothing is written after the finish.
+                self.tasks.abort_all();
+                while let Some(joined) = self.tasks.join_next_with_id().await {
+                    self.joined(joined)?;
+                }
                 self.publish(report);
                 return Ok(());
             }
@@ -292,13 +323,7 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return Err(PeerError::Cancelled),
-                Some(joined) = self.tasks.join_next_with_id() => {
-                    let (id, outcome) = match joined {
-                        Ok((id, outcome)) => (id, Some(outcome)),
-                        Err(e) => (e.id(), None),
-                    };
-                    self.on_outcome(id, outcome)?;
-                }
+                Some(joined) = self.tasks.join_next_with_id() => self.joined(joined)?,
                 Some((id, chunk)) = self.swaps.1.recv() => self.on_swap(id, chunk),
                 found = answer(&mut self.locating), if self.locating.is_some() => {
                     self.locating = None;
@@ -337,6 +362,17 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
         report(&self.progress);
     }
 
+    /// Handles a request the join set gave back.
+    fn joined(
+        &mut self,
+        joined: Result<(Id, Outcome), tokio::task::JoinError>,
+    ) -> Result<(), PeerError> {
+        match joined {
+            Ok((id, outcome)) => self.on_outcome(id, Some(outcome)),
+            Err(e) => self.on_outcome(e.id(), None),
+        }
+    }
+
     /// Handles a finished request; `None` if it was aborted or panicked.
     fn on_outcome(&mut self, id: Id, outcome: Option<Outcome>) -> Result<(), PeerError> {
         // A swap is reported before its request ends: taken in first, so
@@ -360,6 +396,19 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
         };
         self.stats.bytes_received += outcome.received;
         self.counters.add_fetched(outcome.received);
+        let wasted = match &outcome.result {
+            Ok(()) => self.have.contains(chunk),
+            Err(_) => outcome.received > 0,
+        };
+        if wasted {
+            debug!(target: "hive_peer::timeline", from = %self.holders[i].addr, chunk = chunk.get(), bytes = outcome.received, ok = outcome.result.is_ok(), "chunk wasted");
+        }
+        if outcome.result.is_ok() {
+            self.typical = Some(match self.typical {
+                Some(t) => (t * 7 + outcome.took) / 8,
+                None => outcome.took,
+            });
+        }
         match outcome.result {
             Ok(()) => self.on_chunk(i, chunk),
             Err(Failure::Write(e)) => return Err(e),
@@ -370,9 +419,22 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
     }
 
     fn on_chunk(&mut self, i: usize, chunk: ChunkIndex) {
-        self.holders[i].failures = 0;
+        let h = &mut self.holders[i];
+        h.failures = 0;
+        // It has the chunk, whatever the last Locate said.
+        h.chunks.insert(chunk);
+        let from_leecher = !h.chunks.is_full();
         if !self.have.insert(chunk) {
             return;
+        }
+        if !self.leechers_have.contains(chunk) {
+            self.uncovered = self.uncovered.saturating_sub(1);
+            if from_leecher {
+                self.leechers_have.insert(chunk);
+            } else {
+                // A first copy: no other leecher is known to have it.
+                self.unique += 1;
+            }
         }
         // The swarm's timeline (who sent which chunk to whom, when), for
         // bench/netem/timeline.py: RUST_LOG=hive_peer::timeline=debug.

@@ -49,6 +49,8 @@ pub enum Failure {
 pub struct Outcome {
     pub result: Result<(), Failure>,
     pub received: u64,
+    /// From asking to the chunk verified (before it is written).
+    pub took: Duration,
 }
 
 /// One chunk request as the engine makes it.
@@ -111,7 +113,8 @@ pub fn fetch_into<H: Holders, S: Sink>(
     let open = holders.get_chunk(conn, manifest.name(), &ask);
     async move {
         let mut received = 0;
-        let mut until = Instant::now() + deadline;
+        let asked = Instant::now();
+        let mut until = asked + deadline;
         let got = match timeout_at(until, open).await {
             Ok(Ok((chunk, frames))) => match swapped(&ask, chunk, &swaps) {
                 Ok(()) => {
@@ -124,11 +127,16 @@ pub fn fetch_into<H: Holders, S: Sink>(
             Ok(Err(f)) => Err(f),
             Err(_) => Err(Failure::Timeout),
         };
+        let took = asked.elapsed();
         let result = match got {
             Ok((chunk, frames)) => sink.write(chunk, frames).await.map_err(Failure::Write),
             Err(f) => Err(f),
         };
-        Outcome { result, received }
+        Outcome {
+            result,
+            received,
+            took,
+        }
     }
 }
 

@@ -103,6 +103,7 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
             }
         }
         self.rerank(&found.chunk_holders);
+        self.recount();
     }
 }
 

@@ -26,7 +26,7 @@
 
 use std::time::Duration;
 
-use hive::{ChunkIndex, wire::MAX_INSTEAD};
+use hive::{ChunkIndex, ChunkSet, wire::MAX_INSTEAD};
 use tokio::{task::Id, time::Instant};
 use tracing::debug;
 
@@ -47,6 +47,17 @@ pub(super) const PROBE_AFTER: Duration = Duration::from_millis(50);
 /// leechers to spread it, but a slow leecher holding chunks holds nobody
 /// back for long.
 pub(super) const SPREAD_GRACE: Duration = Duration::from_secs(10);
+/// A download holding this many chunks that no other leecher is known to
+/// hold is [saturated](Engine::saturated): its upload lags behind what it
+/// takes in, so it leaves the first copies of holders of the whole file to
+/// leechers that pass theirs on faster. A leecher on a link as fast as the
+/// seeder's holds a few (it takes in one seeder's worth of first copies
+/// shared with the others, and others learn of each within a Locate or
+/// two); one on a slow link piles up tens within seconds.
+pub(super) const SATURATED_UNIQUE: u32 = 16;
+/// The end-game asks a second holder for a chunk that has been coming for
+/// this many times as long as chunks typically take.
+const ENDGAME_AFTER: u32 = 2;
 /// At most this many holders fetch the same chunk in the end-game.
 const MAX_COPIES: usize = 2;
 /// A download keeps at most this many chunk bytes in flight over all its
@@ -79,12 +90,17 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
     pub(super) fn assign(&mut self) {
         let chunk = u64::from(self.manifest.layout().chunk_size().get());
         let most = (MAX_INFLIGHT_BYTES / chunk).max(2) as usize;
+        let saturated = self.saturated();
         self.starved = false;
         loop {
             let mut started = false;
             for i in 0..self.holders.len() {
                 let h = &self.holders[i];
-                if !self.usable(h) || h.inflight >= h.limit || self.task_of.len() >= most {
+                let limit = match h.chunks.is_full() && saturated {
+                    true => 1,
+                    false => h.limit,
+                };
+                if !self.usable(h) || h.inflight >= limit || self.task_of.len() >= most {
                     continue;
                 }
                 match self.pick(i) {
@@ -108,6 +124,40 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
                 return;
             }
         }
+    }
+
+    /// Whether this download takes in first copies faster than its upload
+    /// passes them on: while some chunk is held by no leecher (holders of
+    /// the whole file are still handing out first copies) and other
+    /// leechers could take them, it holds [`SATURATED_UNIQUE`] chunks or
+    /// more that no other leecher is known to have. Then it keeps one
+    /// request at most in flight to each holder of the whole file, so that
+    /// their first copies go mostly to leechers whose upload keeps up: on a
+    /// slow link, each first copy taken is one the rest of the swarm can
+    /// only get at that link's pace once the seeder is gone.
+    pub(super) fn saturated(&self) -> bool {
+        self.unique >= SATURATED_UNIQUE && self.leechers > 0 && self.uncovered > 0
+    }
+
+    /// Counts again, from the holders' chunk sets, what the other leechers
+    /// hold ([`Engine::saturated`]'s inputs).
+    pub(super) fn recount(&mut self) {
+        let mut leechers_have = ChunkSet::empty(self.manifest.chunk_count());
+        let mut leechers = 0;
+        for h in &self.holders {
+            if self.source(h) && h.listed && !h.chunks.is_full() {
+                leechers_have.union_with(&h.chunks);
+                leechers += 1;
+            }
+        }
+        let mut unique = self.have.clone();
+        unique.subtract(&leechers_have);
+        let mut covered = leechers_have.clone();
+        covered.union_with(&self.have);
+        self.unique = unique.len();
+        self.uncovered = self.manifest.chunk_count() - covered.len();
+        self.leechers = leechers;
+        self.leechers_have = leechers_have;
     }
 
     /// The next chunk for holder `i`, and whether it may decline it: one it
@@ -176,11 +226,19 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
             return None;
         }
         // End-game copies are extra: a holder may decline them too, and is
-        // not asked again for one it declined.
+        // not asked again for one it declined. Only chunks coming for longer
+        // than twice the typical chunk get one: every copy takes upload
+        // from the swarm, which at its end is still what limits everyone.
+        let now = Instant::now();
+        let overdue = |c: &ChunkIndex| match (self.typical, self.asked_at.get(c)) {
+            (Some(typical), Some(&at)) => now.duration_since(at) >= typical * ENDGAME_AFTER,
+            _ => true,
+        };
         self.inflight
             .iter()
             .filter(|(c, who)| {
                 who.len() < MAX_COPIES
+                    && overdue(c)
                     && h.chunks.contains(**c)
                     && !h.declined.contains(**c)
                     && who.iter().all(|(j, _)| *j != i)
@@ -263,6 +321,7 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
         }
         self.task_of.insert(handle.id(), (i, chunk));
         self.inflight.entry(chunk).or_default().push((i, handle));
+        self.asked_at.entry(chunk).or_insert_with(Instant::now);
     }
 
     /// Puts a chunk back in the queue if nobody holds or fetches it.
@@ -293,6 +352,7 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
         });
         if self.inflight.get(&asked).is_some_and(Vec::is_empty) {
             self.inflight.remove(&asked);
+            self.asked_at.remove(&asked);
         }
         if let Some(request) = moved {
             // Verified meanwhile from someone else: not worth fetching.
@@ -300,6 +360,7 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
                 request.1.abort();
             }
             self.inflight.entry(chunk).or_default().push(request);
+            self.asked_at.entry(chunk).or_insert_with(Instant::now);
         }
         self.pending.remove(&self.key(chunk));
         let h = &mut self.holders[i];
@@ -334,6 +395,7 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
             who.retain(|(_, handle)| handle.id() != id);
             if who.is_empty() {
                 self.inflight.remove(&chunk);
+                self.asked_at.remove(&chunk);
             }
         }
     }

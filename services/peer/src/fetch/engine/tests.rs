@@ -332,3 +332,63 @@ async fn fresh_holdings_are_seen_within_a_fraction_of_a_second() {
         "{calls} Locates in {took:?}"
     );
 }
+
+/// The end-game asks a second holder only for a chunk that has been coming
+/// for over twice as long as chunks take: holders that are merely busy are
+/// not doubled up on, which would spend upload the swarm still needs.
+#[tokio::test(start_paused = true)]
+async fn the_end_game_leaves_chunks_that_are_on_time_alone() {
+    let mut w = World::new(4);
+    w.settings.per_holder = 2;
+    let took = Duration::from_millis(100);
+    w.holder("a:1", w.full(), &[Serve::Slow(took)]);
+    w.holder("b:1", w.full(), &[Serve::Slow(took)]);
+    let mut engine = w.engine(w.none());
+    w.run(&mut engine).await.expect("the download completes");
+    let log = w.log();
+    assert_eq!(log.asked.len(), 4, "no chunk asked twice: {:?}", log.asked);
+    assert_eq!(log.cancelled, []);
+    drop(log);
+    w.assert_complete();
+}
+
+/// How many requests to the holder of the whole file were in flight at
+/// once, for a download that starts holding `have` (chunks no leecher has)
+/// beside a leecher holding chunks 1-8 of 512. (Enough chunks that the
+/// alternatives each request offers do not cover them all: a chunk offered
+/// in a request in flight is not asked for in another.)
+async fn seeder_requests_at_once(have: &[u32]) -> usize {
+    let mut w = World::new(512);
+    w.settings.per_holder = 4;
+    let took = Duration::from_millis(10);
+    w.holder("seed:1", w.full(), &[Serve::Slow(took)]);
+    let theirs: Vec<u32> = (1..=8).collect();
+    w.holder("peer:1", set(512, &theirs), &[Serve::Slow(took)]);
+    let mut engine = w.engine(set(512, have));
+    w.run(&mut engine).await.expect("the download completes");
+    let log = w.log();
+    let at: Vec<Instant> = log
+        .asked
+        .iter()
+        .filter(|(addr, _, _)| addr == "seed:1")
+        .map(|(_, _, at)| *at)
+        .collect();
+    assert!(!at.is_empty(), "the seeder was asked");
+    // Every request takes the same time: those asked at one instant are
+    // the ones in flight together.
+    at.iter()
+        .map(|t| at.iter().filter(|u| *u == t).count())
+        .max()
+        .unwrap_or(0)
+}
+
+/// A leecher holding many chunks that no other leecher has yet (its upload
+/// lags behind what it takes in) asks a holder of the whole file for one
+/// chunk at a time, so that the seeder's first copies go to leechers that
+/// pass theirs on; one with nothing piled up asks for as many as of anyone.
+#[tokio::test(start_paused = true)]
+async fn a_saturated_leecher_asks_a_seeder_for_one_chunk_at_a_time() {
+    assert_eq!(seeder_requests_at_once(&[]).await, 4);
+    let piled_up: Vec<u32> = (481..=512).collect();
+    assert_eq!(seeder_requests_at_once(&piled_up).await, 1);
+}
