@@ -3,15 +3,16 @@
 
 Each hive peer of the harness logs, at RUST_LOG=hive_peer::timeline=debug,
 every chunk it verified and whom it came from ("chunk verified from=ADDR
-chunk=N"), every chunk a holder declined ("chunk declined") and every
+chunk=N"), every chunk a holder declined ("chunk declined"), every
 request a holder answered with another chunk it had sent less ("chunk
-swapped"). From those:
+swapped") and every chunk that came when it was held already, or whose
+request failed after bytes came ("chunk wasted": end-game copies). From
+those:
 which chunks the seeder sent more than once (to different leechers), when
 the leechers began to get chunks from each other, and second by second how
 many chunks came from the seeder (first copies, duplicates) and from
-leechers. Chunks whose request was overtaken in the end-game are not logged
-(their bytes still crossed the link), so the link counters may show a
-little more than this.
+leechers. End-game copies cancelled part-way are not logged (their bytes still
+crossed the link), so the link counters may show a little more than this.
 
     timeline.py ROUND_DIR T0_EPOCH SEEDER_ADDR [SECONDS]
 
@@ -28,7 +29,7 @@ import sys
 from collections import Counter, defaultdict
 
 LINE = re.compile(
-    r"^(\S+)\s+DEBUG\s+(?:\S+\s+)*?hive_peer::timeline: chunk (verified|declined|swapped) from=(\S+) chunk=(\d+)"
+    r"^(\S+)\s+DEBUG\s+(?:\S+\s+)*?hive_peer::timeline: chunk (verified|declined|swapped|wasted) from=(\S+) chunk=(\d+)"
 )
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -68,6 +69,8 @@ def main():
     bins = defaultdict(lambda: [0, 0, 0, 0, 0])
     for t, kind, who, chunk, _ in all_events:
         b = bins[max(0, int(t))]
+        if kind == "wasted":
+            continue
         if kind == "declined":
             b[3] += 1
         elif kind == "swapped":
@@ -86,6 +89,8 @@ def main():
         f"declined {sum(v[2] for v in per_leecher.values())} requests, "
         f"swapped {sum(b[4] for b in bins.values())}"
     )
+    wasted = sum(1 for e in all_events if e[1] == "wasted")
+    print(f"    timeline: chunks that came twice or were cut off (end-game copies): {wasted}")
     firsts = [v[3] for v in per_leecher.values() if v[3] is not None]
     if firsts:
         print(
