@@ -108,6 +108,9 @@ pub struct Settings {
     pub wait_for_holders: bool,
     /// The download caps chunks pass as they arrive.
     pub caps: Caps,
+    /// Bytes of chunks no other leecher has that make a download
+    /// saturated ([`pick::SATURATED_BYTES`]).
+    pub saturated_bytes: u64,
 }
 
 impl From<&Config> for Settings {
@@ -118,6 +121,7 @@ impl From<&Config> for Settings {
             relocate_interval: config.relocate_interval,
             wait_for_holders: true,
             caps: Caps::default(),
+            saturated_bytes: pick::SATURATED_BYTES,
         }
     }
 }

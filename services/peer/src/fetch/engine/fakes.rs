@@ -447,6 +447,7 @@ impl World {
                 caps: Default::default(),
                 relocate_interval: Duration::from_secs(5),
                 wait_for_holders: false,
+                saturated_bytes: super::pick::SATURATED_BYTES,
             },
             data,
             manifest,

@@ -47,14 +47,17 @@ pub(super) const PROBE_AFTER: Duration = Duration::from_millis(50);
 /// leechers to spread it, but a slow leecher holding chunks holds nobody
 /// back for long.
 pub(super) const SPREAD_GRACE: Duration = Duration::from_secs(10);
-/// A download holding this many chunks that no other leecher is known to
-/// hold is [saturated](Engine::saturated): its upload lags behind what it
-/// takes in, so it leaves the first copies of holders of the whole file to
-/// leechers that pass theirs on faster. A leecher on a link as fast as the
-/// seeder's holds a few (it takes in one seeder's worth of first copies
-/// shared with the others, and others learn of each within a Locate or
-/// two); one on a slow link piles up tens within seconds.
-pub(super) const SATURATED_UNIQUE: u32 = 16;
+/// A download holding this many bytes of chunks that no other leecher is
+/// known to hold (16 chunks of 128 KiB) is [saturated](Engine::saturated):
+/// its upload lags behind what it takes in, so it leaves the first copies
+/// of holders of the whole file to leechers that pass theirs on faster. A
+/// leecher on a link as fast as the seeder's holds a few chunks' worth (it
+/// takes in one seeder's worth of first copies shared with the others, and
+/// others learn of each within a Locate or two); one on a slow link piles
+/// up tens within seconds. In bytes, not chunks: a download of small chunks
+/// holds many more of them for the same time on the link, and one request
+/// at a time to the seeder would leave its link idle between them.
+pub(super) const SATURATED_BYTES: u64 = 2 << 20;
 /// The end-game asks a second holder for a chunk that has been coming for
 /// this many times as long as chunks typically take.
 const ENDGAME_AFTER: u32 = 2;
@@ -129,14 +132,17 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
     /// Whether this download takes in first copies faster than its upload
     /// passes them on: while some chunk is held by no leecher (holders of
     /// the whole file are still handing out first copies) and other
-    /// leechers could take them, it holds [`SATURATED_UNIQUE`] chunks or
-    /// more that no other leecher is known to have. Then it keeps one
+    /// leechers could take them, it holds [`SATURATED_BYTES`] or more of
+    /// chunks that no other leecher is known to have. Then it keeps one
     /// request at most in flight to each holder of the whole file, so that
     /// their first copies go mostly to leechers whose upload keeps up: on a
     /// slow link, each first copy taken is one the rest of the swarm can
     /// only get at that link's pace once the seeder is gone.
     pub(super) fn saturated(&self) -> bool {
-        self.unique >= SATURATED_UNIQUE && self.leechers > 0 && self.uncovered > 0
+        let chunk = u64::from(self.manifest.layout().chunk_size().get());
+        u64::from(self.unique) * chunk >= self.settings.saturated_bytes
+            && self.leechers > 0
+            && self.uncovered > 0
     }
 
     /// Counts again, from the holders' chunk sets, what the other leechers

@@ -353,13 +353,15 @@ async fn the_end_game_leaves_chunks_that_are_on_time_alone() {
 }
 
 /// How many requests to the holder of the whole file were in flight at
-/// once, for a download that starts holding `have` (chunks no leecher has)
+/// once, for a download that starts holding `have` (1 KiB chunks no
+/// leecher has)
 /// beside a leecher holding chunks 1-8 of 512. (Enough chunks that the
 /// alternatives each request offers do not cover them all: a chunk offered
 /// in a request in flight is not asked for in another.)
-async fn seeder_requests_at_once(have: &[u32]) -> usize {
+async fn seeder_requests_at_once(have: &[u32], saturated_bytes: u64) -> usize {
     let mut w = World::new(512);
     w.settings.per_holder = 4;
+    w.settings.saturated_bytes = saturated_bytes;
     let took = Duration::from_millis(10);
     w.holder("seed:1", w.full(), &[Serve::Slow(took)]);
     let theirs: Vec<u32> = (1..=8).collect();
@@ -388,7 +390,12 @@ async fn seeder_requests_at_once(have: &[u32]) -> usize {
 /// pass theirs on; one with nothing piled up asks for as many as of anyone.
 #[tokio::test(start_paused = true)]
 async fn a_saturated_leecher_asks_a_seeder_for_one_chunk_at_a_time() {
-    assert_eq!(seeder_requests_at_once(&[]).await, 4);
+    // 16 of these 1 KiB chunks, as 16 of 128 KiB are by default.
+    let sixteen = 16 << 10;
+    assert_eq!(seeder_requests_at_once(&[], sixteen).await, 4);
     let piled_up: Vec<u32> = (481..=512).collect();
-    assert_eq!(seeder_requests_at_once(&piled_up).await, 1);
+    assert_eq!(seeder_requests_at_once(&piled_up, sixteen).await, 1);
+    // The bound is in bytes: 32 KiB of small chunks is not a backlog.
+    let default = crate::fetch::engine::pick::SATURATED_BYTES;
+    assert_eq!(seeder_requests_at_once(&piled_up, default).await, 4);
 }
