@@ -68,9 +68,9 @@ def main():
     sent = Counter()
     bins = defaultdict(lambda: [0, 0, 0, 0, 0])
     for t, kind, who, chunk, _ in all_events:
-        b = bins[max(0, int(t))]
         if kind == "wasted":
             continue
+        b = bins[max(0, int(t))]
         if kind == "declined":
             b[3] += 1
         elif kind == "swapped":
@@ -90,7 +90,7 @@ def main():
         f"swapped {sum(b[4] for b in bins.values())}"
     )
     wasted = sum(1 for e in all_events if e[1] == "wasted")
-    print(f"    timeline: chunks that came twice or were cut off (end-game copies): {wasted}")
+    print(f"    timeline: chunks that came twice or were cut off (end-game copies, failed requests): {wasted}")
     firsts = [v[3] for v in per_leecher.values() if v[3] is not None]
     if firsts:
         print(

@@ -17,9 +17,9 @@
 //!   and the holder may send one of those instead (the engine moves the
 //!   request to that chunk as soon as it hears), or decline a chunk it has
 //!   sent already; see `engine/pick.rs`.
-//! - End-game: once every missing chunk is requested, the last ones are asked
-//!   of a second holder too; the first verified copy wins, the other request
-//!   is dropped.
+//! - End-game: once every missing chunk is requested, one that has been
+//!   coming for twice as long as chunks typically take is asked of a second
+//!   holder too; the first verified copy wins, the other request is dropped.
 //! - Fail-over: a request that fails or stalls past the per-chunk deadline
 //!   puts its chunk back for others; an unreachable holder backs off and is
 //!   dropped once the tracker no longer lists it, or after repeated failures.
@@ -428,6 +428,13 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
         // It has the chunk, whatever the last Locate said.
         h.chunks.insert(chunk);
         let from_leecher = !h.chunks.is_full();
+        // End-game: the other copies are no longer needed (nor, when this
+        // one came second, the third).
+        if let Some(others) = self.inflight.get(&chunk) {
+            for (_, handle) in others {
+                handle.abort();
+            }
+        }
         if !self.have.insert(chunk) {
             return;
         }
@@ -447,12 +454,6 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
         self.stats.chunks_fetched += 1;
         self.progress.chunks_done += 1;
         self.progress.bytes_done += u64::from(self.manifest.layout().chunk_len(chunk));
-        // End-game: the other copies are no longer needed.
-        if let Some(others) = self.inflight.get(&chunk) {
-            for (_, handle) in others {
-                handle.abort();
-            }
-        }
     }
 }
 

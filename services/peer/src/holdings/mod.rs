@@ -353,7 +353,10 @@ impl Holdings {
     /// the whole file, shared from disk rather than downloaded by this
     /// daemon. A peer that has just finished a download got every chunk
     /// from the swarm, so none of its chunks is a first copy, and declining
-    /// duplicates would only hold back the swarm's last chunks.
+    /// duplicates would only hold back the swarm's last chunks. Known for
+    /// this run only: after a restart, or once the watcher has shared the
+    /// file anew, it is a file on disk like any other (then it may well be
+    /// the only seed left).
     pub fn super_seeds(&self, name: &FileName) -> bool {
         self.lock()
             .files

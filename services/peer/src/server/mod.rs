@@ -195,7 +195,8 @@ impl ChunkServer {
     /// sent and returned (to be sent, or its count taken back if the request
     /// gets no slot); declined if every one of them was sent more often
     /// than others and the requester may take another one. None for a file
-    /// not held whole: the chunk asked for is sent, uncounted.
+    /// this peer does not super-seed (not held whole, or downloaded here:
+    /// [`Holdings::super_seeds`]): the chunk asked for is sent, uncounted.
     fn super_seed(
         &self,
         name: &hive::FileName,

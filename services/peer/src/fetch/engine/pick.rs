@@ -170,8 +170,8 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
     /// hinted at, else the rarest unrequested one it has and has not
     /// declined (of a holder of the whole file, one no leecher here has),
     /// else one it declined that nobody else can supply
-    /// (insisting), or in the end-game a requested one it is not already
-    /// fetching and has not declined. Never one offered to it in a request
+    /// (insisting), or in the end-game a requested one, overdue and not yet
+    /// held, that it is not already fetching and has not declined. Never one offered to it in a request
     /// in flight: it may be sending that one already, and asked for it, past
     /// its first pass, it would send it twice.
     pub(super) fn pick(&self, i: usize) -> Option<(ChunkIndex, bool)> {
@@ -245,6 +245,8 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
             .filter(|(c, who)| {
                 who.len() < MAX_COPIES
                     && overdue(c)
+                    // Verified already: the copies left are being aborted.
+                    && !self.have.contains(**c)
                     && h.chunks.contains(**c)
                     && !h.declined.contains(**c)
                     && who.iter().all(|(j, _)| *j != i)

@@ -399,3 +399,29 @@ async fn a_saturated_leecher_asks_a_seeder_for_one_chunk_at_a_time() {
     let default = crate::fetch::engine::pick::SATURATED_BYTES;
     assert_eq!(seeder_requests_at_once(&piled_up, default).await, 4);
 }
+
+/// A chunk verified in the end-game is not asked for again while the copy
+/// it beat is being aborted: the holder that won, free again, gets the next
+/// overdue chunk, not the one it has just sent.
+#[tokio::test(start_paused = true)]
+async fn a_chunk_won_in_the_end_game_is_not_asked_for_again() {
+    let mut w = World::new(4);
+    let slow = Serve::Slow(w.settings.chunk_timeout / 2);
+    w.holder("slow:1", w.full(), &[slow]);
+    w.holder("slow:2", w.full(), &[slow]);
+    w.holder(
+        "fast:1",
+        w.full(),
+        &[Serve::Slow(Duration::from_millis(10))],
+    );
+    // Rarest first: the slow holders get chunks 1 and 2, the fast one 3
+    // and 4; then the end-game asks it for 1, the rarer, and next for 2.
+    w.tracker.counts = Some(vec![1, 2, 3, 4]);
+    let mut engine = w.engine(w.none());
+    w.run(&mut engine).await.expect("the download completes");
+    assert_eq!(
+        w.log().asked_of("fast:1"),
+        [chunk(3), chunk(4), chunk(1), chunk(2)]
+    );
+    w.assert_complete();
+}
