@@ -428,8 +428,8 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
         // It has the chunk, whatever the last Locate said.
         h.chunks.insert(chunk);
         let from_leecher = !h.chunks.is_full();
-        // End-game: the other copies are no longer needed (nor, when this
-        // one came second, the third).
+        // End-game: the other copies are no longer needed, whether this one
+        // came first or (the chunk held already) second.
         if let Some(others) = self.inflight.get(&chunk) {
             for (_, handle) in others {
                 handle.abort();

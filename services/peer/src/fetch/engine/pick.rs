@@ -171,9 +171,10 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
     /// declined (of a holder of the whole file, one no leecher here has),
     /// else one it declined that nobody else can supply
     /// (insisting), or in the end-game a requested one, overdue and not yet
-    /// held, that it is not already fetching and has not declined. Never one offered to it in a request
-    /// in flight: it may be sending that one already, and asked for it, past
-    /// its first pass, it would send it twice.
+    /// held, that it is not already fetching and has not declined. Never
+    /// one offered to it in a request in flight: it may be sending that one
+    /// already, and asked for it, past its first pass, it would send it
+    /// twice.
     pub(super) fn pick(&self, i: usize) -> Option<(ChunkIndex, bool)> {
         let h = &self.holders[i];
         let unrequested = |c: ChunkIndex| {
