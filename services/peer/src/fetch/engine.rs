@@ -6,12 +6,15 @@
 //! - Each holder has a bounded number of requests in flight; one connection
 //!   per holder, one HTTP/2 stream per chunk.
 //! - The tracker is asked again now and then, so holders that join are used:
-//!   every `relocate_interval` while nothing changes, but every
-//!   [`FRESH_LOCATE`] while the swarm moves (the last answer brought new
-//!   holders or chunks, a holder declined a chunk, or one had a free slot and
-//!   nothing known to ask it for). In a young swarm the others' holdings
-//!   change by the tenth of a second; seconds-old counts send every
-//!   downloader to the seeder for chunks other downloaders already have.
+//!   every [`FRESH_LOCATE`] while the swarm moves (the last answer brought
+//!   new holders or chunks, a holder declined a chunk, or one had a free slot
+//!   and nothing known to ask it for), and after an answer with no news at
+//!   twice the last gap, up to `relocate_interval`. In a young swarm the
+//!   others' holdings change by the tenth of a second; seconds-old counts
+//!   send every downloader to the seeder for chunks other downloaders
+//!   already have. The doubling matters at a swarm's start: the first
+//!   answers list only the seeder, and the others' first chunks are news a
+//!   fraction of a second later, not at the next interval.
 //! - Super-seeding holders send first copies: a request to a holder of the
 //!   whole file names the download's next wanted chunks as alternatives,
 //!   and the holder may send one of those instead (the engine moves the
@@ -176,6 +179,10 @@ pub struct Engine<L: Locator, H: Holders, S: Sink> {
     fresh: bool,
     /// Some holder had a free slot and nothing known to ask it for.
     starved: bool,
+    /// The wait before the next Locate while nothing moves: from
+    /// [`FRESH_LOCATE`], doubled by each answer without news, up to
+    /// `relocate_interval`.
+    quiet_gap: Duration,
     /// When the last Locate answer was taken in.
     answered_at: Instant,
     /// A Locate in flight: asked in the background, so a slow or frozen
@@ -242,6 +249,7 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
             relocate_soon: false,
             fresh: false,
             starved: false,
+            quiet_gap: FRESH_LOCATE,
             answered_at: Instant::now(),
             locating: None,
             stats: RunStats::default(),
@@ -344,11 +352,12 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
     fn locate_due(&self) -> Instant {
         // Stalled, nobody has what is missing: waiting on the interval.
         let moving = self.fresh || (self.starved && !self.progress.stalled);
-        let after = if moving {
-            FRESH_LOCATE.min(self.settings.relocate_interval)
-        } else {
-            self.settings.relocate_interval
+        let after = match (moving, self.progress.stalled) {
+            (true, _) => FRESH_LOCATE,
+            (false, true) => self.settings.relocate_interval,
+            (false, false) => self.quiet_gap,
         };
+        let after = after.min(self.settings.relocate_interval);
         self.last_relocate + after
     }
 

@@ -5,7 +5,7 @@ use hive::ChunkSet;
 use tokio::{task::JoinHandle, time::Instant};
 use tracing::{debug, warn};
 
-use super::Engine;
+use super::{Engine, FRESH_LOCATE};
 use crate::{
     error::PeerError,
     fetch::traits::{Holders, Locator, Sink},
@@ -92,6 +92,11 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
             );
         }
         self.fresh = news;
+        self.quiet_gap = match news {
+            true => FRESH_LOCATE,
+            false => (self.quiet_gap * 2).min(self.settings.relocate_interval),
+        };
+        debug!(holders = self.holders.len(), news, "located");
         let now = Instant::now();
         for h in self
             .holders

@@ -333,6 +333,47 @@ async fn fresh_holdings_are_seen_within_a_fraction_of_a_second() {
     );
 }
 
+/// At a swarm's start the first answers list only the seeder: with no news
+/// the gap to the next Locate doubles from FRESH_LOCATE, so a downloader
+/// whose first chunks come a fraction of a second later is used then, not at
+/// the next relocate interval (5 s here); and a swarm that stays quiet is
+/// asked about every interval again, not four times a second.
+#[tokio::test(start_paused = true)]
+async fn a_young_swarm_is_asked_about_again_within_a_second() {
+    let w = World::new(4);
+    // The seeder answers only after 30 s: the chunks must come from the peer.
+    w.holder("seed:1", w.full(), &[Serve::Slow(Duration::from_secs(30))]);
+    w.tracker
+        .list("peer:1", w.full(), Duration::from_millis(600));
+    w.holders.script("peer:1", &[Serve::Good]);
+    let started = Instant::now();
+    let mut engine = w.engine(w.none());
+    w.run(&mut engine).await.expect("the download completes");
+    w.assert_complete();
+    let took = started.elapsed();
+    assert!(
+        took <= Duration::from_millis(600) + 4 * super::FRESH_LOCATE,
+        "the peer was seen within a second: {took:?}"
+    );
+
+    // Nothing ever changes: after a few doublings, one Locate an interval.
+    let mut w = World::new(2);
+    w.settings.chunk_timeout = Duration::from_secs(120);
+    w.holder("seed:1", w.full(), &[Serve::Slow(Duration::from_secs(60))]);
+    let mut engine = w.engine(w.none());
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let mut report = |_: &super::Progress| {};
+    let run = engine.run(w.tracker.answer(), &cancel, &mut report);
+    let quiet = Duration::from_secs(50);
+    assert!(
+        tokio::time::timeout(quiet, run).await.is_err(),
+        "still fetching"
+    );
+    let calls = *lock(&w.tracker.calls);
+    let most = (quiet.as_secs() / w.settings.relocate_interval.as_secs()) as u32 + 6;
+    assert!(calls <= most, "{calls} Locates in {quiet:?}");
+}
+
 /// The end-game asks a second holder only for a chunk that has been coming
 /// for over twice as long as chunks take: holders that are merely busy are
 /// not doubled up on, which would spend upload the swarm still needs.
