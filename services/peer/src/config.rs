@@ -95,8 +95,10 @@ pub struct Config {
     #[arg(long, env = "HIVE_MAX_DOWNLOAD_RATE", default_value = "0", value_parser = parse_rate)]
     pub max_download_rate: u64,
 
-    /// Chunk requests kept in flight to each holder while downloading.
-    #[arg(long, env = "HIVE_PER_HOLDER", default_value_t = 4)]
+    /// Most chunk requests in flight to one holder while downloading. Within
+    /// it a download keeps about twice what the holder delivers to it in a
+    /// round trip (its measured rate × answer time), at least 2.
+    #[arg(long, env = "HIVE_PER_HOLDER", default_value_t = 16)]
     pub per_holder: usize,
 
     /// Most holders a download asks the tracker for (BitTorrent's numwant);

@@ -3,8 +3,10 @@
 //!
 //! - Rarest first: chunks are requested in order of how few holders have them
 //!   (the tracker's per-chunk counts), ties broken at random.
-//! - Each holder has a bounded number of requests in flight; one connection
-//!   per holder, one HTTP/2 stream per chunk.
+//! - Each holder has about twice what it delivers in a round trip in flight
+//!   (its measured rate × answer time, at least 2, at most `--per-holder`;
+//!   see `engine/pace.rs`); one connection per holder, one HTTP/2 stream per
+//!   chunk.
 //! - The tracker is asked again now and then, so holders that join are used:
 //!   every [`FRESH_LOCATE`] while the swarm moves (the last answer brought
 //!   new holders or chunks, a holder declined a chunk, or one had a free slot
@@ -100,7 +102,7 @@ pub struct Swarm<L, H, S> {
 /// The engine's knobs, from the daemon's flags.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Requests in flight to one holder at most.
+    /// Requests in flight to one holder at most (its pace keeps fewer).
     pub per_holder: usize,
     /// A request with no complete chunk after this long is abandoned.
     pub chunk_timeout: Duration,
@@ -416,6 +418,12 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
         if wasted {
             debug!(target: "hive_peer::timeline", from = %self.holders[i].addr, chunk = chunk.get(), bytes = outcome.received, ok = outcome.result.is_ok(), "chunk wasted");
         }
+        if let (Ok(()), Some(answered)) = (&outcome.result, outcome.answered) {
+            let now = Instant::now();
+            self.holders[i]
+                .pace
+                .delivered(now, answered, outcome.received);
+        }
         if outcome.result.is_ok() {
             self.typical = Some(match self.typical {
                 Some(t) => (t * 7 + outcome.took) / 8,
@@ -476,6 +484,7 @@ impl<L: Locator, H: Holders, S: Sink> Drop for Engine<L, H, S> {
 
 mod holders;
 mod locate;
+mod pace;
 mod pick;
 
 #[cfg(test)]

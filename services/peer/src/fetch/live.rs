@@ -11,6 +11,7 @@ use std::{
 
 use bytes::Bytes;
 use hive::{ChunkIndex, FileName, Manifest, pb::peer as pb};
+use tokio::time::Instant;
 use tokio_stream::Stream;
 use tonic::{Code, Status, Streaming};
 
@@ -19,7 +20,7 @@ use super::{
     origins::Origins,
     partfile::PartFile,
     request::{Ask, Decline, Failure},
-    traits::{Holders, Locator, Sink},
+    traits::{Answer, Holders, Locator, Sink},
 };
 use crate::{
     error::PeerError,
@@ -58,7 +59,7 @@ impl Holders for Pool {
         conn: &PeerClient,
         name: &FileName,
         ask: &Ask,
-    ) -> impl Future<Output = Result<(ChunkIndex, Frames), Failure>> + Send + use<> {
+    ) -> impl Future<Output = Result<Answer<Frames>, Failure>> + Send + use<> {
         let mut client = conn.clone();
         let asked = ask.chunk;
         let request = pb::GetChunkRequest {
@@ -73,6 +74,7 @@ impl Holders for Pool {
                 .await
                 .map_err(failure)?
                 .into_inner();
+            let at = Instant::now();
             // The first message says which chunk comes (0, or a peer that
             // predates swaps: the one asked for); the caller checks it.
             let first = stream.message().await.map_err(failure)?;
@@ -80,7 +82,11 @@ impl Holders for Pool {
                 .as_ref()
                 .and_then(|m| ChunkIndex::new(m.chunk))
                 .unwrap_or(asked);
-            Ok((chunk, Frames(first.map(|m| m.data), stream)))
+            Ok(Answer {
+                chunk,
+                frames: Frames(first.map(|m| m.data), stream),
+                at,
+            })
         }
     }
 }

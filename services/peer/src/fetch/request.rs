@@ -19,7 +19,7 @@ use tokio::{
 };
 use tokio_stream::{Stream, StreamExt};
 
-use super::traits::{Holders, Sink};
+use super::traits::{Answer, Holders, Sink};
 use crate::{error::PeerError, throttle::Caps};
 
 /// Why a request failed, as the scheduler needs to tell it.
@@ -51,6 +51,9 @@ pub struct Outcome {
     pub received: u64,
     /// From asking to the chunk verified (before it is written).
     pub took: Duration,
+    /// From asking to the holder's answer (before the chunk's bytes), if it
+    /// answered.
+    pub answered: Option<Duration>,
 }
 
 /// One chunk request as the engine makes it.
@@ -115,15 +118,19 @@ pub fn fetch_into<H: Holders, S: Sink>(
         let mut received = 0;
         let asked = Instant::now();
         let mut until = asked + deadline;
+        let mut answered = None;
         let got = match timeout_at(until, open).await {
-            Ok(Ok((chunk, frames))) => match swapped(&ask, chunk, &swaps) {
-                Ok(()) => {
-                    let read = (&mut until, &caps);
-                    let got = receive(frames, &manifest, chunk, read, &mut received).await;
-                    got.map(|frames| (chunk, frames))
+            Ok(Ok(Answer { chunk, frames, at })) => {
+                answered = Some(at.duration_since(asked));
+                match swapped(&ask, chunk, &swaps) {
+                    Ok(()) => {
+                        let read = (&mut until, &caps);
+                        let got = receive(frames, &manifest, chunk, read, &mut received).await;
+                        got.map(|frames| (chunk, frames))
+                    }
+                    Err(f) => Err(f),
                 }
-                Err(f) => Err(f),
-            },
+            }
             Ok(Err(f)) => Err(f),
             Err(_) => Err(Failure::Timeout),
         };
@@ -136,6 +143,7 @@ pub fn fetch_into<H: Holders, S: Sink>(
             result,
             received,
             took,
+            answered,
         }
     }
 }

@@ -14,6 +14,8 @@ use bytes::Bytes;
 use hive::{ChunkIndex, FileName, Manifest};
 use tokio_stream::Stream;
 
+use tokio::time::Instant;
+
 use super::request::{Ask, Failure};
 use crate::{error::PeerError, tracker_link::Located};
 
@@ -49,7 +51,18 @@ pub trait Holders: Send + Sync + 'static {
         conn: &Self::Conn,
         name: &FileName,
         ask: &Ask,
-    ) -> impl Future<Output = Result<(ChunkIndex, Self::Frames), Failure>> + Send + use<Self>;
+    ) -> impl Future<Output = Result<Answer<Self::Frames>, Failure>> + Send + use<Self>;
+}
+
+/// A holder's answer to a chunk request.
+pub struct Answer<F> {
+    /// The chunk it sends.
+    pub chunk: ChunkIndex,
+    /// Its bytes as they arrive.
+    pub frames: F,
+    /// When the holder answered, before the chunk's bytes: the round trip
+    /// plus the holder's queue (for [`super::engine`]'s pace per holder).
+    pub at: Instant,
 }
 
 /// Where one download's verified chunks go.

@@ -21,7 +21,7 @@ use crate::{
     error::PeerError,
     fetch::{
         request::{Ask, Decline, Failure},
-        traits::{Holders, Locator, Sink},
+        traits::{Answer, Holders, Locator, Sink},
     },
     metrics::Counters,
     server::{self, Tally, Verdict},
@@ -284,7 +284,7 @@ impl Holders for FakeHolders {
         conn: &String,
         name: &FileName,
         ask: &Ask,
-    ) -> impl Future<Output = Result<(ChunkIndex, Frames), Failure>> + Send + use<> {
+    ) -> impl Future<Output = Result<Answer<Frames>, Failure>> + Send + use<> {
         assert_eq!(name, self.manifest.name());
         let addr = conn.clone();
         let (verdict, log) = self.decide(&addr, ask);
@@ -325,7 +325,11 @@ impl Holders for FakeHolders {
             // In two frames, as a holder streams it.
             let second = Bytes::from(bytes.split_off(CHUNK / 3));
             let frames = [Ok(Bytes::from(bytes)), Ok(second)];
-            Ok((sent, Box::pin(tokio_stream::iter(frames)) as Frames))
+            Ok(Answer {
+                chunk: sent,
+                frames: Box::pin(tokio_stream::iter(frames)) as Frames,
+                at: Instant::now(),
+            })
         }
     }
 }

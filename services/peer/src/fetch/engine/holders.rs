@@ -7,7 +7,7 @@ use hive::{ChunkIndex, ChunkSet};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::{Engine, Idle};
+use super::{Engine, Idle, pace::Pace};
 use crate::fetch::{
     request::Failure,
     traits::{Holders, Locator, Sink},
@@ -25,7 +25,11 @@ pub(super) struct HolderState<C> {
     pub(super) conn: C,
     pub(super) chunks: ChunkSet,
     pub(super) inflight: usize,
+    /// Most requests in flight to it: `--per-holder`, less after it said
+    /// it was busy.
     pub(super) limit: usize,
+    /// What it delivers, and how many requests that keeps in flight.
+    pub(super) pace: Pace,
     pub(super) strikes: u32,
     pub(super) banned: bool,
     pub(super) failures: u32,
@@ -67,6 +71,7 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
             chunks,
             inflight: 0,
             limit: self.settings.per_holder.max(1),
+            pace: Pace::new(Instant::now()),
             strikes: 0,
             banned: false,
             failures: 0,
@@ -78,6 +83,14 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
             first_pass: false,
             offered: HashMap::new(),
         });
+    }
+
+    /// How many requests to keep in flight to holder `i`: by its pace,
+    /// within its limit.
+    pub(super) fn room(&self, i: usize) -> usize {
+        let h = &self.holders[i];
+        let chunk = u64::from(self.manifest.layout().chunk_size().get());
+        h.pace.limit(chunk, h.limit)
     }
 
     /// Whether a request may go to `h` now.
@@ -120,8 +133,10 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
                 debug!(target: "hive_peer::timeline", from = %addr, chunk = chunk.get(), "chunk declined");
             }
             Failure::Busy => {
+                let room = self.room(i);
                 let h = &mut self.holders[i];
-                h.limit = h.limit.saturating_sub(1).max(1);
+                h.limit = room.saturating_sub(1).max(1);
+                h.pace.slow_down();
                 h.retry_at = Instant::now() + Duration::from_millis(200);
             }
             Failure::Unreachable(_) | Failure::Timeout => {

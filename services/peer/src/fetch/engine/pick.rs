@@ -101,7 +101,7 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
                 let h = &self.holders[i];
                 let limit = match h.chunks.is_full() && saturated {
                     true => 1,
-                    false => h.limit,
+                    false => self.room(i),
                 };
                 if !self.usable(h) || h.inflight >= limit || self.task_of.len() >= most {
                     continue;
@@ -285,24 +285,34 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
     }
 
     /// The chunks holder `i` may send instead of `chunk`: the next wanted
-    /// ones, rarest first, that it has and has not declined and that no
-    /// other source here has. Those are the ones a seeder in its first pass
-    /// can send (it sent nobody the others), and nobody else is asked for
-    /// one the holder may be sending already (unless a Locate brings a new
-    /// holder of it meanwhile).
+    /// ones, rarest first, that it has and has not declined, that no other
+    /// source here has, and that no other request to it offers. Those are
+    /// the ones a seeder in its first pass can send (it sent nobody the
+    /// others), and nobody else is asked for one the holder may be sending
+    /// already (unless a Locate brings a new holder of it meanwhile). The
+    /// lists are disjoint, and each takes at most its share of what is left
+    /// (one of as many as its pace keeps in flight): a chunk offered is not
+    /// asked of the holder as such, so requests offering everything left
+    /// would hold the next ones back, and a download's last chunks would
+    /// come from a holder of the whole file one round trip at a time.
     fn instead(&self, i: usize, chunk: ChunkIndex) -> Vec<ChunkIndex> {
         let h = &self.holders[i];
-        self.pending
+        let shares = self.room(i).max(1);
+        let mut wanted: Vec<ChunkIndex> = self
+            .pending
             .iter()
             .map(|&(_, _, c)| c)
             .filter(|&c| {
                 c != chunk
                     && h.chunks.contains(c)
                     && !h.declined.contains(c)
+                    && !h.offered.contains_key(&c)
                     && !self.elsewhere(i, c)
             })
-            .take(MAX_INSTEAD)
-            .collect()
+            .take(MAX_INSTEAD * shares)
+            .collect();
+        wanted.truncate(MAX_INSTEAD.min(wanted.len() / shares));
+        wanted
     }
 
     pub(super) fn start(&mut self, i: usize, ask: Ask) {
@@ -310,6 +320,9 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
         let offered = ask.instead.clone();
         self.pending.remove(&self.key(chunk));
         let h = &mut self.holders[i];
+        if h.inflight == 0 {
+            h.pace.busy(Instant::now());
+        }
         h.inflight += 1;
         self.swarm.sink.requested(chunk, &h.addr);
         let job = request::fetch_into(

@@ -466,3 +466,52 @@ async fn a_chunk_won_in_the_end_game_is_not_asked_for_again() {
     );
     w.assert_complete();
 }
+
+/// Requests in flight follow a holder's pace: two at first, then about
+/// twice what it delivers in a round trip, up to --per-holder. A holder
+/// that answers every request in 40 ms whatever the load (a long round trip,
+/// no queue) delivers more the more it is asked, so the count nearly doubles
+/// every two round trips (its rate is measured over two) until the cap.
+#[tokio::test(start_paused = true)]
+async fn requests_in_flight_grow_with_what_a_holder_delivers() {
+    let mut w = World::new(256);
+    w.settings.per_holder = 16;
+    let rtt = Duration::from_millis(40);
+    w.holder("far:1", w.full(), &[Serve::Slow(rtt)]);
+    let mut engine = w.engine(w.none());
+    w.run(&mut engine).await.expect("the download completes");
+    w.assert_complete();
+    let asked: Vec<Instant> = w.log().asked.iter().map(|(_, _, at)| *at).collect();
+    // Each request is answered rtt after it is made: those in flight at
+    // some moment are the ones asked within rtt before it.
+    let in_flight = |at: Instant| asked.iter().filter(|&&t| t <= at && at < t + rtt).count();
+    let first = asked[0];
+    assert_eq!(in_flight(first), 2, "two at first");
+    let most = asked.iter().map(|&t| in_flight(t)).max().unwrap();
+    assert_eq!(most, 16, "up to --per-holder");
+    let full_at = asked.iter().find(|&&t| in_flight(t) == 16).unwrap();
+    assert!(
+        full_at.duration_since(first) <= rtt * 10,
+        "growing by a factor, not one more a round trip (14 of them): {:?}",
+        full_at.duration_since(first)
+    );
+}
+
+/// A request to a holder of the whole file offers alternatives (it may
+/// super-seed), and a chunk offered is not asked of it as such: the lists
+/// share out what is left, so a download's last chunks from such a holder
+/// still come several at a time, not one round trip each.
+#[tokio::test(start_paused = true)]
+async fn the_last_chunks_from_a_holder_of_the_whole_file_come_several_at_a_time() {
+    let mut w = World::new(8);
+    w.settings.per_holder = 4;
+    let rtt = Duration::from_millis(40);
+    w.holder("seed:1", w.full(), &[Serve::Slow(rtt)]);
+    let started = Instant::now();
+    let mut engine = w.engine(w.none());
+    w.run(&mut engine).await.expect("the download completes");
+    w.assert_complete();
+    let took = started.elapsed();
+    assert!(took <= rtt * 5, "8 chunks in {took:?}, not one at a time");
+    assert!(w.log().most_instead > 0, "alternatives were offered");
+}
