@@ -14,9 +14,9 @@ use crate::{
 };
 
 /// Holders a download asks a Locate for (`max_holders`) unless told
-/// otherwise: a download keeps at most 16 MiB in flight, four requests per
-/// holder, so a handful of holders are busy at once and the rest are spares;
-/// later Locates bring others in.
+/// otherwise: a download keeps at most 16 MiB in flight, a few requests per
+/// holder (as many as its measured rate needs), so a handful of holders are
+/// busy at once and the rest are spares; later Locates bring others in.
 pub const LOCATE_HOLDERS: u32 = 16;
 
 /// Most chunks a GetChunk request may name `instead` of its chunk: enough

@@ -97,7 +97,8 @@ pub struct Config {
 
     /// Most chunk requests in flight to one holder while downloading. Within
     /// it a download keeps about twice what the holder delivers to it in a
-    /// round trip (its measured rate × answer time), at least 2.
+    /// round trip (its measured rate × answer time), at least 2 unless the
+    /// holder says it is busy.
     #[arg(long, env = "HIVE_PER_HOLDER", default_value_t = 16)]
     pub per_holder: usize,
 
@@ -117,7 +118,9 @@ pub struct Config {
     #[arg(long, env = "HIVE_SEND_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
     pub send_timeout: Duration,
 
-    /// How often a download asks the tracker for new holders.
+    /// The longest a download waits before asking the tracker again for
+    /// new holders (every 0.25 s while the swarm moves; after an answer with
+    /// no news, twice the last wait), and the wait while it is stalled.
     #[arg(long, env = "HIVE_RELOCATE_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
     pub relocate_interval: Duration,
 

@@ -419,10 +419,11 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
             debug!(target: "hive_peer::timeline", from = %self.holders[i].addr, chunk = chunk.get(), bytes = outcome.received, ok = outcome.result.is_ok(), "chunk wasted");
         }
         if let (Ok(()), Some(answered)) = (&outcome.result, outcome.answered) {
-            let now = Instant::now();
-            self.holders[i]
-                .pace
-                .delivered(now, answered, outcome.received);
+            let h = &mut self.holders[i];
+            h.pace.delivered(Instant::now(), answered, outcome.received);
+            // A holder that said it was busy gets back its requests one by
+            // one as it sends chunks.
+            h.limit = (h.limit + 1).min(self.settings.per_holder.max(1));
         }
         if outcome.result.is_ok() {
             self.typical = Some(match self.typical {

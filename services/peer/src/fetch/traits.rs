@@ -61,7 +61,8 @@ pub struct Answer<F> {
     /// Its bytes as they arrive.
     pub frames: F,
     /// When the holder answered, before the chunk's bytes: the round trip
-    /// plus the holder's queue (for [`super::engine`]'s pace per holder).
+    /// plus the holder's wait for an upload slot and first read from disk
+    /// (for [`super::engine`]'s pace per holder).
     pub at: Instant,
 }
 

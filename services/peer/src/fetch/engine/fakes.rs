@@ -73,6 +73,8 @@ pub(super) enum Serve {
     Wrong,
     Lacks,
     Dead,
+    /// Too busy: RESOURCE_EXHAUSTED.
+    Busy,
     /// Never answers.
     Stall,
     /// Answers correctly after this long.
@@ -309,10 +311,11 @@ impl Holders for FakeHolders {
             match serve {
                 Serve::Good | Serve::Unasked => {}
                 Serve::Wrong => bytes[CHUNK / 2] ^= 0xff,
-                Serve::Lacks | Serve::Dead => {
+                Serve::Lacks | Serve::Dead | Serve::Busy => {
                     pending.done = true;
                     return Err(match serve {
                         Serve::Lacks => Failure::Lacks,
+                        Serve::Busy => Failure::Busy,
                         _ => Failure::Unreachable("connection refused".into()),
                     });
                 }

@@ -26,7 +26,8 @@ pub(super) struct HolderState<C> {
     pub(super) chunks: ChunkSet,
     pub(super) inflight: usize,
     /// Most requests in flight to it: `--per-holder`, less after it said
-    /// it was busy.
+    /// it was busy (one less than it had then), one more again for each
+    /// chunk it sends.
     pub(super) limit: usize,
     /// What it delivers, and how many requests that keeps in flight.
     pub(super) pace: Pace,

@@ -42,7 +42,13 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
             Ok(_) => {
                 warn!(file = %self.manifest.name(), "the tracker now has other content under this name")
             }
-            Err(e) => debug!(error = %e, "locate failed; carrying on with known holders"),
+            Err(e) => {
+                // Not news: a tracker that fails is asked less and less
+                // often, up to the interval.
+                self.fresh = false;
+                self.quiet_gap = (self.quiet_gap * 2).min(self.settings.relocate_interval);
+                debug!(error = %e, "locate failed; carrying on with known holders");
+            }
         }
     }
 

@@ -12,10 +12,10 @@
 //! round trip. Here the count follows each holder's rate as this download
 //! measures it while the holder is asked (Little's law: in flight = rate ×
 //! time), never under [`FLOOR`] (so a measured rate can always grow), never
-//! over `--per-holder`. The gain of two makes the count double each round
-//! trip while the rate keeps up, as TCP's slow start does, and leaves a
-//! chunk or two queued at the holder, so its link never waits for a
-//! request.
+//! over `--per-holder`. The gain of two makes the count nearly double every
+//! two round trips (a rate is measured over two) while the rate keeps up,
+//! as TCP's slow start does, and leaves a chunk or two queued at the holder,
+//! so its link never waits for a request.
 
 use std::time::Duration;
 
@@ -32,7 +32,10 @@ const WINDOW: Duration = Duration::from_millis(5);
 #[derive(Debug, Clone)]
 pub(super) struct Pace {
     /// The shortest time the holder took to answer a request (the response
-    /// before the chunk's bytes): the round trip with no queue ahead.
+    /// before the chunk's bytes): the round trip with no queue ahead. The
+    /// answer also waits for an upload slot there and its first read from
+    /// disk; the shortest over many is close to the round trip unless the
+    /// holder is never idle.
     base: Option<Duration>,
     /// Bytes a second it delivers while asked: the last window's if more,
     /// else a moving average.
@@ -92,7 +95,7 @@ impl Pace {
                 let per_trip = rate * base.as_secs_f64() / chunk.max(1) as f64;
                 // In range: the product of a rate and a time is finite and
                 // not negative, and the cast saturates.
-                (GAIN * per_trip).ceil() as usize + 1
+                ((GAIN * per_trip).ceil() as usize).saturating_add(1)
             }
             _ => FLOOR,
         };
@@ -157,10 +160,11 @@ mod tests {
         let mut pace = Pace::new(start);
         feed(&mut pace, start, 40 * MS, 6.25e6, CHUNK, 40);
         let before = pace.limit(CHUNK, 100);
-        // Idle for a minute, then asked again: the same rate.
+        // Idle for a minute, then asked again: the first window after it
+        // (two chunks) is as fast as before, not a minute long.
         let later = start + Duration::from_secs(60);
         pace.busy(later);
-        feed(&mut pace, later, 40 * MS, 6.25e6, CHUNK, 40);
+        feed(&mut pace, later, 40 * MS, 6.25e6, CHUNK, 2);
         assert_eq!(pace.limit(CHUNK, 100), before);
         pace.slow_down();
         assert!(pace.limit(CHUNK, 100) < before);

@@ -4,7 +4,9 @@
 //!
 //! A request that may be declined, to a holder listed with the whole file,
 //! names up to [`MAX_INSTEAD`] other wanted chunks, rarest first, that the
-//! holder has not declined and nobody else here has: a super-seeding
+//! holder has not declined, nobody else here has and no other request to it
+//! names (each request takes at most its share of those, one of as many as
+//! may be in flight to the holder): a super-seeding
 //! holder sends the one it has
 //! sent least, so it sends first copies back to back, with no round trip
 //! for a decline, as long as it is asked at all. When the request reports
@@ -109,7 +111,7 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
                 match self.pick(i) {
                     Some((chunk, may_decline)) => {
                         let instead = match may_decline && h.chunks.is_full() {
-                            true => self.instead(i, chunk),
+                            true => self.instead(i, chunk, limit),
                             false => Vec::new(),
                         };
                         let ask = Ask {
@@ -291,13 +293,14 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
     /// others), and nobody else is asked for one the holder may be sending
     /// already (unless a Locate brings a new holder of it meanwhile). The
     /// lists are disjoint, and each takes at most its share of what is left
-    /// (one of as many as its pace keeps in flight): a chunk offered is not
+    /// (one of `shares`, the requests that may be in flight to it): a chunk
+    /// offered is not
     /// asked of the holder as such, so requests offering everything left
     /// would hold the next ones back, and a download's last chunks would
     /// come from a holder of the whole file one round trip at a time.
-    fn instead(&self, i: usize, chunk: ChunkIndex) -> Vec<ChunkIndex> {
+    fn instead(&self, i: usize, chunk: ChunkIndex, shares: usize) -> Vec<ChunkIndex> {
         let h = &self.holders[i];
-        let shares = self.room(i).max(1);
+        let shares = shares.max(1);
         let mut wanted: Vec<ChunkIndex> = self
             .pending
             .iter()

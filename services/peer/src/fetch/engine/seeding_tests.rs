@@ -199,8 +199,8 @@ async fn a_seeder_sends_first_copies_in_place_of_chunks_it_sent() {
     assert_eq!(log.swapped.len(), 4, "{:?}", log.swapped);
 }
 
-/// Many requests in flight to one seeder, all offering the same wanted
-/// chunks: the seeder's tally hands each a different first copy, the
+/// Many requests in flight to one seeder, each offering wanted chunks no
+/// other one offers: the seeder's tally hands each a different first copy, the
 /// engine moves each request to the chunk it fetches, and no chunk is
 /// fetched twice. Offers stay within MAX_INSTEAD.
 #[tokio::test(start_paused = true)]

@@ -515,3 +515,21 @@ async fn the_last_chunks_from_a_holder_of_the_whole_file_come_several_at_a_time(
     assert!(took <= rtt * 5, "8 chunks in {took:?}, not one at a time");
     assert!(w.log().most_instead > 0, "alternatives were offered");
 }
+
+/// A holder that once says it is busy gets fewer requests for a while, and
+/// its requests back one by one as it sends chunks: not one at a time for
+/// the rest of the download.
+#[tokio::test(start_paused = true)]
+async fn a_holder_that_was_busy_once_gets_its_requests_back() {
+    let mut w = World::new(256);
+    w.settings.per_holder = 16;
+    let rtt = Duration::from_millis(40);
+    w.holder("far:1", w.full(), &[Serve::Busy, Serve::Slow(rtt)]);
+    let mut engine = w.engine(w.none());
+    w.run(&mut engine).await.expect("the download completes");
+    w.assert_complete();
+    let asked: Vec<Instant> = w.log().asked.iter().map(|(_, _, at)| *at).collect();
+    let in_flight = |at: Instant| asked.iter().filter(|&&t| t <= at && at < t + rtt).count();
+    let most = asked.iter().map(|&t| in_flight(t)).max().unwrap();
+    assert_eq!(most, 16, "up to --per-holder again");
+}
