@@ -481,20 +481,29 @@ async fn requests_in_flight_grow_with_what_a_holder_delivers() {
     let mut engine = w.engine(w.none());
     w.run(&mut engine).await.expect("the download completes");
     w.assert_complete();
-    let asked: Vec<Instant> = w.log().asked.iter().map(|(_, _, at)| *at).collect();
-    // Each request is answered rtt after it is made: those in flight at
-    // some moment are the ones asked within rtt before it.
-    let in_flight = |at: Instant| asked.iter().filter(|&&t| t <= at && at < t + rtt).count();
-    let first = asked[0];
-    assert_eq!(in_flight(first), 2, "two at first");
-    let most = asked.iter().map(|&t| in_flight(t)).max().unwrap();
-    assert_eq!(most, 16, "up to --per-holder");
-    let full_at = asked.iter().find(|&&t| in_flight(t) == 16).unwrap();
+    let asks = in_flight_at_each_ask(&w, rtt);
+    let first = asks[0].0;
+    assert_eq!(asks[0].1, 2, "two at first");
+    assert_eq!(
+        asks.iter().map(|a| a.1).max(),
+        Some(16),
+        "up to --per-holder"
+    );
+    let full_at = asks.iter().find(|a| a.1 == 16).map(|a| a.0).unwrap();
     assert!(
         full_at.duration_since(first) <= rtt * 10,
         "growing by a factor, not one more a round trip (14 of them): {:?}",
         full_at.duration_since(first)
     );
+}
+
+/// For a holder that answers every request `rtt` after it is made: each
+/// request's time and how many were in flight then (those asked within
+/// `rtt` before it), in the order asked.
+fn in_flight_at_each_ask(w: &World, rtt: Duration) -> Vec<(Instant, usize)> {
+    let asked: Vec<Instant> = w.log().asked.iter().map(|(_, _, at)| *at).collect();
+    let in_flight = |at: Instant| asked.iter().filter(|&&t| t <= at && at < t + rtt).count();
+    asked.iter().map(|&t| (t, in_flight(t))).collect()
 }
 
 /// A request to a holder of the whole file offers alternatives (it may
@@ -528,8 +537,6 @@ async fn a_holder_that_was_busy_once_gets_its_requests_back() {
     let mut engine = w.engine(w.none());
     w.run(&mut engine).await.expect("the download completes");
     w.assert_complete();
-    let asked: Vec<Instant> = w.log().asked.iter().map(|(_, _, at)| *at).collect();
-    let in_flight = |at: Instant| asked.iter().filter(|&&t| t <= at && at < t + rtt).count();
-    let most = asked.iter().map(|&t| in_flight(t)).max().unwrap();
-    assert_eq!(most, 16, "up to --per-holder again");
+    let most = in_flight_at_each_ask(&w, rtt).iter().map(|a| a.1).max();
+    assert_eq!(most, Some(16), "up to --per-holder again");
 }
