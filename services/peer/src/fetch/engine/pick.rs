@@ -6,9 +6,8 @@
 //! names up to [`MAX_INSTEAD`] other wanted chunks, rarest first, that the
 //! holder has not declined, nobody else here has and no other request to it
 //! names (each request takes at most its share of those, one of as many as
-//! may be in flight to the holder): a super-seeding
-//! holder sends the one it has
-//! sent least, so it sends first copies back to back, with no round trip
+//! may be in flight to the holder): a super-seeding holder sends the one it
+//! has sent least, so it sends first copies back to back, with no round trip
 //! for a decline, as long as it is asked at all. When the request reports
 //! the swap, it moves to the chunk it fetches, which leaves the queue, and
 //! the chunk asked for goes back to it, counted as declined by that holder
@@ -294,10 +293,10 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
     /// already (unless a Locate brings a new holder of it meanwhile). The
     /// lists are disjoint, and each takes at most its share of what is left
     /// (one of `shares`, the requests that may be in flight to it): a chunk
-    /// offered is not
-    /// asked of the holder as such, so requests offering everything left
-    /// would hold the next ones back, and a download's last chunks would
-    /// come from a holder of the whole file one round trip at a time.
+    /// offered is not asked of the holder as such, so requests offering
+    /// everything left would hold the next ones back, and a download's last
+    /// chunks would come from a holder of the whole file one round trip at
+    /// a time.
     fn instead(&self, i: usize, chunk: ChunkIndex, shares: usize) -> Vec<ChunkIndex> {
         let h = &self.holders[i];
         let shares = shares.max(1);
