@@ -6,7 +6,8 @@
 //! delivers each a fraction of a chunk per round trip: every request past
 //! the second only splits its link further, so the first chunks it sends
 //! are complete later, and passed on later (a seeder with 8 downloaders × 4
-//! requests took 0.7 s for its first chunks instead of 0.2–0.4 s). A
+//! requests took 0.7–0.9 s for each one's first chunk, with 2 requests
+//! each 0.35–0.55 s). A
 //! holder with the link to itself, on a long round trip or with small
 //! chunks, needs many: 8 KiB chunks at 50 Mbit/s and 40 ms are 31 chunks a
 //! round trip. Here the count follows each holder's rate as this download
