@@ -363,6 +363,11 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
         self.last_relocate + after
     }
 
+    /// The file's chunk size in bytes (its last chunk may be shorter).
+    fn chunk_bytes(&self) -> u64 {
+        u64::from(self.manifest.layout().chunk_size().get())
+    }
+
     fn unavailable(&self) -> PeerError {
         let missing = self.manifest.chunk_count() - self.have.len();
         PeerError::Unavailable(format!(
@@ -418,18 +423,18 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
         if wasted {
             debug!(target: "hive_peer::timeline", from = %self.holders[i].addr, chunk = chunk.get(), bytes = outcome.received, ok = outcome.result.is_ok(), "chunk wasted");
         }
-        if let (Ok(()), Some(answered)) = (&outcome.result, outcome.answered) {
-            let h = &mut self.holders[i];
-            h.pace.delivered(Instant::now(), answered, outcome.received);
-            // A holder that said it was busy gets back its requests one by
-            // one as it sends chunks.
-            h.limit = (h.limit + 1).min(self.settings.per_holder.max(1));
-        }
         if outcome.result.is_ok() {
             self.typical = Some(match self.typical {
                 Some(t) => (t * 7 + outcome.took) / 8,
                 None => outcome.took,
             });
+            let h = &mut self.holders[i];
+            if let Some(answered) = outcome.answered {
+                h.pace.delivered(Instant::now(), answered, outcome.received);
+            }
+            // A holder that said it was busy gets back its requests one by
+            // one as it sends chunks.
+            h.limit = (h.limit + 1).min(self.settings.per_holder.max(1));
         }
         match outcome.result {
             Ok(()) => self.on_chunk(i, chunk),

@@ -90,8 +90,7 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
     /// within its limit.
     pub(super) fn room(&self, i: usize) -> usize {
         let h = &self.holders[i];
-        let chunk = u64::from(self.manifest.layout().chunk_size().get());
-        h.pace.limit(chunk, h.limit)
+        h.pace.limit(self.chunk_bytes(), h.limit)
     }
 
     /// Whether a request may go to `h` now.

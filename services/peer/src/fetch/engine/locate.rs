@@ -35,6 +35,12 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
             .any(|h| self.source(h) && self.lacking(h))
     }
 
+    /// An answer without news (or none): the next Locate waits twice as
+    /// long as the last, up to the interval.
+    fn quieter(&mut self) {
+        self.quiet_gap = (self.quiet_gap * 2).min(self.settings.relocate_interval);
+    }
+
     /// Takes in the outcome of a Locate.
     pub(super) fn take(&mut self, found: Result<Located, PeerError>) {
         match found {
@@ -46,7 +52,7 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
                 // Not news: a tracker that fails is asked less and less
                 // often, up to the interval.
                 self.fresh = false;
-                self.quiet_gap = (self.quiet_gap * 2).min(self.settings.relocate_interval);
+                self.quieter();
                 debug!(error = %e, "locate failed; carrying on with known holders");
             }
         }
@@ -98,10 +104,10 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
             );
         }
         self.fresh = news;
-        self.quiet_gap = match news {
-            true => FRESH_LOCATE,
-            false => (self.quiet_gap * 2).min(self.settings.relocate_interval),
-        };
+        match news {
+            true => self.quiet_gap = FRESH_LOCATE,
+            false => self.quieter(),
+        }
         debug!(holders = self.holders.len(), news, "located");
         let now = Instant::now();
         for h in self

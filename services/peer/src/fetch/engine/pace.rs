@@ -23,7 +23,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// Requests in flight to a holder whose rate is not known or is low.
-pub(super) const FLOOR: usize = 2;
+const FLOOR: usize = 2;
 /// Chunks in flight per chunk the holder delivers in a round trip.
 const GAIN: f64 = 2.0;
 /// A rate is measured over at least this long, and at least two round trips.

@@ -92,8 +92,7 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
     /// had a free slot but nothing to be asked for while chunks are missing
     /// (`starved`): what this download knows of the others is out of date.
     pub(super) fn assign(&mut self) {
-        let chunk = u64::from(self.manifest.layout().chunk_size().get());
-        let most = (MAX_INFLIGHT_BYTES / chunk).max(2) as usize;
+        let most = (MAX_INFLIGHT_BYTES / self.chunk_bytes()).max(2) as usize;
         let saturated = self.saturated();
         self.starved = false;
         loop {
@@ -140,8 +139,7 @@ impl<L: Locator, H: Holders, S: Sink> Engine<L, H, S> {
     /// slow link, each first copy taken is one the rest of the swarm can
     /// only get at that link's pace once the seeder is gone.
     pub(super) fn saturated(&self) -> bool {
-        let chunk = u64::from(self.manifest.layout().chunk_size().get());
-        u64::from(self.unique) * chunk >= self.settings.saturated_bytes
+        u64::from(self.unique) * self.chunk_bytes() >= self.settings.saturated_bytes
             && self.leechers > 0
             && self.uncovered > 0
     }
